@@ -1,0 +1,37 @@
+"""The HTTP API: `create_app()` builds the Flask app (HTTP only; it never imports torch)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import redis
+from flask import Flask
+
+from api.errors import register_error_handlers
+from api.workers import WorkerDirectory
+from inference.settings import get_settings
+
+
+def create_app(overrides: dict | None = None) -> Flask:
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = Flask(__name__)
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_content_length,
+        STARTED_AT=time.time(),
+        JSON_SORT_KEYS=False,
+    )
+    app.config.update(overrides or {})
+    # Short socket timeouts: with Redis down the API answers 503 quickly instead of hanging.
+    app.extensions["redis"] = redis.Redis.from_url(
+        settings.redis_url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30
+    )
+    app.extensions["workers"] = WorkerDirectory()
+
+    from api import routes_legacy, routes_ops, routes_v1
+
+    for blueprint in (routes_v1.bp, routes_legacy.bp, routes_ops.bp):
+        app.register_blueprint(blueprint)
+    register_error_handlers(app)
+    return app

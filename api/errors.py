@@ -1,0 +1,71 @@
+"""Every error leaves the API as `{"error": {"code", "message"}}` with a 4xx/5xx status."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from flask import Flask, jsonify
+from kombu.exceptions import OperationalError
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException
+
+from inference.errors import InferenceError
+
+log = logging.getLogger(__name__)
+
+# pydantic field -> error code, so clients can tell a bad model from a bad priority
+CODE_OF_FIELD = {"model_type": "unknown_model", "priority": "invalid_priority", "data": "missing_data",
+                 "request_id": "invalid_request_id", "top_k": "invalid_top_k"}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+
+
+def error_response(status: int, code: str, message: str, headers: dict | None = None, **extra):
+    response = jsonify({"error": {"code": code, "message": message, **extra}})
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
+
+
+def validation_error(exc: ValidationError, prefix: str = "") -> ApiError:
+    first = exc.errors()[0]
+    field = str(first["loc"][0]) if first["loc"] else ""
+    message = first["msg"].removeprefix("Value error, ")
+    return ApiError(400, CODE_OF_FIELD.get(field, "invalid_request"), f"{prefix}{field}: {message}" if field else prefix + message)
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError):
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.errorhandler(ValidationError)
+    def _validation(exc: ValidationError):
+        err = validation_error(exc)
+        return error_response(err.status, err.code, err.message)
+
+    @app.errorhandler(InferenceError)
+    def _inference(exc: InferenceError):
+        status = exc.http_status if 400 <= exc.http_status < 600 else 500
+        return error_response(status, exc.code, exc.message)
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException):
+        code = {413: "body_too_large"}.get(exc.code, (exc.name or "error").lower().replace(" ", "_"))
+        return error_response(exc.code or 500, code, exc.description or exc.name)
+
+    @app.errorhandler(redis.RedisError)
+    @app.errorhandler(OperationalError)
+    def _broker_down(exc):
+        log.warning("Redis unavailable: %s", exc)
+        return error_response(503, "broker_unavailable", "the queue (Redis) is unavailable; retry later", {"Retry-After": "2"})
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unhandled error")
+        return error_response(500, "internal_error", "internal error; see the API log")

@@ -1,0 +1,54 @@
+"""Request and response schemas of the HTTP API (pydantic)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from inference.queues import DEFAULT_PRIORITY, PRIORITIES
+from inference.registry import ANY_MODEL, model_names
+
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+
+
+class InferenceRequest(BaseModel):
+    """One image to classify. `data` is base64 (JSON) or comes from the `image` file (multipart)."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    data: str = Field(..., min_length=1, description="The image, base64-encoded (JPEG, PNG, GIF, BMP, TIFF, WEBP).")
+    model_type: str = Field(ANY_MODEL, description=f"One of: {ANY_MODEL}, {', '.join(model_names())}.")
+    priority: str = Field(DEFAULT_PRIORITY, description=f"One of: {', '.join(PRIORITIES)}.")
+    request_id: str | None = Field(None, pattern=REQUEST_ID_PATTERN, description="Client-chosen id; submitting it again returns the first request.")
+    top_k: int | None = Field(None, ge=1, description="How many predictions to return (default DEFAULT_TOP_K).")
+
+    @field_validator("model_type")
+    @classmethod
+    def known_model(cls, value: str) -> str:
+        if value not in (ANY_MODEL, *model_names()):
+            raise ValueError(f"unknown model {value!r}; expected one of {ANY_MODEL}, {', '.join(model_names())}")
+        return value
+
+    @field_validator("priority")
+    @classmethod
+    def known_priority(cls, value: str) -> str:
+        if value not in PRIORITIES:
+            raise ValueError(f"unknown priority {value!r}; expected one of {', '.join(PRIORITIES)}")
+        return value
+
+
+class BatchRequest(BaseModel):
+    """Several requests at once: `requests` (each its own model and priority) or `images` sharing them."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    requests: list[dict] | None = None
+    images: list[str] | None = None
+    model_type: str = ANY_MODEL
+    priority: str = DEFAULT_PRIORITY
+    top_k: int | None = None
+
+    def items(self) -> list[dict]:
+        if self.requests is not None:
+            return self.requests
+        shared = {"model_type": self.model_type, "priority": self.priority, "top_k": self.top_k}
+        return [{"data": image, **shared} for image in self.images or []]

@@ -1,0 +1,73 @@
+"""Decoding untrusted image bytes into RGB pictures (torch-free; the API uses it to validate)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import warnings
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from inference.errors import ImageTooLarge, InvalidBase64, InvalidImage
+
+ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")
+
+
+def decode_base64(data: str) -> bytes:
+    if not isinstance(data, str) or not data.strip():
+        raise InvalidBase64("`data` must be a non-empty base64 string")
+    if data.startswith("data:") and "," in data:  # accept data URLs from browsers
+        data = data.split(",", 1)[1]
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidBase64(f"`data` is not valid base64: {exc}") from None
+    if not raw:
+        raise InvalidBase64("`data` decodes to zero bytes")
+    return raw
+
+
+def _open(raw: bytes, max_pixels: int) -> Image.Image:
+    if not raw:
+        raise InvalidImage("the image is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(raw), formats=ALLOWED_FORMATS)
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+            raise ImageTooLarge(str(exc)) from None
+        raise InvalidImage(f"not a supported image (allowed: {', '.join(ALLOWED_FORMATS)})") from None
+    except Exception as exc:  # PIL raises many types on corrupt headers
+        raise InvalidImage(f"could not read the image: {exc}") from None
+    width, height = img.size
+    if width * height > max_pixels:
+        raise ImageTooLarge(f"image has {width}x{height} pixels; the limit is {max_pixels} pixels")
+    if width == 0 or height == 0:
+        raise InvalidImage("image has no pixels")
+    return img
+
+
+def probe_image(raw: bytes, max_pixels: int) -> dict:
+    """Cheap check (headers only) that `raw` is an allowed image within the pixel limit."""
+    img = _open(raw, max_pixels)
+    return {"format": img.format, "width": img.width, "height": img.height, "mode": img.mode}
+
+
+def load_rgb(raw: bytes, max_pixels: int) -> Image.Image:
+    """Fully decode `raw`, apply EXIF orientation and convert any mode (L, RGBA, P, CMYK...) to RGB."""
+    img = _open(raw, max_pixels)
+    try:
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+            # Composite transparency on white rather than on whatever the hidden pixels hold.
+            rgba = img.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            img = Image.alpha_composite(background, rgba)
+        return img.convert("RGB")
+    except ImageTooLarge:
+        raise
+    except Exception as exc:  # truncated or corrupt pixel data
+        raise InvalidImage(f"could not decode the image: {exc}") from None

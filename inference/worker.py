@@ -1,0 +1,123 @@
+"""Worker start-up: pin a worker to one model, load the model once per process, report it.
+
+- `--model` (or WORKER_MODEL) selects the model; the worker then consumes only that model's
+  queues, high before normal before low.
+- Each pool process loads and warms up the model in `worker_process_init` (the solo pool sends
+  it in the main process), so a process takes tasks only once its model is ready.
+- `celery -A inference inspect model_info` reports model, weights, device, load and warm-up
+  time of every process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from celery import bootsteps
+from celery.signals import worker_process_init
+from celery.worker.control import inspect_command
+
+from inference.celery_app import app
+from inference.queues import model_queues
+from inference.registry import get_spec
+from inference.settings import cpu_count, get_settings
+
+log = logging.getLogger(__name__)
+
+STATE_DIR_ENV = "INFERENCE_STATE_DIR"  # where pool processes leave their model info for the inspect command
+_loaded = None  # this process's LoadedModel
+
+
+class PinToModel(bootsteps.Step):
+    """Applies `--model`: selects the model's queues and tells pool processes what to load."""
+
+    def __init__(self, worker, model=None, **options):
+        model = model or get_settings().worker_model
+        if not model:
+            raise SystemExit("a worker serves one model: pass --model NAME or set WORKER_MODEL")
+        get_spec(model)  # fail fast on an unknown name
+        os.environ["WORKER_MODEL"] = model  # inherited by the forked pool processes
+        os.environ[STATE_DIR_ENV] = tempfile.mkdtemp(prefix=f"inference-{model}-")
+        get_settings.cache_clear()
+        worker.setup_queues(model_queues(model))
+        log.info("worker pinned to model %s, queues %s", model, ", ".join(model_queues(model)))
+
+
+app.steps["worker"].add(PinToModel)
+
+
+def torch_threads() -> int:
+    settings = get_settings()
+    return settings.torch_threads or max(1, cpu_count() // max(1, settings.worker_concurrency))
+
+
+@worker_process_init.connect
+def load_model_in_process(**_):
+    global _loaded
+    settings = get_settings()
+    if not settings.worker_model:
+        return
+    from inference import model_runtime  # torch is imported in pool processes only
+
+    _loaded = model_runtime.load(
+        get_spec(settings.worker_model),
+        settings.model_weights,
+        settings.random_weights_seed,
+        allow_download=settings.weights_download,
+        threads=torch_threads(),
+    )
+    info = _loaded.info
+    if info["weights"] == "random":
+        log.warning("!!! %s (model %s, process %s) !!!", info["weights_warning"], info["model"], os.getpid())
+    log.info("model ready: %s", json.dumps(info))
+    state_dir = os.environ.get(STATE_DIR_ENV)
+    if state_dir:
+        Path(state_dir, f"{os.getpid()}.json").write_text(json.dumps({**info, "ready_at": time.time()}))
+
+
+def loaded_model():
+    if _loaded is None:
+        raise RuntimeError("no model loaded in this process (is the worker started with --model?)")
+    return _loaded
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+
+
+def process_infos() -> list[dict]:
+    state_dir = os.environ.get(STATE_DIR_ENV)
+    if not state_dir or not os.path.isdir(state_dir):
+        return []
+    infos = []
+    for path in sorted(Path(state_dir).glob("*.json")):
+        info = json.loads(path.read_text())
+        if _alive(info["pid"]):
+            infos.append(info)
+    return infos
+
+
+@inspect_command()
+def model_info(state):
+    """Model, weights, device, load and warm-up time of each pool process of this worker."""
+    settings = get_settings()
+    processes = process_infos()
+    weights = sorted({p["weights"] for p in processes})
+    return {
+        "model": settings.worker_model,
+        "queues": model_queues(settings.worker_model) if settings.worker_model else [],
+        "weights": weights[0] if len(weights) == 1 else (weights or None),
+        "weights_warning": next((p["weights_warning"] for p in processes if p["weights_warning"]), None),
+        "device": processes[0]["device"] if processes else None,
+        "concurrency": getattr(state.consumer.controller, "concurrency", None),
+        "ready_processes": len(processes),
+        "processes": processes,
+    }
