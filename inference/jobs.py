@@ -95,8 +95,9 @@ def job_status(redis: redis_lib.Redis, request_id: str) -> dict | None:
     if raw is None:
         return None
     job = json.loads(raw)
-    outcome = app.AsyncResult(request_id)
-    status = STATUS_OF_STATE.get(outcome.state, "queued")
+    # The backend's meta, not AsyncResult: no pending-result bookkeeping per status read.
+    meta = app.backend.get_task_meta(request_id)
+    status = STATUS_OF_STATE.get(meta["status"], "queued")
     body = {
         "request_id": request_id,
         "status": status,
@@ -105,9 +106,9 @@ def job_status(redis: redis_lib.Redis, request_id: str) -> dict | None:
         "submitted_at": job["submitted_at"],
     }
     if status == "success":
-        body["result"] = outcome.result
+        body["result"] = meta["result"]
     elif status == "failed":
-        body["error"] = _error_of(outcome.result)
+        body["error"] = _error_of(meta["result"])
     return body
 
 

@@ -1,7 +1,7 @@
 """Every setting of the system, one line each, read from environment variables.
 
 This is the single place a setting lives: `celeryconfig.py`, the workers and the API all
-read `settings`. `python -m inference.settings` prints the README's configuration table.
+read `settings`. `make config-table` prints the README's configuration table.
 """
 
 from __future__ import annotations
@@ -77,7 +77,3 @@ def cpu_count() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
-
-
-if __name__ == "__main__":
-    print(markdown_table())

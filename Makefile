@@ -1,0 +1,37 @@
+# The README's two commands: `make run` (the whole system) and `make test` (the test suite).
+# Both create the virtualenv and install requirements first when needed.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: setup run start test test-fast health config-table clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+run start: setup  ## API, one worker per model, Flower, and an embedded Redis when REDIS_URL does not answer
+	$(BIN)/honcho start
+
+test: setup  ## the whole test suite: real Redis (embedded, own port), real workers, real models
+	$(BIN)/python -m pytest
+
+test-fast: setup  ## unit tests only (no workers)
+	$(BIN)/python -m pytest -m "not e2e"
+
+health:
+	@curl -s http://$${API_HOST:-127.0.0.1}:$${API_PORT:-8000}/health | $(BIN)/python -m json.tool
+
+config-table: setup  ## the README's configuration table, generated from inference/settings.py
+	@$(BIN)/python -c "from inference.settings import markdown_table; print(markdown_table())"
+
+clean:
+	rm -rf $(VENV) var .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,109 @@
+"""Start the real system for tests: embedded Valkey, one worker per model, the API (gunicorn).
+
+Everything runs as separate processes, the way `make run` starts them, on free ports.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTDATA = ROOT.parent / "shared" / "testdata"
+LOG_DIR = Path(os.environ.get("TEST_LOG_DIR", tempfile.gettempdir())) / "inference-test-logs"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # not up yet
+            last_error = exc
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout} s waiting for {what} (last error: {last_error})")
+
+
+@dataclass
+class Processes:
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def start(self, name: str, cmd: list[str], env: dict) -> subprocess.Popen:
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        log = open(LOG_DIR / f"{name}.log", "wb")
+        # A session of its own, so stopping it reaches the pool processes too.
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[name] = proc
+        return proc
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=timeout)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=5)
+
+    def stop_all(self) -> None:
+        for name in list(self.procs):
+            self.stop(name)
+
+
+def start_redis(procs: Processes, env: dict) -> str:
+    from inference.redis_embedded import server_command
+
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    data_dir = tempfile.mkdtemp(prefix="inference-test-redis-")
+    procs.start("redis", server_command(url, data_dir), env)
+    import redis
+
+    wait_until(lambda: redis.Redis.from_url(url).ping(), 15, what="embedded Valkey")
+    return url
+
+
+def start_worker(procs: Processes, model: str, env: dict, name: str | None = None) -> str:
+    name = name or f"{model}-test-{os.getpid()}@%h"
+    procs.start(f"worker-{name}", [sys.executable, "-m", "inference.launch", model, "--name", name], env)
+    return name
+
+
+def start_api(procs: Processes, env: dict) -> str:
+    port = free_port()
+    api_env = {**env, "API_PORT": str(port), "API_HOST": "127.0.0.1", "API_WORKERS": "2"}
+    procs.start("api", [sys.executable, "-m", "gunicorn", "-c", "api/gunicorn_conf.py", "api.wsgi:app"], api_env)
+    base = f"http://127.0.0.1:{port}"
+    wait_until(lambda: requests.get(f"{base}/queue/status", timeout=2).ok, 30, what="the API")
+    return base
+
+
+def wait_for_ready_workers(base_url: str, count: int, timeout: float = 180) -> list[dict]:
+    def ready():
+        body = requests.get(f"{base_url}/workers/status", timeout=5).json()
+        return body["workers"] if body["ready"] >= count else None
+
+    return wait_until(ready, timeout, interval=1.0, what=f"{count} ready workers")

@@ -1,0 +1,207 @@
+"""End to end over HTTP: a running API (gunicorn), real workers, real models, real Redis."""
+
+from __future__ import annotations
+
+import base64
+import io
+import uuid
+
+import pytest
+from PIL import Image
+
+from tests.conftest import MODELS, image_b64, image_bytes
+
+pytestmark = pytest.mark.e2e
+
+
+def post(api, path, **kw):
+    return api.post(api.base_url + path, timeout=60, **kw)
+
+
+def get(api, path, **kw):
+    return api.get(api.base_url + path, timeout=60, **kw)
+
+
+def assert_random_weights_flagged(result: dict):
+    assert result["weights"] == "random"
+    assert "RANDOM" in result["weights_warning"]
+
+
+def test_submit_then_poll(api, chelsea_b64):
+    response = post(api, "/v1/inference", json={"data": chelsea_b64, "model_type": "resnet18", "priority": "high", "top_k": 3})
+    assert response.status_code == 202
+    body = response.json()
+    assert body["status"] in ("queued", "running", "success")
+    assert response.headers["Location"] == f"/v1/inference/{body['request_id']}"
+
+    done = get(api, response.headers["Location"], params={"wait": 20})
+    assert done.status_code == 200
+    status = done.json()
+    assert status["status"] == "success"
+    result = status["result"]
+    assert result["model"] == "resnet18" and result["priority"] == "high"
+    assert len(result["predictions"]) == 3
+    assert {"class", "class_id", "confidence"} <= set(result["predictions"][0])
+    assert result["worker_id"].startswith("resnet18-test")
+    assert result["queue_time"] >= 0 and result["processing_time"] > 0
+    assert result["started_at"] <= result["finished_at"]
+    assert_random_weights_flagged(result)
+
+
+def test_submit_with_wait_answers_200_with_result(api, chelsea_b64):
+    response = post(api, "/v1/inference", params={"wait": 20}, json={"data": chelsea_b64, "model_type": "squeezenet"})
+    assert response.status_code == 200
+    assert response.json()["result"]["model"] == "squeezenet"
+
+
+def test_poll_without_wait_reports_progress(api, chelsea_b64):
+    response = post(api, "/v1/inference", json={"data": chelsea_b64, "model_type": "mobilenet", "priority": "low"})
+    request_id = response.json()["request_id"]
+    first = get(api, f"/v1/inference/{request_id}")
+    assert first.status_code in (200, 202)
+    assert first.json()["status"] in ("queued", "running", "success")
+    assert get(api, f"/v1/inference/{request_id}", params={"wait": 20}).json()["status"] == "success"
+
+
+def test_unknown_id_is_404(api):
+    response = get(api, f"/v1/inference/{uuid.uuid4().hex}", params={"wait": 1})
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+def test_multipart_upload(api):
+    files = {"image": ("astronaut.jpg", image_bytes("astronaut.jpg"), "image/jpeg")}
+    response = post(api, "/v1/inference", params={"wait": 20}, files=files, data={"model_type": "efficientnet", "top_k": "2"})
+    assert response.status_code == 200, response.text
+    result = response.json()["result"]
+    assert result["model"] == "efficientnet" and len(result["predictions"]) == 2
+
+
+def test_any_model_is_served_by_a_live_model(api, chelsea_b64):
+    response = post(api, "/v1/inference", params={"wait": 20}, json={"data": chelsea_b64, "model_type": "any"})
+    assert response.status_code == 200
+    result = response.json()["result"]
+    assert result["model"] in MODELS
+    assert result["worker_id"].startswith(result["model"])
+
+
+def test_seed_sync_inference_shape(api, chelsea_b64):
+    response = post(api, "/inference", json={"data": chelsea_b64, "model_type": "resnet18"})
+    assert response.status_code == 200
+    body = response.json()
+    assert {"request_id", "status", "predictions", "worker_id", "processing_time", "timestamp"} <= set(body)
+    assert body["status"] == "success" and len(body["predictions"]) == 5
+    assert_random_weights_flagged(body)
+
+
+def test_seed_sync_batch_inference(api):
+    items = [{"data": image_b64("chelsea.jpg"), "model_type": m} for m in MODELS] + [{"data": image_b64("astronaut.jpg")}]
+    response = post(api, "/batch_inference", json={"requests": items})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["total"] == 5 and body["successful"] == 5 and body["failed"] == 0
+    assert [r["model"] for r in body["results"][:4]] == list(MODELS)
+
+
+def test_health_workers_and_queue_status(api):
+    health = get(api, "/health").json()
+    assert health["status"] == "healthy"
+    assert health["redis"] == "ok"
+    assert all(health["models"][m]["workers"] >= 1 for m in MODELS)
+    assert health["warnings"], "random weights must be flagged in /health"
+
+    workers = get(api, "/workers/status").json()["workers"]
+    served = {w["model"]: w for w in workers}
+    assert set(served) == set(MODELS)
+    resnet = served["resnet18"]
+    assert resnet["queues"] == ["resnet18.high", "resnet18.normal", "resnet18.low"]
+    assert resnet["weights"] == "random" and resnet["device"] == "cpu"
+    process = resnet["processes"][0]
+    assert process["load_seconds"] > 0 and process["warmup_seconds"] > 0
+
+    queues = get(api, "/queue/status").json()
+    assert set(queues["queues"]) == set(MODELS)
+    assert set(queues["queues"]["resnet18"]) == {"high", "normal", "low", "total"}
+
+
+def test_duplicate_request_id_returns_first_request(api, chelsea_b64, redis_client):
+    request_id = f"client-{uuid.uuid4().hex}"
+    first = post(api, "/v1/inference", params={"wait": 20}, json={"data": chelsea_b64, "model_type": "squeezenet", "request_id": request_id})
+    second = post(api, "/v1/inference", json={"data": chelsea_b64, "model_type": "resnet18", "request_id": request_id})
+    assert first.json()["request_id"] == second.json()["request_id"] == request_id
+    assert second.json()["duplicate"] is True
+    assert second.json()["model"] == "squeezenet"  # the first request, not a second task
+    assert redis_client.llen("resnet18.normal") == 0
+
+
+def _png_bytes(size=(4, 4)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _bomb_b64() -> str:
+    # 10,000 x 10,000 pixels (100 MP) in a few hundred KB: over MAX_IMAGE_PIXELS.
+    buffer = io.BytesIO()
+    Image.new("1", (10_000, 10_000)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+BAD_REQUESTS = {
+    "unknown model": ({"json": {"data": "{chelsea}", "model_type": "vgg16"}}, 400, "unknown_model"),
+    "wrong priority": ({"json": {"data": "{chelsea}", "priority": "urgent"}}, 400, "invalid_priority"),
+    "invalid base64": ({"json": {"data": "not base64!!"}}, 400, "invalid_base64"),
+    "not an image": ({"json": {"data": base64.b64encode(b"hello world").decode()}}, 400, "invalid_image"),
+    "empty JSON": ({"json": {}}, 400, "missing_data"),
+    "empty body": ({"data": b"", "headers": {"Content-Type": "application/json"}}, 400, "invalid_json"),
+    "not JSON": ({"data": b"{nope", "headers": {"Content-Type": "application/json"}}, 400, "invalid_json"),
+    "top_k too large": ({"json": {"data": "{chelsea}", "top_k": 5000}}, 400, "invalid_top_k"),
+    "top_k zero": ({"json": {"data": "{chelsea}", "top_k": 0}}, 400, "invalid_top_k"),
+    "bad request id": ({"json": {"data": "{chelsea}", "request_id": "../../etc"}}, 400, "invalid_request_id"),
+    "multipart without file": ({"data": {"model_type": "resnet18"}, "files": {"other": ("x", b"1")}}, 400, "missing_image"),
+    "decompression bomb": ({"json": {"data": "{bomb}"}}, 413, "image_too_large"),
+    "huge body": ({"data": b"x" * (11 * 1024 * 1024), "headers": {"Content-Type": "application/json"}}, 413, "body_too_large"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_REQUESTS, ids=list(BAD_REQUESTS))
+def test_bad_input_is_a_clear_4xx_and_enqueues_nothing(api, redis_client, chelsea_b64, case):
+    kwargs, status, code = BAD_REQUESTS[case]
+    if "json" in kwargs and kwargs["json"].get("data") == "{chelsea}":
+        kwargs = {**kwargs, "json": {**kwargs["json"], "data": chelsea_b64}}
+    if "json" in kwargs and kwargs["json"].get("data") == "{bomb}":
+        kwargs = {**kwargs, "json": {**kwargs["json"], "data": _bomb_b64()}}
+    jobs_before = len(redis_client.keys("inference:job:*"))
+    for path in ("/v1/inference", "/inference"):
+        response = post(api, path, **kwargs)
+        assert response.status_code == status, (path, response.text)
+        assert response.json()["error"]["code"] == code
+        assert response.json()["error"]["message"]
+    assert len(redis_client.keys("inference:job:*")) == jobs_before
+    assert sum(redis_client.llen(f"{m}.{p}") for m in MODELS for p in ("high", "normal", "low")) == 0
+
+
+def test_bad_item_rejects_whole_batch(api, redis_client, chelsea_b64):
+    jobs_before = len(redis_client.keys("inference:job:*"))
+    response = post(api, "/batch_inference", json={"requests": [{"data": chelsea_b64}, {"data": "%%%"}]})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_base64"
+    assert "requests[1]" in response.json()["error"]["message"]
+    assert len(redis_client.keys("inference:job:*")) == jobs_before
+
+
+def test_corrupt_pixels_fail_in_worker_without_harm(api, chelsea_b64):
+    truncated = base64.b64encode(image_bytes("chelsea.jpg")[:2000]).decode()  # valid header, pixels cut off
+    response = post(api, "/v1/inference", params={"wait": 20}, json={"data": truncated, "model_type": "resnet18"})
+    assert response.status_code == 200
+    assert response.json()["status"] == "failed"
+    assert response.json()["error"]["code"] == "invalid_image"
+    # the worker keeps serving
+    ok = post(api, "/v1/inference", params={"wait": 20}, json={"data": chelsea_b64, "model_type": "resnet18"})
+    assert ok.json()["status"] == "success"
+
+
+def test_tiny_png_is_classified(api):
+    data = base64.b64encode(_png_bytes()).decode()
+    response = post(api, "/v1/inference", params={"wait": 20}, json={"data": data, "model_type": "squeezenet"})
+    assert response.json()["status"] == "success"

@@ -1,0 +1,108 @@
+"""Pure functions: queue naming and routing, registry, settings, schemas, error codes."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from pydantic import ValidationError
+
+from api.schemas import InferenceRequest
+from inference.errors import http_status_of
+from inference.queues import model_queues, queue_name, route_task
+from inference.registry import MODELS, get_spec
+from inference.settings import Settings, markdown_table
+from tests.conftest import repo_root
+
+
+def test_queue_names_and_order():
+    assert queue_name("resnet18", "high") == "resnet18.high"
+    assert model_queues("mobilenet") == ["mobilenet.high", "mobilenet.normal", "mobilenet.low"]
+    with pytest.raises(ValueError):
+        queue_name("resnet18", "urgent")
+
+
+def test_router_sends_unrouted_calls_to_the_models_queue():
+    assert route_task("inference.classify", (), {"model": "squeezenet"}, {}) == {"queue": "squeezenet.normal"}
+    assert route_task("inference.classify", (), {"model": "squeezenet", "priority": "low"}, {}) == {"queue": "squeezenet.low"}
+    assert route_task("inference.classify", (), {"model": "squeezenet"}, {"queue": "x"}) is None
+    assert route_task("other.task", (), {"model": "squeezenet"}, {}) is None
+
+
+def test_registry_names_and_stable_seeds():
+    assert list(MODELS) == ["mobilenet", "resnet18", "efficientnet", "squeezenet"]
+    assert get_spec("resnet18").seed_offset == get_spec("resnet18").seed_offset
+    assert len({spec.seed_offset for spec in MODELS.values()}) == len(MODELS)
+    with pytest.raises(KeyError, match="known models"):
+        get_spec("vgg16")
+
+
+def test_every_model_has_a_worker_config():
+    from inference.launch import read_config
+
+    for name in MODELS:
+        assert read_config(name)["model"] == name
+
+
+def test_launcher_builds_a_pinned_worker_command(monkeypatch):
+    from inference.launch import celery_argv
+
+    monkeypatch.delenv("WORKER_MODEL", raising=False)
+    monkeypatch.delenv("WORKER_CONCURRENCY", raising=False)
+    argv = celery_argv({"model": "resnet18", "concurrency": 2, "pool": "prefork"})
+    assert argv[argv.index("--model") + 1] == "resnet18"
+    assert argv[argv.index("--concurrency") + 1] == "2"
+    assert argv[argv.index("--hostname") + 1] == "resnet18@%h"
+
+
+def test_readme_lists_every_setting():
+    readme = (repo_root() / "README.md").read_text()
+    missing = [name.upper() for name in Settings.model_fields if f"`{name.upper()}`" not in readme]
+    assert not missing, f"README configuration table lacks {missing}; paste `make config-table`"
+    assert markdown_table().count("\n") == len(Settings.model_fields) + 1
+
+
+def test_settings_read_the_environment(monkeypatch):
+    monkeypatch.setenv("MAX_TOP_K", "7")
+    monkeypatch.setenv("MODEL_WEIGHTS", "pretrained")
+    settings = Settings()
+    assert settings.max_top_k == 7 and settings.model_weights == "pretrained"
+    monkeypatch.setenv("MODEL_WEIGHTS", "bogus")
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_request_schema():
+    item = InferenceRequest.model_validate({"data": "abc"})
+    assert item.model_type == "any" and item.priority == "normal"
+    for bad in ({"data": "abc", "model_type": "vgg"}, {"data": "abc", "priority": "now"},
+                {"data": "abc", "request_id": "a b"}, {"data": "abc", "request_id": "x" * 200}, {}):
+        with pytest.raises(ValidationError):
+            InferenceRequest.model_validate(bad)
+
+
+def test_error_codes_map_to_statuses():
+    assert http_status_of("invalid_image") == 400
+    assert http_status_of("image_too_large") == 413
+    assert http_status_of("TimeLimitExceeded") == 502
+
+
+def test_api_never_imports_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, api; api.create_app(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo_root(), timeout=60)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_no_pickle_anywhere():
+    config = (repo_root() / "celeryconfig.py").read_text()
+    assert re.search(r'accept_content = \["json"\]', config)
+    import celeryconfig
+
+    assert celeryconfig.task_serializer == celeryconfig.result_serializer == "json"
+    assert celeryconfig.task_acks_late and celeryconfig.task_reject_on_worker_lost
+    assert celeryconfig.worker_prefetch_multiplier == 1
+    assert celeryconfig.broker_transport_options["queue_order_strategy"] == "priority"
+    assert celeryconfig.worker_proc_alive_timeout > 4
