@@ -18,7 +18,7 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
-TESTDATA = ROOT.parent / "shared" / "testdata"
+TESTDATA = ROOT / "tests" / "data"
 LOG_DIR = Path(os.environ.get("TEST_LOG_DIR", tempfile.gettempdir())) / "inference-test-logs"
 
 

@@ -12,9 +12,9 @@ import yaml
 from inference.registry import MODELS
 from inference.settings import Settings
 from tests.conftest import repo_root
-from tests.system import ROOT
+from tests.system import TESTDATA
 
-SCHEMA = ROOT.parent / "shared" / "schemas" / "compose-spec.json"
+SCHEMA = TESTDATA / "compose-spec.json"
 # Variables read by something other than Settings: torch, Flower, the Redis container.
 EXTERNAL_VARIABLES = {"TORCH_HOME", "FLOWER_BASIC_AUTH", "FLOWER_PERSISTENT", "FLOWER_DB", "REDIS_PASSWORD"}
 
