@@ -16,7 +16,8 @@ log = logging.getLogger(__name__)
 
 # pydantic field -> error code, so clients can tell a bad model from a bad priority
 CODE_OF_FIELD = {"model_type": "unknown_model", "priority": "invalid_priority", "data": "missing_data",
-                 "request_id": "invalid_request_id", "top_k": "invalid_top_k"}
+                 "request_id": "invalid_request_id", "top_k": "invalid_top_k",
+                 "timeout_ms": "invalid_timeout"}
 
 
 class ApiError(Exception):

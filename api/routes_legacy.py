@@ -9,11 +9,9 @@ import time
 import uuid
 
 from flask import Blueprint, jsonify, request
-from pydantic import ValidationError
 
-from api.errors import ApiError, error_response, validation_error
-from api.schemas import BatchRequest
-from api.service import parse_single, redis_client, submit, validate_item
+from api.errors import error_response
+from api.service import parse_batch, parse_single, redis_client, submit, submit_all
 from inference import jobs
 from inference.errors import http_status_of
 from inference.settings import get_settings
@@ -28,8 +26,9 @@ def seed_shape(status: dict) -> dict:
     if result:
         body.update({k: result[k] for k in ("predictions", "worker_id", "processing_time", "timestamp",
                                             "weights", "weights_warning", "queue_time")})
-    if "error" in status:
-        body["error"] = status["error"]
+    for key in ("error", "reason"):
+        if key in status:
+            body[key] = status[key]
     return body
 
 
@@ -43,6 +42,9 @@ def sync_inference():
     if status["status"] == "failed":
         error = status["error"]
         return error_response(http_status_of(error["code"]), error["code"], error["message"], request_id=request_id)
+    if status["status"] in ("expired", "cancelled"):
+        return error_response(504 if status["status"] == "expired" else 409, status["status"],
+                              status.get("reason") or status["status"], request_id=request_id)
     return error_response(504, "timeout", f"no result within {get_settings().sync_timeout} s; poll /v1/inference/{request_id}",
                           request_id=request_id)
 
@@ -50,21 +52,7 @@ def sync_inference():
 @bp.post("/batch_inference")
 def sync_batch_inference():
     started = time.time()
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_json", "send a JSON object with `requests` or `images`")
-    try:
-        items = BatchRequest.model_validate(body).items()
-    except ValidationError as exc:
-        raise validation_error(exc) from None
-    limit = get_settings().batch_size
-    if not items:
-        raise ApiError(400, "empty_batch", "the batch holds no requests")
-    if len(items) > limit:
-        raise ApiError(413, "batch_too_large", f"a batch holds at most {limit} requests (BATCH_SIZE)")
-    # Validate every item before enqueueing any: a rejected batch leaves nothing behind.
-    validated = [validate_item(item, prefix=f"requests[{i}]: ") for i, item in enumerate(items)]
-    ids = [submit(item).job["request_id"] for item in validated]
+    ids = [s.job["request_id"] for s in submit_all(parse_batch(request))]
     deadline = time.monotonic() + get_settings().sync_timeout
     results = [seed_shape(jobs.wait_for(redis_client(), rid, max(0.0, deadline - time.monotonic()))) for rid in ids]
     return jsonify({

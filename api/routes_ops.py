@@ -11,6 +11,7 @@ from api.service import redis_client, worker_directory
 from inference import jobs
 from inference.queues import PRIORITIES, model_queues
 from inference.registry import MODELS, model_names
+from inference.settings import get_settings
 
 bp = Blueprint("ops", __name__)
 
@@ -60,9 +61,11 @@ def workers_status():
 @bp.get("/queue/status")
 def queue_status():
     depths = jobs.queue_depths(redis_client(), model_names(), PRIORITIES)
+    max_size = get_settings().queue_size
     return jsonify({
         "queue_size": sum(sum(d.values()) for d in depths.values()),
-        "queues": {m: {**d, "total": sum(d.values())} for m, d in depths.items()},
+        "max_size": max_size,  # per model
+        "queues": {m: {**d, "total": sum(d.values()), "max_size": max_size} for m, d in depths.items()},
     })
 
 

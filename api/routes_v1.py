@@ -1,21 +1,24 @@
-"""Submit-then-poll: POST /v1/inference (202 + id), GET /v1/inference/<id> (optional ?wait=S)."""
+"""Submit-then-poll: POST /v1/inference (202 + id), GET /v1/inference/<id> (optional ?wait=S),
+DELETE to cancel; batches at POST /v1/batch_inference and GET /v1/batch/<id>."""
 
 from __future__ import annotations
+
+import time
 
 from flask import Blueprint, jsonify, request, url_for
 
 from api.errors import ApiError
-from api.service import parse_single, redis_client, submit, wait_seconds
+from api.service import parse_batch, parse_single, redis_client, submit, submit_all, wait_seconds
 from inference import jobs
 
 bp = Blueprint("v1", __name__, url_prefix="/v1")
 
 
 def status_response(status: dict):
-    code = 200 if status["status"] in jobs.FINAL_STATUSES else 202
+    final = status["status"] in jobs.FINAL_STATUSES
     response = jsonify(status)
-    response.status_code = code
-    if code == 202:
+    response.status_code = 200 if final else 202
+    if not final:
         response.headers["Location"] = url_for("v1.get_inference", request_id=status["request_id"])
     return response
 
@@ -39,3 +42,39 @@ def get_inference(request_id: str):
     if status is None:
         raise ApiError(404, "not_found", f"no request with id {request_id!r} (never submitted, or expired)")
     return status_response(status)
+
+
+@bp.delete("/inference/<request_id>")
+def cancel_inference(request_id: str):
+    outcome = jobs.cancel(redis_client(), request_id)
+    if outcome is None:
+        raise ApiError(404, "not_found", f"no request with id {request_id!r}")
+    if outcome == "started":
+        raise ApiError(409, "already_started", "the request has started (or finished) and can no longer be cancelled")
+    return jsonify(jobs.job_status(redis_client(), request_id))
+
+
+@bp.post("/batch_inference")
+def post_batch():
+    submitted = submit_all(parse_batch(request))
+    batch_id = jobs.new_request_id()
+    request_ids = [s.job["request_id"] for s in submitted]
+    jobs.save_batch(redis_client(), batch_id, request_ids)
+    response = jsonify({"batch_id": batch_id, "request_ids": request_ids, "status": "queued"})
+    response.status_code = 202
+    response.headers["Location"] = url_for("v1.get_batch", batch_id=batch_id)
+    return response
+
+
+@bp.get("/batch/<batch_id>")
+def get_batch(batch_id: str):
+    request_ids = jobs.load_batch(redis_client(), batch_id)
+    if request_ids is None:
+        raise ApiError(404, "not_found", f"no batch with id {batch_id!r}")
+    deadline = time.monotonic() + wait_seconds(request)
+    items = [jobs.wait_for(redis_client(), rid, max(0.0, deadline - time.monotonic())) for rid in request_ids]
+    counts = {status: sum(1 for item in items if item and item["status"] == status)
+              for status in ("queued", "running", "success", "failed", "expired", "cancelled")}
+    done = all(item and item["status"] in jobs.FINAL_STATUSES for item in items)
+    return jsonify({"batch_id": batch_id, "status": "done" if done else "running", "total": len(items),
+                    "counts": counts, "items": items}), 200 if done else 202

@@ -20,6 +20,7 @@ class InferenceRequest(BaseModel):
     priority: str = Field(DEFAULT_PRIORITY, description=f"One of: {', '.join(PRIORITIES)}.")
     request_id: str | None = Field(None, pattern=REQUEST_ID_PATTERN, description="Client-chosen id; submitting it again returns the first request.")
     top_k: int | None = Field(None, ge=1, description="How many predictions to return (default DEFAULT_TOP_K).")
+    timeout_ms: int | None = Field(None, ge=1, description="Deadline to *start*, in ms (capped by WORKER_TIMEOUT); a request not started by then is dropped as `expired`.")
 
     @field_validator("model_type")
     @classmethod
@@ -46,9 +47,10 @@ class BatchRequest(BaseModel):
     model_type: str = ANY_MODEL
     priority: str = DEFAULT_PRIORITY
     top_k: int | None = None
+    timeout_ms: int | None = None
 
     def items(self) -> list[dict]:
         if self.requests is not None:
             return self.requests
-        shared = {"model_type": self.model_type, "priority": self.priority, "top_k": self.top_k}
+        shared = {"model_type": self.model_type, "priority": self.priority, "top_k": self.top_k, "timeout_ms": self.timeout_ms}
         return [{"data": image, **shared} for image in self.images or []]

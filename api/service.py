@@ -1,15 +1,17 @@
-"""Turning HTTP requests into submissions: parse, validate, pick the model, enqueue."""
+"""Turning HTTP requests into submissions: parse, validate, pick the model, admit, enqueue."""
 
 from __future__ import annotations
 
 import base64
+from collections import Counter
 
 import redis
-from flask import Request, current_app
+from flask import Request, current_app, request
 from pydantic import ValidationError
 
 from api.errors import ApiError, validation_error
-from api.schemas import InferenceRequest
+from api.routing import choose_model
+from api.schemas import BatchRequest, InferenceRequest
 from inference import jobs
 from inference.errors import InvalidRequest
 from inference.imaging import decode_base64, probe_image
@@ -38,10 +40,28 @@ def parse_single(req: Request) -> InferenceRequest:
         fields = {k: v for k, v in req.form.items() if v != ""}
         fields["data"] = base64.b64encode(raw).decode()
         return validate_item(fields)
+    return validate_item(json_body(req))
+
+
+def json_body(req: Request) -> dict:
     body = req.get_json(silent=True)
-    if body is None:
+    if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "send a JSON object (Content-Type: application/json) or a multipart form")
-    return validate_item(body)
+    return body
+
+
+def parse_batch(req: Request) -> list[InferenceRequest]:
+    """Every item validated before any is queued: a rejected batch leaves nothing behind."""
+    try:
+        items = BatchRequest.model_validate(json_body(req)).items()
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+    limit = get_settings().batch_size
+    if not items:
+        raise ApiError(400, "empty_batch", "the batch holds no requests")
+    if len(items) > limit:
+        raise ApiError(413, "batch_too_large", f"a batch holds at most {limit} requests (BATCH_SIZE)")
+    return [validate_item(item, prefix=f"requests[{i}]: ") for i, item in enumerate(items)]
 
 
 def validate_item(fields, prefix: str = "") -> InferenceRequest:
@@ -62,33 +82,54 @@ def validate_item(fields, prefix: str = "") -> InferenceRequest:
 
 
 def resolve_model(model_type: str) -> str:
-    """`any` goes to the live model with the fewest queued requests per ready process."""
-    if model_type != ANY_MODEL:
-        return model_type
+    """The model that serves a request; 503 when the named model has no live worker."""
+    settings = get_settings()
     live = {m: ws for m, ws in worker_directory().ready_workers_by_model().items() if ws}
-    if not live:
-        return get_settings().default_model
-    depths = jobs.queue_depths(redis_client(), list(live), PRIORITIES)
+    if model_type == ANY_MODEL:
+        if live:
+            return choose_model(settings.load_balance_strategy, live, redis_client())
+        model_type = settings.default_model
+    if model_type not in live and settings.no_worker_policy == "reject":
+        raise ApiError(503, "no_worker", f"no live worker serves {model_type!r}; retry later",
+                       {"Retry-After": str(settings.retry_after)})
+    return model_type
 
-    def load(model: str) -> float:
-        processes = sum(w.get("ready_processes") or 0 for w in live[model]) or 1
-        return sum(depths[model].values()) / processes
 
-    return min(sorted(live), key=load)
+def admit(models: list[str]) -> None:
+    """Back-pressure: 429 when these requests would push a model's queues past QUEUE_SIZE."""
+    settings = get_settings()
+    wanted = Counter(models)
+    depths = jobs.queue_depths(redis_client(), list(wanted), PRIORITIES)
+    for model, count in wanted.items():
+        queued = sum(depths[model].values())
+        if queued + count > settings.queue_size:
+            raise ApiError(429, "queue_full", f"{model} has {queued} requests queued (QUEUE_SIZE {settings.queue_size}); retry later",
+                           {"Retry-After": str(settings.retry_after)})
+
+
+def submit_all(items: list[InferenceRequest]) -> list[jobs.Submitted]:
+    models = [resolve_model(item.model_type) for item in items]
+    admit(models)
+    timeout_cap = get_settings().worker_timeout * 1000
+    return [
+        jobs.submit(
+            redis_client(),
+            image_b64=item.data,
+            model=model,
+            priority=item.priority,
+            top_k=item.top_k,
+            request_id=item.request_id,
+            timeout_ms=min(item.timeout_ms, timeout_cap) if item.timeout_ms else None,
+        )
+        for item, model in zip(items, models)
+    ]
 
 
 def submit(item: InferenceRequest) -> jobs.Submitted:
-    return jobs.submit(
-        redis_client(),
-        image_b64=item.data,
-        model=resolve_model(item.model_type),
-        priority=item.priority,
-        top_k=item.top_k,
-        request_id=item.request_id,
-    )
+    return submit_all([item])[0]
 
 
-def wait_seconds(req: Request) -> float:
+def wait_seconds(req: Request = request) -> float:
     raw = req.args.get("wait")
     if raw is None:
         return 0.0
@@ -96,8 +137,6 @@ def wait_seconds(req: Request) -> float:
         wait = float(raw)
     except ValueError:
         raise ApiError(400, "invalid_wait", "wait must be a number of seconds") from None
-    if wait < 0:
+    if not wait >= 0:
         raise ApiError(400, "invalid_wait", "wait must not be negative")
     return min(wait, get_settings().max_wait_seconds)
-
-

@@ -1,12 +1,13 @@
-"""The API's view of live workers: who serves which model, cached briefly.
+"""The API's view of live workers: who serves which model, refreshed in the background.
 
 One `model_info` broadcast answers everything (each worker's main process replies even while
-its pool processes are busy); the answer is cached WORKER_CACHE_SECONDS so that health checks
-and routing never wait on the control channel more than once a period.
+its pool processes are busy). A daemon thread repeats it every WORKER_CACHE_SECONDS, so health
+checks and routing read a snapshot and never wait on the control channel themselves.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -14,30 +15,53 @@ from inference.celery_app import app
 from inference.registry import model_names
 from inference.settings import get_settings
 
+log = logging.getLogger(__name__)
 REPLY_TIMEOUT = 0.5
+
+
+def fetch_workers() -> list[dict]:
+    replies = app.control.broadcast("model_info", reply=True, timeout=REPLY_TIMEOUT) or []
+    workers = [
+        {"worker_id": hostname, **info}
+        for reply in replies
+        for hostname, info in reply.items()
+        if isinstance(info, dict) and "model" in info
+    ]
+    return sorted(workers, key=lambda w: w["worker_id"])
 
 
 class WorkerDirectory:
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._workers: list[dict] = []
+        self._workers: list[dict] | None = None
         self._fetched_at = 0.0
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
 
-    def _fetch(self) -> list[dict]:
-        replies = app.control.broadcast("model_info", reply=True, timeout=REPLY_TIMEOUT) or []
-        workers = []
-        for reply in replies:
-            for hostname, info in reply.items():
-                if isinstance(info, dict) and "model" in info:
-                    workers.append({"worker_id": hostname, **info})
-        return sorted(workers, key=lambda w: w["worker_id"])
+    def _refresh(self) -> None:
+        try:
+            workers = fetch_workers()
+        except Exception as exc:  # Redis down: no live workers until it is back
+            log.warning("cannot list workers: %s", exc)
+            workers = []
+        self._workers, self._fetched_at = workers, time.time()
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(get_settings().worker_cache_seconds)
+            self._refresh()
 
     def workers(self) -> list[dict]:
-        with self._lock:
-            if time.monotonic() - self._fetched_at > get_settings().worker_cache_seconds:
-                self._workers = self._fetch()
-                self._fetched_at = time.monotonic()
-            return self._workers
+        if self._workers is None:
+            with self._lock:  # the first caller fetches; later ones read the snapshot
+                if self._workers is None:
+                    self._refresh()
+                    self._thread = threading.Thread(target=self._loop, name="worker-directory", daemon=True)
+                    self._thread.start()
+        return self._workers or []
+
+    @property
+    def age(self) -> float:
+        return time.time() - self._fetched_at
 
     def ready_workers_by_model(self) -> dict[str, list[dict]]:
         by_model: dict[str, list[dict]] = {name: [] for name in model_names()}

@@ -4,6 +4,11 @@ Celery reports every unknown id as PENDING forever, so each accepted request als
 job record (`inference:job:<id>`, kept as long as results) written *before* the task is sent:
 an id without one was never submitted (404). The record is written with SET NX, so a
 request id submitted twice yields the first request and never a second task.
+
+Cancellation and start race for one claim key (`inference:claim:<id>`, SET NX): the worker
+claims "started" before it runs a request, a DELETE claims "cancelled". Whoever comes first
+wins, so a cancelled request never runs and a started one cannot be cancelled. A redelivered
+request finds its own "started" claim and runs again (results are idempotent per id).
 """
 
 from __future__ import annotations
@@ -21,6 +26,13 @@ from inference.queues import TASK_NAME, queue_name
 from inference.settings import get_settings
 
 JOB_PREFIX = "inference:job:"
+CLAIM_PREFIX = "inference:claim:"
+BATCH_PREFIX = "inference:batch:"
+STARTED, CANCELLED_CLAIM = "started", "cancelled"
+
+# Custom Celery states written by the task (or by DELETE) for requests that never ran.
+EXPIRED = "EXPIRED"
+CANCELLED = "CANCELLED"
 
 # Celery state -> the API's status
 STATUS_OF_STATE = {
@@ -31,8 +43,10 @@ STATUS_OF_STATE = {
     states.SUCCESS: "success",
     states.FAILURE: "failed",
     states.REVOKED: "cancelled",
+    CANCELLED: "cancelled",
+    EXPIRED: "expired",
 }
-FINAL_STATUSES = {"success", "failed", "cancelled"}
+FINAL_STATUSES = {"success", "failed", "cancelled", "expired"}
 
 
 @dataclass
@@ -49,16 +63,23 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
+def claim_key(request_id: str) -> str:
+    return CLAIM_PREFIX + request_id
+
+
 def submit(redis: redis_lib.Redis, *, image_b64: str, model: str, priority: str, top_k: int | None = None,
-           request_id: str | None = None) -> Submitted:
+           request_id: str | None = None, timeout_ms: int | None = None) -> Submitted:
+    """Record and enqueue one request. `timeout_ms` is a deadline for it to *start*."""
     request_id = request_id or new_request_id()
+    submitted_at = time.time()
     job = {
         "request_id": request_id,
         "model": model,
         "priority": priority,
         "queue": queue_name(model, priority),
         "top_k": top_k,
-        "submitted_at": time.time(),
+        "submitted_at": submitted_at,
+        "deadline": submitted_at + timeout_ms / 1000 if timeout_ms else None,
     }
     if not redis.set(job_key(request_id), json.dumps(job), nx=True, ex=get_settings().result_expires):
         existing = redis.get(job_key(request_id))
@@ -74,13 +95,40 @@ def submit(redis: redis_lib.Redis, *, image_b64: str, model: str, priority: str,
                 "top_k": top_k,
                 "request_id": request_id,
                 "priority": priority,
-                "submitted_at": job["submitted_at"],
+                "submitted_at": submitted_at,
+                "deadline": job["deadline"],
             },
         )
     except Exception:
         redis.delete(job_key(request_id))  # leave nothing half-done behind
         raise
     return Submitted(job, created=True)
+
+
+def claim_for_run(redis: redis_lib.Redis, request_id: str) -> bool:
+    """Called by the worker before running: False if the request was cancelled first."""
+    if redis.set(claim_key(request_id), STARTED, nx=True, ex=get_settings().result_expires):
+        return True
+    return redis.get(claim_key(request_id)) != CANCELLED_CLAIM.encode()
+
+
+def cancel(redis: redis_lib.Redis, request_id: str) -> str | None:
+    """Cancel a request that has not started: "cancelled", "started" (too late), None (unknown id)."""
+    if not redis.exists(job_key(request_id)):
+        return None
+    if redis.set(claim_key(request_id), CANCELLED_CLAIM, nx=True, ex=get_settings().result_expires):
+        app.backend.store_result(request_id, {"reason": "cancelled by the client"}, CANCELLED)
+        return "cancelled"
+    return "cancelled" if redis.get(claim_key(request_id)) == CANCELLED_CLAIM.encode() else "started"
+
+
+def save_batch(redis: redis_lib.Redis, batch_id: str, request_ids: list[str]) -> None:
+    redis.set(BATCH_PREFIX + batch_id, json.dumps(request_ids), ex=get_settings().result_expires)
+
+
+def load_batch(redis: redis_lib.Redis, batch_id: str) -> list[str] | None:
+    raw = redis.get(BATCH_PREFIX + batch_id)
+    return json.loads(raw) if raw is not None else None
 
 
 def _error_of(exc) -> dict:
@@ -109,6 +157,8 @@ def job_status(redis: redis_lib.Redis, request_id: str) -> dict | None:
         body["result"] = meta["result"]
     elif status == "failed":
         body["error"] = _error_of(meta["result"])
+    elif status in ("expired", "cancelled"):
+        body["reason"] = (meta["result"] or {}).get("reason") if isinstance(meta["result"], dict) else None
     return body
 
 

@@ -7,6 +7,7 @@
         "request_id": "...",                # optional, echoed back
         "priority": "normal",               # optional, echoed back (the queue decides priority)
         "submitted_at": 1700000000.0,       # optional, epoch seconds, for queue time
+        "deadline": 1700000002.0,           # optional, epoch seconds: not started by then = expired
     })
 
 Returns a JSON object (see `build_result`). Bad input fails at once with an error whose
@@ -19,6 +20,10 @@ import logging
 import os
 import time
 
+import redis as redis_lib
+from celery.exceptions import Ignore
+
+from inference import jobs
 from inference.celery_app import app
 from inference.errors import InvalidRequest, TransientInferenceError, WrongWorker
 from inference.imaging import decode_base64, load_rgb
@@ -27,6 +32,26 @@ from inference.settings import get_settings
 
 log = logging.getLogger(__name__)
 _settings = get_settings()
+_redis: redis_lib.Redis | None = None
+
+
+def redis_client() -> redis_lib.Redis:
+    global _redis  # one connection pool per pool process, made after the fork
+    if _redis is None:
+        _redis = redis_lib.Redis.from_url(get_settings().redis_url)
+    return _redis
+
+
+def skip_unless_runnable(task, request_id: str, deadline: float | None) -> None:
+    """Drop a request whose deadline passed or that was cancelled, without running it."""
+    if deadline is not None and time.time() > deadline:
+        task.update_state(state=jobs.EXPIRED, meta={"reason": "not started before its deadline", "deadline": deadline})
+        log.info("request %s expired before it started; dropped", request_id)
+        raise Ignore()
+    if not jobs.claim_for_run(redis_client(), request_id):
+        task.update_state(state=jobs.CANCELLED, meta={"reason": "cancelled by the client"})
+        log.info("request %s was cancelled; dropped", request_id)
+        raise Ignore()
 
 
 def build_result(*, predictions, info, request_id, worker_id, submitted_at, started_at, finished_at,
@@ -61,9 +86,10 @@ def build_result(*, predictions, info, request_id, worker_id, submitted_at, star
     retry_jitter=True,
 )
 def classify(self, image: str, model: str, top_k: int | None = None, request_id: str | None = None,
-             priority: str | None = None, submitted_at: float | None = None) -> dict:
+             priority: str | None = None, submitted_at: float | None = None, deadline: float | None = None) -> dict:
     from inference.worker import loaded_model
 
+    skip_unless_runnable(self, self.request.id, deadline)
     started_at = time.time()
     loaded = loaded_model()
     if model != loaded.spec.name:

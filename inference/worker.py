@@ -19,6 +19,7 @@ from pathlib import Path
 
 from celery import bootsteps
 from celery.signals import worker_process_init
+from celery.worker import state as worker_state
 from celery.worker.control import inspect_command
 
 from inference.celery_app import app
@@ -119,5 +120,7 @@ def model_info(state):
         "device": processes[0]["device"] if processes else None,
         "concurrency": getattr(state.consumer.controller, "concurrency", None),
         "ready_processes": len(processes),
+        "active": len(worker_state.active_requests),
+        "processed": sum(worker_state.total_count.values()),
         "processes": processes,
     }

@@ -60,6 +60,31 @@ def api(system):
     return session
 
 
+@pytest.fixture
+def start_extra_api(system):
+    """Start another API process with some settings changed; stopped after the test."""
+    names = []
+
+    def start(**overrides) -> requests.Session:
+        name = f"api-extra-{len(_processes.procs)}"
+        env = {**os.environ, "API_WORKERS": "1", **{k: str(v) for k, v in overrides.items()}}
+        session = requests.Session()
+        session.base_url = start_api(_processes, env, name=name)
+        names.append(name)
+        return session
+
+    yield start
+    for name in names:
+        _processes.stop(name)
+
+
+@pytest.fixture(scope="session")
+def worker_ids(system) -> dict[str, str]:
+    """model -> the Celery node name of its test worker."""
+    body = requests.get(f"{system}/workers/status", timeout=10).json()
+    return {w["model"]: w["worker_id"] for w in body["workers"]}
+
+
 def image_bytes(name: str) -> bytes:
     return (TESTDATA / name).read_bytes()
 

@@ -92,10 +92,10 @@ def start_worker(procs: Processes, model: str, env: dict, name: str | None = Non
     return name
 
 
-def start_api(procs: Processes, env: dict) -> str:
+def start_api(procs: Processes, env: dict, name: str = "api") -> str:
     port = free_port()
-    api_env = {**env, "API_PORT": str(port), "API_HOST": "127.0.0.1", "API_WORKERS": "2"}
-    procs.start("api", [sys.executable, "-m", "gunicorn", "-c", "api/gunicorn_conf.py", "api.wsgi:app"], api_env)
+    api_env = {"API_WORKERS": "2", **env, "API_PORT": str(port), "API_HOST": "127.0.0.1"}
+    procs.start(name, [sys.executable, "-m", "gunicorn", "-c", "api/gunicorn_conf.py", "api.wsgi:app"], api_env)
     base = f"http://127.0.0.1:{port}"
     wait_until(lambda: requests.get(f"{base}/queue/status", timeout=2).ok, 30, what="the API")
     return base

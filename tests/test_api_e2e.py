@@ -121,7 +121,8 @@ def test_health_workers_and_queue_status(api):
 
     queues = get(api, "/queue/status").json()
     assert set(queues["queues"]) == set(MODELS)
-    assert set(queues["queues"]["resnet18"]) == {"high", "normal", "low", "total"}
+    assert set(queues["queues"]["resnet18"]) == {"high", "normal", "low", "total", "max_size"}
+    assert queues["max_size"] == 1000
 
 
 def test_duplicate_request_id_returns_first_request(api, chelsea_b64, redis_client):
