@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run start test test-fast health config-table clean
+.PHONY: setup run start test test-fast resilience health config-table clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,9 @@ test: setup  ## the whole test suite: real Redis (embedded, own port), real work
 
 test-fast: setup  ## unit tests only (no workers)
 	$(BIN)/python -m pytest -m "not e2e"
+
+resilience: setup  ## the fault-tolerance scenarios under more load (RESILIENCE_SCALE=5)
+	RESILIENCE_SCALE=$${RESILIENCE_SCALE:-5} $(BIN)/python -m pytest tests/test_resilience.py -s -p no:cacheprovider
 
 health:
 	@curl -s http://$${API_HOST:-127.0.0.1}:$${API_PORT:-8000}/health | $(BIN)/python -m json.tool

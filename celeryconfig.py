@@ -11,6 +11,13 @@ _s = get_settings()
 broker_url = _s.redis_url
 result_backend = _s.redis_url
 broker_connection_retry_on_startup = True
+broker_connection_max_retries = None  # workers keep reconnecting until Redis is back
+# Not worker_cancel_long_running_tasks_on_connection_loss: cancelling writes a RETRY state to
+# the result backend, which is the same (unreachable) Redis, and the worker then died with
+# "Unrecoverable error: ConnectionError" (seen with celery 5.6.3). A task running through a
+# connection loss finishes, cannot ack, and runs once more after the visibility timeout; that
+# second run is harmless (results are per request id) and counted as a duplicate.
+worker_cancel_long_running_tasks_on_connection_loss = False
 
 # Tasks are a public JSON contract that other services call with send_task: never pickle.
 task_serializer = "json"
@@ -33,16 +40,28 @@ worker_prefetch_multiplier = 1
 task_track_started = True
 result_extended = True
 result_expires = _s.result_expires
+# Writing a result while Redis restarts retries instead of failing the request.
+result_backend_always_retry = True
+result_backend_max_retries = 20
 
 task_time_limit = _s.worker_timeout
-task_soft_time_limit = max(1, _s.worker_timeout - 5)
+task_soft_time_limit = max(1, _s.worker_timeout - 1)
 
 # Strict order across a model's queues (high, then normal, then low) needs the "priority"
 # strategy and kombu >= 5.7.0. Unacked messages come back after the visibility timeout;
 # it must exceed any task's run time plus retry countdown, and is set alike everywhere.
+# The restore sweep runs every restore_interval x throttle seconds (10 x 10 by default): with
+# throttle 1, a dead worker's tasks return about VISIBILITY_TIMEOUT + RESTORE_INTERVAL after.
 broker_transport_options = {
     "queue_order_strategy": "priority",
     "visibility_timeout": _s.visibility_timeout,
+    "unacked_restore_interval": _s.restore_interval,
+    "unacked_restore_throttle": 1,
+    # Detect a silently dead connection (network partition) instead of blocking forever.
+    "socket_keepalive": True,
+    "socket_timeout": 15,
+    "socket_connect_timeout": 5,
+    "health_check_interval": 10,
 }
 result_backend_transport_options = {"visibility_timeout": _s.visibility_timeout}
 visibility_timeout = _s.visibility_timeout

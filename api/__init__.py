@@ -29,9 +29,9 @@ def create_app(overrides: dict | None = None) -> Flask:
     )
     app.extensions["workers"] = WorkerDirectory()
 
-    from api import routes_legacy, routes_ops, routes_v1
+    from api import routes_chaos, routes_legacy, routes_ops, routes_v1
 
-    for blueprint in (routes_v1.bp, routes_legacy.bp, routes_ops.bp):
+    for blueprint in (routes_v1.bp, routes_legacy.bp, routes_ops.bp, routes_chaos.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     return app

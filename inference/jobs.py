@@ -28,7 +28,8 @@ from inference.settings import get_settings
 JOB_PREFIX = "inference:job:"
 CLAIM_PREFIX = "inference:claim:"
 BATCH_PREFIX = "inference:batch:"
-STARTED, CANCELLED_CLAIM = "started", "cancelled"
+STARTED, CANCELLED_CLAIM, REDELIVERED = "started", "cancelled", "redelivered"
+DUPLICATES_KEY = "inference:stats:duplicate_runs"  # requests run more than once (redelivery)
 
 # Custom Celery states written by the task (or by DELETE) for requests that never ran.
 EXPIRED = "EXPIRED"
@@ -105,11 +106,12 @@ def submit(redis: redis_lib.Redis, *, image_b64: str, model: str, priority: str,
     return Submitted(job, created=True)
 
 
-def claim_for_run(redis: redis_lib.Redis, request_id: str) -> bool:
-    """Called by the worker before running: False if the request was cancelled first."""
+def claim_for_run(redis: redis_lib.Redis, request_id: str) -> str:
+    """Called by the worker before running: STARTED (first run), REDELIVERED (run before) or
+    CANCELLED_CLAIM (cancelled first: do not run)."""
     if redis.set(claim_key(request_id), STARTED, nx=True, ex=get_settings().result_expires):
-        return True
-    return redis.get(claim_key(request_id)) != CANCELLED_CLAIM.encode()
+        return STARTED
+    return CANCELLED_CLAIM if redis.get(claim_key(request_id)) == CANCELLED_CLAIM.encode() else REDELIVERED
 
 
 def cancel(redis: redis_lib.Redis, request_id: str) -> str | None:

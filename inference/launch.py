@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     for key, env in ENV_OF_KEY.items():
         if key in config:
             os.environ.setdefault(env, str(config[key]))
+    for key, value in config.get("chaos", {}).items():
+        os.environ.setdefault(f"CHAOS_{key.upper()}", str(value))
     cmd = celery_argv(config, args.name)
     os.execv(cmd[0], cmd)
 

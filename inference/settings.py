@@ -10,7 +10,7 @@ import os
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -21,7 +21,8 @@ class Settings(BaseSettings):
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis used as Celery broker and result backend (a password goes in the URL: redis://:pw@host:6379/0).")
     redis_data_dir: str = Field("var/redis", description="Data directory (append-only file) of the embedded Valkey that `make run` starts when REDIS_URL does not answer.")
     result_expires: int = Field(86400, description="Seconds a result (and the request's job record) is kept in Redis.")
-    visibility_timeout: int = Field(300, description="Seconds before an unacknowledged task is delivered again; must exceed WORKER_TIMEOUT plus the longest retry countdown.")
+    visibility_timeout: int = Field(45, description="Seconds before an unacknowledged task (its worker died) is delivered again; must exceed WORKER_TIMEOUT + RETRY_BACKOFF_MAX.")
+    restore_interval: float = Field(1.0, description="Seconds between a worker's sweeps for unacknowledged tasks older than VISIBILITY_TIMEOUT (kombu's default sweep is about 100 s).")
 
     # Models and workers
     model_weights: Literal["auto", "pretrained", "random"] = Field("auto", description="`pretrained`: torchvision ImageNet weights from TORCH_HOME (fail if missing); `auto`: pretrained if available, else random with a loud warning; `random`: seeded random weights.")
@@ -30,11 +31,17 @@ class Settings(BaseSettings):
     worker_model: str = Field("", description="Model a worker serves when `--model` is not given (set by the launcher).")
     worker_concurrency: int = Field(1, description="Worker processes per model worker (each loads its own copy of the model).")
     torch_threads: int = Field(0, description="torch intra-op threads per worker process; 0 = CPU cores / WORKER_CONCURRENCY.")
-    worker_timeout: int = Field(60, description="Hard time limit of one inference task in seconds (the soft limit is 5 s less).")
+    worker_timeout: int = Field(30, description="Hard time limit of one inference task in seconds (the soft limit is 1 s less); also caps `timeout_ms`.")
     worker_proc_alive_timeout: float = Field(120.0, description="Seconds a worker process may spend loading and warming up its model before Celery kills it (Celery's default of 4 s is too short).")
     max_retries: int = Field(3, description="Retries of a task that failed for a transient reason.")
     retry_delay: int = Field(1, description="First retry countdown in seconds; doubles each retry (exponential backoff with jitter).")
-    retry_backoff_max: int = Field(30, description="Cap of the retry countdown in seconds.")
+    retry_backoff_max: int = Field(10, description="Cap of the retry countdown in seconds.")
+
+    # Chaos (off unless set): for resilience tests and demos
+    chaos_enabled: bool = Field(False, description="Allow `POST /simulate/crash` in the API (404 otherwise).")
+    chaos_failure_rate: float = Field(0.0, ge=0.0, le=1.0, description="Share of tasks a worker fails with a transient (retried) error.")
+    chaos_latency_ms: int = Field(0, ge=0, description="Latency a worker adds to every task, in ms.")
+    chaos_crash_after: int = Field(0, ge=0, description="A worker process kills itself (SIGKILL) during its Nth task; 0 = never.")
 
     # HTTP API
     api_host: str = Field("127.0.0.1", description="Address gunicorn binds the API to.")
@@ -59,6 +66,15 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", description="Log level of API and workers.")
     flower_port: int = Field(5555, description="Port of Flower.")
     flower_basic_auth: str = Field("", description="Flower basic auth as user:password[,user2:password2]; empty = no auth.")
+
+
+    @model_validator(mode="after")
+    def redelivery_after_time_limit(self) -> "Settings":
+        # A task still running (or waiting for a retry) when the timeout ends would run twice.
+        if self.visibility_timeout <= self.worker_timeout + self.retry_backoff_max:
+            raise ValueError(f"VISIBILITY_TIMEOUT ({self.visibility_timeout}) must exceed WORKER_TIMEOUT + RETRY_BACKOFF_MAX "
+                             f"({self.worker_timeout} + {self.retry_backoff_max})")
+        return self
 
 
 @lru_cache(maxsize=1)

@@ -21,9 +21,11 @@ import os
 import time
 
 import redis as redis_lib
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 from celery.exceptions import Ignore
 
-from inference import jobs
+from inference import chaos, jobs
 from inference.celery_app import app
 from inference.errors import InvalidRequest, TransientInferenceError, WrongWorker
 from inference.imaging import decode_base64, load_rgb
@@ -38,7 +40,13 @@ _redis: redis_lib.Redis | None = None
 def redis_client() -> redis_lib.Redis:
     global _redis  # one connection pool per pool process, made after the fork
     if _redis is None:
-        _redis = redis_lib.Redis.from_url(get_settings().redis_url)
+        # Ride out a short Redis restart (backoff up to 1 s, ~15 s in all) instead of failing
+        # the request; the task's soft time limit still bounds the wait.
+        _redis = redis_lib.Redis.from_url(
+            get_settings().redis_url,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 20),
+            retry_on_error=[redis_lib.ConnectionError, redis_lib.TimeoutError],
+        )
     return _redis
 
 
@@ -48,10 +56,16 @@ def skip_unless_runnable(task, request_id: str, deadline: float | None) -> None:
         task.update_state(state=jobs.EXPIRED, meta={"reason": "not started before its deadline", "deadline": deadline})
         log.info("request %s expired before it started; dropped", request_id)
         raise Ignore()
-    if not jobs.claim_for_run(redis_client(), request_id):
+    claim = jobs.claim_for_run(redis_client(), request_id)
+    if claim == jobs.CANCELLED_CLAIM:
         task.update_state(state=jobs.CANCELLED, meta={"reason": "cancelled by the client"})
         log.info("request %s was cancelled; dropped", request_id)
         raise Ignore()
+    if claim == jobs.REDELIVERED and not task.request.retries:
+        # Its worker died mid-run (or before acking): running again is harmless, but counted.
+        redis_client().incr(jobs.DUPLICATES_KEY)
+        log.warning("request %s delivered again (redelivered=%s); running it again",
+                    request_id, (task.request.delivery_info or {}).get("redelivered"))
 
 
 def build_result(*, predictions, info, request_id, worker_id, submitted_at, started_at, finished_at,
@@ -99,6 +113,7 @@ def classify(self, image: str, model: str, top_k: int | None = None, request_id:
     if not isinstance(top_k, int) or not 1 <= top_k <= settings.max_top_k:
         raise InvalidRequest(f"top_k must be an integer between 1 and {settings.max_top_k}")
     picture = load_rgb(decode_base64(image), settings.max_image_pixels)
+    chaos.before_inference()
     compute_started = time.perf_counter()
     predictions = loaded.classify([picture], top_k)[0]
     compute_seconds = time.perf_counter() - compute_started

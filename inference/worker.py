@@ -20,7 +20,7 @@ from pathlib import Path
 from celery import bootsteps
 from celery.signals import worker_process_init
 from celery.worker import state as worker_state
-from celery.worker.control import inspect_command
+from celery.worker.control import control_command, inspect_command
 
 from inference.celery_app import app
 from inference.queues import model_queues
@@ -124,3 +124,18 @@ def model_info(state):
         "processed": sum(worker_state.total_count.values()),
         "processes": processes,
     }
+
+
+@control_command(args=[("delay", float)], signature="[delay=0.2]")
+def simulate_crash(state, delay=0.2):
+    """Chaos: SIGKILL this whole worker (pool processes, then the main process) after replying.
+
+    `celery -A inference control simulate_crash --destination resnet18@host`
+    """
+    from inference.chaos import crash_worker
+
+    pool = state.consumer.pool
+    pids = list(pool.info.get("processes", [])) if pool is not None else []
+    log.error("chaos: simulate_crash received; killing processes %s and %s", pids, os.getpid())
+    crash_worker(pids, delay)
+    return {"ok": f"crashing in {delay} s", "pids": pids + [os.getpid()]}

@@ -45,6 +45,7 @@ def wait_until(predicate, timeout: float, interval: float = 0.2, what: str = "co
 @dataclass
 class Processes:
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    data_dirs: dict[str, str] = field(default_factory=dict)
 
     def start(self, name: str, cmd: list[str], env: dict) -> subprocess.Popen:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
@@ -73,15 +74,17 @@ class Processes:
             self.stop(name)
 
 
-def start_redis(procs: Processes, env: dict) -> str:
-    from inference.redis_embedded import server_command
-
-    port = free_port()
-    url = f"redis://127.0.0.1:{port}/0"
-    data_dir = tempfile.mkdtemp(prefix="inference-test-redis-")
-    procs.start("redis", server_command(url, data_dir), env)
+def start_redis(procs: Processes, env: dict, name: str = "redis", url: str | None = None,
+                data_dir: str | None = None) -> str:
+    """A real Valkey with an append-only file; pass url and data_dir again to restart it."""
     import redis
 
+    from inference.redis_embedded import server_command
+
+    url = url or f"redis://127.0.0.1:{free_port()}/0"
+    data_dir = data_dir or tempfile.mkdtemp(prefix="inference-test-redis-")
+    procs.start(name, server_command(url, data_dir), env)
+    procs.data_dirs[name] = data_dir
     wait_until(lambda: redis.Redis.from_url(url).ping(), 15, what="embedded Valkey")
     return url
 

@@ -1,0 +1,198 @@
+"""Breaking things for real: killed pool processes, killed workers, a Redis restart, a model
+losing all its workers, a worker that keeps failing. Each scenario runs under load from a
+client and prints requests sent, succeeded, lost, duplicated and the recovery time.
+
+`make test` runs the short version; `make resilience` sets RESILIENCE_SCALE=5 for more load.
+The cluster here is separate from the rest of the suite: its own Valkey (append-only file),
+API and workers, with short timeouts so that redelivery takes seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+import pytest
+import redis
+import requests
+
+from inference.jobs import DUPLICATES_KEY
+from tests import loadgen
+from tests.conftest import image_b64
+from tests.system import Processes, start_api, start_redis, start_worker, wait_until
+
+pytestmark = pytest.mark.e2e
+SCALE = int(os.environ.get("RESILIENCE_SCALE", "1"))
+
+CLUSTER_ENV = {
+    "WORKER_TIMEOUT": "5",
+    "RETRY_BACKOFF_MAX": "2",
+    "RETRY_DELAY": "1",
+    "MAX_RETRIES": "2",
+    "VISIBILITY_TIMEOUT": "8",
+    "RESTORE_INTERVAL": "1",
+    "CHAOS_ENABLED": "true",
+    "WORKER_CACHE_SECONDS": "1",
+    "LOAD_BALANCE_STRATEGY": "least_loaded",
+}
+SLOW = {"CHAOS_LATENCY_MS": "400"}  # tasks last long enough to be killed mid-inference
+
+
+class Cluster:
+    def __init__(self):
+        self.procs = Processes()
+        self.env = {**os.environ, **CLUSTER_ENV}
+        self.redis_url = start_redis(self.procs, self.env, name="chaos-redis")
+        self.env["REDIS_URL"] = self.redis_url
+        self.redis = redis.Redis.from_url(self.redis_url)
+        self.workers = {}
+        self.start_worker("resnet18", "res-a@%h", SLOW)
+        self.start_worker("squeezenet", "sq-a@%h")
+        self.api = start_api(self.procs, self.env, name="chaos-api")
+        self.wait_ready({"resnet18", "squeezenet"})
+
+    def start_worker(self, model, name, extra=None):
+        start_worker(self.procs, model, {**self.env, **(extra or {})}, name=name)
+        self.workers[model] = name
+
+    def process_name(self, model):
+        return f"worker-{self.workers[model]}"
+
+    def status(self):
+        return requests.get(f"{self.api}/workers/status", timeout=5).json()["workers"]
+
+    def wait_ready(self, models, timeout=120):
+        wait_until(lambda: models <= {w["model"] for w in self.status() if w.get("ready_processes")},
+                   timeout, interval=0.5, what=f"ready workers for {models}")
+
+    def worker_of(self, model):
+        return next(w for w in self.status() if w["model"] == model)
+
+    def duplicates(self):
+        return int(self.redis.get(DUPLICATES_KEY) or 0)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = Cluster()
+    yield c
+    c.procs.stop_all()
+
+
+def payload(model="resnet18", image="chelsea.jpg"):
+    return {"data": image_b64(image), "model_type": model}
+
+
+def report_line(report, scenario):
+    line = report.summary(scenario)
+    print(line, file=sys.stderr)
+    return line
+
+
+def test_kill_pool_process_mid_inference(cluster):
+    duplicates_before = cluster.duplicates()
+    report = loadgen.send(cluster.api, payload(), 6 * SCALE, concurrency=2)
+    time.sleep(0.6)
+    victim = cluster.worker_of("resnet18")["processes"][0]["pid"]
+    killed_at = time.monotonic()
+    os.kill(victim, signal.SIGKILL)
+    loadgen.collect(cluster.api, report, timeout=60 * SCALE)
+    report.recovery_seconds = time.monotonic() - killed_at
+    report.duplicated = cluster.duplicates() - duplicates_before
+    report_line(report, "pool process SIGKILLed")
+    assert len(report.accepted) == 6 * SCALE
+    assert report.lost == 0
+    assert report.duplicated >= 1, "the killed process was running a request, which must have run again"
+    # the worker replaced its pool process
+    cluster.wait_ready({"resnet18"})
+    assert cluster.worker_of("resnet18")["processes"][0]["pid"] != victim
+
+
+def test_kill_whole_worker_and_restart(cluster):
+    report = loadgen.send(cluster.api, payload(), 6 * SCALE, concurrency=2)
+    time.sleep(0.6)
+    worker_id = cluster.worker_of("resnet18")["worker_id"]
+    crash = requests.post(f"{cluster.api}/simulate/crash", json={"worker": worker_id}, timeout=10)
+    assert crash.status_code == 200 and crash.json()["crashed"] == [worker_id]
+    killed_at = time.monotonic()
+    wait_until(lambda: cluster.procs.procs[cluster.process_name("resnet18")].poll() is not None, 10, what="worker death")
+    cluster.procs.stop(cluster.process_name("resnet18"))
+    cluster.start_worker("resnet18", "res-a@%h", SLOW)
+    loadgen.collect(cluster.api, report, timeout=90 * SCALE)
+    report.recovery_seconds = time.monotonic() - killed_at
+    report_line(report, "whole worker SIGKILLed and restarted")
+    assert report.lost == 0
+    # The unacked request returns after VISIBILITY_TIMEOUT (8 s) plus a 1 s sweep, not ~100 s.
+    assert report.recovery_seconds < 45
+
+
+def test_redis_restart_mid_load(cluster):
+    report = loadgen.LoadReport()
+    loadgen.send(cluster.api, payload("squeezenet"), 8 * SCALE, concurrency=2, report=report)
+    cluster.procs.stop("chaos-redis", signal.SIGTERM)  # a clean shutdown flushes the append-only file
+    stopped_at = time.monotonic()
+
+    started = time.monotonic()
+    down = requests.post(f"{cluster.api}/v1/inference", json=payload("squeezenet"), timeout=10)
+    assert down.status_code == 503 and down.json()["error"]["code"] in ("broker_unavailable", "no_worker")
+    assert "Retry-After" in down.headers
+    assert time.monotonic() - started < 2.0
+    assert requests.get(f"{cluster.api}/health", timeout=5).status_code == 503
+
+    time.sleep(2)
+    start_redis(cluster.procs, cluster.env, name="chaos-redis", url=cluster.redis_url,
+                data_dir=cluster.procs.data_dirs["chaos-redis"])
+    # The API and the workers reconnect by themselves.
+    wait_until(lambda: requests.get(f"{cluster.api}/health", timeout=5).json()["models"]["squeezenet"]["workers"], 60,
+               what="squeezenet worker back")
+    loadgen.send(cluster.api, payload("squeezenet"), 4 * SCALE, concurrency=2, report=report)
+    loadgen.collect(cluster.api, report, timeout=90 * SCALE)
+    report.recovery_seconds = time.monotonic() - stopped_at
+    report_line(report, "Redis restarted")
+    assert len(report.accepted) == 12 * SCALE, report.refusals
+    assert report.lost == 0, report.not_succeeded(cluster.api)
+
+
+def test_worker_that_keeps_failing_backs_off_then_fails(cluster):
+    cluster.start_worker("mobilenet", "mob-flaky@%h", {"CHAOS_FAILURE_RATE": "1.0"})
+    try:
+        cluster.wait_ready({"mobilenet"})
+        started = time.monotonic()
+        response = requests.post(f"{cluster.api}/v1/inference", params={"wait": 20}, json=payload("mobilenet"), timeout=30)
+        elapsed = time.monotonic() - started
+        body = response.json()
+        assert body["status"] == "failed"
+        assert body["error"]["code"] == "transient_error" and "chaos" in body["error"]["message"]
+        meta = cluster.redis.get(f"celery-task-meta-{body['request_id']}")
+        import json
+
+        assert json.loads(meta)["retries"] == 2  # MAX_RETRIES, no more: no retry storm
+        assert elapsed < 2 * 2 + 5  # two countdowns of at most RETRY_BACKOFF_MAX, plus runs
+        print(f"[keeps failing] failed after 2 retries in {elapsed:.1f} s", file=sys.stderr)
+    finally:
+        cluster.procs.stop(cluster.process_name("mobilenet"))
+
+
+def test_all_workers_of_a_model_die(cluster):
+    cluster.procs.stop(cluster.process_name("squeezenet"), signal.SIGKILL)
+    killed_at = time.monotonic()
+    wait_until(lambda: "squeezenet" not in {w["model"] for w in cluster.status()}, 10, what="squeezenet gone")
+    time.sleep(2.5)  # every API process refreshes its view (WORKER_CACHE_SECONDS=1, 0.5 s replies)
+    health = requests.get(f"{cluster.api}/health", timeout=5).json()
+    assert health["status"] == "degraded" and health["models"]["squeezenet"]["workers"] == 0
+    report = loadgen.send(cluster.api, payload("any"), 4 * SCALE, concurrency=2)
+    loadgen.collect(cluster.api, report, timeout=60 * SCALE)
+    models = {requests.get(f"{cluster.api}/v1/inference/{rid}", timeout=5).json()["result"]["model"] for rid in report.accepted}
+    assert models == {"resnet18"}
+    refused = requests.post(f"{cluster.api}/v1/inference", json=payload("squeezenet"), timeout=10)
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "no_worker"
+    report.recovery_seconds = time.monotonic() - killed_at
+    report_line(report, "all squeezenet workers dead")
+    assert report.lost == 0
+
+
+def test_chaos_endpoint_is_off_by_default(api):
+    response = api.post(f"{api.base_url}/simulate/crash", json={"model": "resnet18"}, timeout=10)
+    assert response.status_code == 404
