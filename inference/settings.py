@@ -21,7 +21,7 @@ class Settings(BaseSettings):
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis used as Celery broker and result backend (a password goes in the URL: redis://:pw@host:6379/0).")
     redis_data_dir: str = Field("var/redis", description="Data directory (append-only file) of the embedded Valkey that `make run` starts when REDIS_URL does not answer.")
     result_expires: int = Field(86400, description="Seconds a result (and the request's job record) is kept in Redis.")
-    visibility_timeout: int = Field(45, description="Seconds before an unacknowledged task (its worker died) is delivered again; must exceed WORKER_TIMEOUT + RETRY_BACKOFF_MAX.")
+    visibility_timeout: int = Field(20, description="Seconds before an unacknowledged task (its worker died) is delivered again; must exceed WORKER_TIMEOUT + RETRY_BACKOFF_MAX.")
     restore_interval: float = Field(1.0, description="Seconds between a worker's sweeps for unacknowledged tasks older than VISIBILITY_TIMEOUT (kombu's default sweep is about 100 s).")
 
     # Models and workers
@@ -31,11 +31,11 @@ class Settings(BaseSettings):
     worker_model: str = Field("", description="Model a worker serves when `--model` is not given (set by the launcher).")
     worker_concurrency: int = Field(1, description="Worker processes per model worker (each loads its own copy of the model).")
     torch_threads: int = Field(0, description="torch intra-op threads per worker process; 0 = CPU cores / WORKER_CONCURRENCY.")
-    worker_timeout: int = Field(30, description="Hard time limit of one inference task in seconds (the soft limit is 1 s less); also caps `timeout_ms`.")
+    worker_timeout: int = Field(10, description="Hard time limit of one inference task in seconds (the soft limit is 1 s less); also caps `timeout_ms`.")
     worker_proc_alive_timeout: float = Field(120.0, description="Seconds a worker process may spend loading and warming up its model before Celery kills it (Celery's default of 4 s is too short).")
     max_retries: int = Field(3, description="Retries of a task that failed for a transient reason.")
     retry_delay: int = Field(1, description="First retry countdown in seconds; doubles each retry (exponential backoff with jitter).")
-    retry_backoff_max: int = Field(10, description="Cap of the retry countdown in seconds.")
+    retry_backoff_max: int = Field(5, description="Cap of the retry countdown in seconds.")
 
     # Chaos (off unless set): for resilience tests and demos
     chaos_enabled: bool = Field(False, description="Allow `POST /simulate/crash` in the API (404 otherwise).")

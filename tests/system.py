@@ -75,7 +75,7 @@ class Processes:
 
 
 def start_redis(procs: Processes, env: dict, name: str = "redis", url: str | None = None,
-                data_dir: str | None = None) -> str:
+                data_dir: str | None = None, also_bind: tuple[str, ...] = ()) -> str:
     """A real Valkey with an append-only file; pass url and data_dir again to restart it."""
     import redis
 
@@ -83,15 +83,16 @@ def start_redis(procs: Processes, env: dict, name: str = "redis", url: str | Non
 
     url = url or f"redis://127.0.0.1:{free_port()}/0"
     data_dir = data_dir or tempfile.mkdtemp(prefix="inference-test-redis-")
-    procs.start(name, server_command(url, data_dir), env)
+    procs.start(name, server_command(url, data_dir, also_bind), env)
     procs.data_dirs[name] = data_dir
     wait_until(lambda: redis.Redis.from_url(url).ping(), 15, what="embedded Valkey")
     return url
 
 
-def start_worker(procs: Processes, model: str, env: dict, name: str | None = None) -> str:
+def start_worker(procs: Processes, model: str, env: dict, name: str | None = None, prefix: tuple[str, ...] = ()) -> str:
+    """`prefix` runs the worker through another command, e.g. `ip netns exec NS`."""
     name = name or f"{model}-test-{os.getpid()}@%h"
-    procs.start(f"worker-{name}", [sys.executable, "-m", "inference.launch", model, "--name", name], env)
+    procs.start(f"worker-{name}", [*prefix, sys.executable, "-m", "inference.launch", model, "--name", name], env)
     return name
 
 

@@ -1,5 +1,5 @@
 """Breaking things for real: killed pool processes, killed workers, a Redis restart, a model
-losing all its workers, a worker that keeps failing. Each scenario runs under load from a
+losing all its workers, a worker that keeps failing, a network partition. Each scenario runs under load from a
 client and prints requests sent, succeeded, lost, duplicated and the recovery time.
 
 `make test` runs the short version; `make resilience` sets RESILIENCE_SCALE=5 for more load.
@@ -9,8 +9,10 @@ API and workers, with short timeouts so that redelivery takes seconds.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 import sys
 import time
 
@@ -21,7 +23,7 @@ import requests
 from inference.jobs import DUPLICATES_KEY
 from tests import loadgen
 from tests.conftest import image_b64
-from tests.system import Processes, start_api, start_redis, start_worker, wait_until
+from tests.system import Processes, free_port, start_api, start_redis, start_worker, wait_until
 
 pytestmark = pytest.mark.e2e
 SCALE = int(os.environ.get("RESILIENCE_SCALE", "1"))
@@ -166,8 +168,6 @@ def test_worker_that_keeps_failing_backs_off_then_fails(cluster):
         assert body["status"] == "failed"
         assert body["error"]["code"] == "transient_error" and "chaos" in body["error"]["message"]
         meta = cluster.redis.get(f"celery-task-meta-{body['request_id']}")
-        import json
-
         assert json.loads(meta)["retries"] == 2  # MAX_RETRIES, no more: no retry storm
         assert elapsed < 2 * 2 + 5  # two countdowns of at most RETRY_BACKOFF_MAX, plus runs
         print(f"[keeps failing] failed after 2 retries in {elapsed:.1f} s", file=sys.stderr)
@@ -196,3 +196,70 @@ def test_all_workers_of_a_model_die(cluster):
 def test_chaos_endpoint_is_off_by_default(api):
     response = api.post(f"{api.base_url}/simulate/crash", json={"model": "resnet18"}, timeout=10)
     assert response.status_code == 404
+
+
+# Network partition: a worker in its own network namespace loses its link to Redis for 10 s.
+# The worker runs in a namespace made here (`ip netns`, a veth pair on 10.231.N.0/24); Redis
+# listens on loopback (for the API) and on the host end of the veth (for the worker). Cutting the
+# link leaves the worker's TCP connections hanging, not closed: when the link returns the worker
+# must carry on by itself, and every request accepted meanwhile must complete.
+
+PARTITION_SECONDS = 10
+
+
+def sh(*args: str) -> None:
+    subprocess.run(args, check=True, capture_output=True, timeout=10)
+
+
+@pytest.fixture
+def namespace():
+    net = 100 + os.getpid() % 150
+    name, host_if, ns_if = f"inf{os.getpid()}", f"vinf{os.getpid() % 100000}a", f"vinf{os.getpid() % 100000}b"
+    host_ip, ns_ip = f"10.231.{net}.1", f"10.231.{net}.2"
+    try:
+        sh("ip", "netns", "add", name)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"cannot make a network namespace here ({exc}); the partition scenario needs root and iproute2")
+    try:
+        sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if)
+        sh("ip", "link", "set", ns_if, "netns", name)
+        sh("ip", "addr", "add", f"{host_ip}/24", "dev", host_if)
+        sh("ip", "link", "set", host_if, "up")
+        sh("ip", "netns", "exec", name, "ip", "addr", "add", f"{ns_ip}/24", "dev", ns_if)
+        sh("ip", "netns", "exec", name, "ip", "link", "set", ns_if, "up")
+        sh("ip", "netns", "exec", name, "ip", "link", "set", "lo", "up")
+        yield {"name": name, "host_ip": host_ip, "ns_if": ns_if}
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
+
+
+def test_worker_survives_a_network_partition(namespace):
+    procs = Processes()
+    password = "partition-test"
+    try:
+        env = {**os.environ, "NO_WORKER_POLICY": "queue", "WORKER_CACHE_SECONDS": "1"}
+        port = free_port()
+        url = f"redis://:{password}@127.0.0.1:{port}/0"  # a password: it listens beyond loopback
+        start_redis(procs, env, name="partition-redis", url=url, also_bind=(namespace["host_ip"],))
+        env["REDIS_URL"] = url
+        worker_env = {**env, "REDIS_URL": f"redis://:{password}@{namespace['host_ip']}:{port}/0"}
+        start_worker(procs, "squeezenet", worker_env, name="sq-netns@%h", prefix=("ip", "netns", "exec", namespace["name"]))
+        api = start_api(procs, env, name="partition-api")
+        wait_until(lambda: requests.get(f"{api}/workers/status", timeout=5).json()["ready"] >= 1, 120, what="worker in netns")
+
+        payload = {"data": image_b64(), "model_type": "squeezenet"}
+        report = loadgen.send(api, payload, 4, concurrency=2)
+        sh("ip", "netns", "exec", namespace["name"], "ip", "link", "set", namespace["ns_if"], "down")
+        cut_at = time.monotonic()
+        loadgen.send(api, payload, 6, interval=0.5, concurrency=2, report=report)  # accepted and queued meanwhile
+        time.sleep(max(0.0, PARTITION_SECONDS - (time.monotonic() - cut_at)))
+        sh("ip", "netns", "exec", namespace["name"], "ip", "link", "set", namespace["ns_if"], "up")
+        healed_at = time.monotonic()
+        loadgen.collect(api, report, timeout=120)
+        report.recovery_seconds = time.monotonic() - healed_at
+        print(report.summary(f"network partition {PARTITION_SECONDS} s"), file=sys.stderr)
+        assert len(report.accepted) == 10, report.refusals
+        assert report.lost == 0, report.not_succeeded(api)
+    finally:
+        procs.stop_all()
