@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run start test test-fast resilience health config-table clean
+.PHONY: setup run start test test-fast resilience health monitor config-table clean
 
 setup: $(STAMP)
 
@@ -29,8 +29,12 @@ test-fast: setup  ## unit tests only (no workers)
 resilience: setup  ## the fault-tolerance scenarios under more load (RESILIENCE_SCALE=5)
 	RESILIENCE_SCALE=$${RESILIENCE_SCALE:-5} $(BIN)/python -m pytest tests/test_resilience.py -s -p no:cacheprovider
 
-health:
+health:  ## the running system's /health
 	@curl -s http://$${API_HOST:-127.0.0.1}:$${API_PORT:-8000}/health | $(BIN)/python -m json.tool
+
+monitor: setup  ## open Flower (started by `make run`) in a browser
+	@echo "Flower: http://127.0.0.1:$${FLOWER_PORT:-5555}  (Prometheus metrics: /metrics there and on the API)"
+	-@$(BIN)/python -m webbrowser -t "http://127.0.0.1:$${FLOWER_PORT:-5555}" >/dev/null 2>&1
 
 config-table: setup  ## the README's configuration table, generated from inference/settings.py
 	@$(BIN)/python -c "from inference.settings import markdown_table; print(markdown_table())"

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import logging
 import time
 
 import redis
 from flask import Flask
+from prometheus_client import CollectorRegistry
 
 from api.errors import register_error_handlers
+from api.prometheus import InferenceCollector
 from api.workers import WorkerDirectory
+from inference.logging_setup import configure_api_logging
 from inference.settings import get_settings
 
 
 def create_app(overrides: dict | None = None) -> Flask:
     settings = get_settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_api_logging()
     app = Flask(__name__)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_content_length,
@@ -28,6 +30,9 @@ def create_app(overrides: dict | None = None) -> Flask:
         settings.redis_url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30
     )
     app.extensions["workers"] = WorkerDirectory()
+    registry = CollectorRegistry()
+    registry.register(InferenceCollector(app.extensions["redis"], app.extensions["workers"]))
+    app.extensions["prometheus"] = registry
 
     from api import routes_chaos, routes_legacy, routes_ops, routes_v1
 

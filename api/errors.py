@@ -5,12 +5,18 @@ from __future__ import annotations
 import logging
 
 import redis
-from flask import Flask, jsonify
+from flask import Flask, current_app, jsonify, request
 from kombu.exceptions import OperationalError
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
+from inference import metrics
+from inference import metrics
 from inference.errors import InferenceError
+from inference.queues import PRIORITIES
+from inference.registry import ANY_MODEL, model_names
+from inference.queues import PRIORITIES
+from inference.registry import ANY_MODEL, model_names
 
 log = logging.getLogger(__name__)
 
@@ -40,23 +46,45 @@ def validation_error(exc: ValidationError, prefix: str = "") -> ApiError:
     return ApiError(400, CODE_OF_FIELD.get(field, "invalid_request"), f"{prefix}{field}: {message}" if field else prefix + message)
 
 
+SUBMIT_ENDPOINTS = {"v1.post_inference", "v1.post_batch", "legacy.sync_inference", "legacy.sync_batch_inference"}
+
+
+def count_rejection() -> None:
+    """A refused submission counts as outcome `rejected` (never fails the answer itself)."""
+    if request.endpoint not in SUBMIT_ENDPOINTS:
+        return
+    try:
+        fields = request.form if request.mimetype == "multipart/form-data" else request.get_json(silent=True)
+        fields = fields if hasattr(fields, "get") else {}
+        model = fields.get("model_type", ANY_MODEL)
+        priority = fields.get("priority")
+        metrics.record(current_app.extensions["redis"], model if model in (*model_names(), ANY_MODEL) else "unknown",
+                       priority if priority in PRIORITIES else "normal", "rejected")
+    except Exception as exc:  # Redis down, body unreadable: the error answer matters more
+        log.debug("rejection not counted: %s", exc)
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
+        count_rejection()
         return error_response(exc.status, exc.code, exc.message, exc.headers)
 
     @app.errorhandler(ValidationError)
     def _validation(exc: ValidationError):
+        count_rejection()
         err = validation_error(exc)
         return error_response(err.status, err.code, err.message)
 
     @app.errorhandler(InferenceError)
     def _inference(exc: InferenceError):
+        count_rejection()
         status = exc.http_status if 400 <= exc.http_status < 600 else 500
         return error_response(status, exc.code, exc.message)
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):
+        count_rejection()
         code = {413: "body_too_large"}.get(exc.code, (exc.name or "error").lower().replace(" ", "_"))
         return error_response(exc.code or 500, code, exc.description or exc.name)
 

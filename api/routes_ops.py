@@ -1,14 +1,15 @@
-"""Operations endpoints: /health, /workers/status, /queue/status, /v1/models."""
+"""Operations endpoints: health (and liveness, readiness), workers, queues, models, metrics."""
 
 from __future__ import annotations
 
 import time
 
 import redis
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.service import redis_client, worker_directory
-from inference import jobs
+from inference import jobs, metrics
 from inference.queues import PRIORITIES, model_queues
 from inference.registry import MODELS, model_names
 from inference.settings import get_settings
@@ -51,11 +52,72 @@ def health():
     return jsonify(body), 200 if status != "unhealthy" else 503
 
 
+@bp.get("/health/live")
+def live():
+    """Liveness: the process answers (never touches Redis, so a Redis outage restarts nothing)."""
+    return jsonify({"status": "alive"})
+
+
+@bp.get("/health/ready")
+def ready():
+    """Readiness: Redis answers and at least one model has a ready worker."""
+    redis_ok = _redis_ok()
+    served = [m for m, ws in worker_directory().ready_workers_by_model().items() if ws] if redis_ok else []
+    ok = redis_ok and bool(served)
+    return jsonify({"status": "ready" if ok else "not_ready", "redis": redis_ok, "models_served": served}), 200 if ok else 503
+
+
 @bp.get("/workers/status")
 def workers_status():
-    workers = worker_directory().workers()
+    directory = worker_directory()
+    failed = {k.decode(): int(v) for k, v in redis_client().hgetall(metrics.WORKER_FAILURES_KEY).items()}
+    seen_at = time.time() - directory.age
+    workers = [
+        {
+            **worker,
+            "host": worker["worker_id"].split("@", 1)[-1],
+            "status": "ready" if worker.get("ready_processes") else "loading",
+            "load": {"running": worker.get("active", 0), "concurrency": worker.get("concurrency")},
+            "failed": failed.get(worker["worker_id"], 0),
+            "last_heartbeat": round(seen_at, 3),
+        }
+        for worker in directory.workers()
+    ]
     return jsonify({"workers": workers, "total": len(workers),
-                    "ready": sum(1 for w in workers if w.get("ready_processes"))})
+                    "ready": sum(1 for w in workers if w["status"] == "ready")})
+
+
+@bp.get("/metrics")
+def prometheus_metrics():
+    return Response(generate_latest(current_app.extensions["prometheus"]), mimetype=CONTENT_TYPE_LATEST)
+
+
+@bp.get("/v1/stats")
+def stats():
+    """The seed's JSON metrics, from the same counters as /metrics."""
+    redis = redis_client()
+    by_outcome: dict[str, int] = {}
+    for (_, _, outcome), count in metrics.read_requests(redis).items():
+        by_outcome[outcome] = by_outcome.get(outcome, 0) + count
+    latency = metrics.read_histogram(redis, "latency_seconds")
+    total_latency = sum(h["sum"] for h in latency.values())
+    count_latency = sum(h["count"] for h in latency.values())
+    recent = metrics.recent_latencies(redis)
+    depths = jobs.queue_depths(redis, model_names(), PRIORITIES)
+    return jsonify({
+        "requests_total": sum(by_outcome.values()),
+        "requests_success": by_outcome.get("success", 0),
+        "requests_failed": by_outcome.get("failed", 0),
+        "requests_by_outcome": by_outcome,
+        "workers_active": sum(len(ws) for ws in worker_directory().ready_workers_by_model().values()),
+        "avg_latency": round(total_latency / count_latency, 6) if count_latency else None,
+        "p50_latency": metrics.percentile(recent, 50),
+        "p95_latency": metrics.percentile(recent, 95),
+        "p99_latency": metrics.percentile(recent, 99),
+        "queue_size": sum(sum(d.values()) for d in depths.values()),
+        "uptime": round(time.time() - current_app.config["STARTED_AT"], 3),
+        "duplicate_runs": int(redis.get(jobs.DUPLICATES_KEY) or 0),
+    })
 
 
 @bp.get("/queue/status")

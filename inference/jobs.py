@@ -14,6 +14,7 @@ request finds its own "started" claim and runs again (results are idempotent per
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -21,10 +22,12 @@ from dataclasses import dataclass
 import redis as redis_lib
 from celery import states
 
+from inference import metrics
 from inference.celery_app import app
 from inference.queues import TASK_NAME, queue_name
 from inference.settings import get_settings
 
+log = logging.getLogger(__name__)
 JOB_PREFIX = "inference:job:"
 CLAIM_PREFIX = "inference:claim:"
 BATCH_PREFIX = "inference:batch:"
@@ -103,6 +106,7 @@ def submit(redis: redis_lib.Redis, *, image_b64: str, model: str, priority: str,
     except Exception:
         redis.delete(job_key(request_id))  # leave nothing half-done behind
         raise
+    log.info("request %s queued on %s", request_id, job["queue"], extra={"request_id": request_id})
     return Submitted(job, created=True)
 
 
@@ -116,10 +120,13 @@ def claim_for_run(redis: redis_lib.Redis, request_id: str) -> str:
 
 def cancel(redis: redis_lib.Redis, request_id: str) -> str | None:
     """Cancel a request that has not started: "cancelled", "started" (too late), None (unknown id)."""
-    if not redis.exists(job_key(request_id)):
+    raw = redis.get(job_key(request_id))
+    if raw is None:
         return None
     if redis.set(claim_key(request_id), CANCELLED_CLAIM, nx=True, ex=get_settings().result_expires):
         app.backend.store_result(request_id, {"reason": "cancelled by the client"}, CANCELLED)
+        job = json.loads(raw)
+        metrics.record(redis, job["model"], job["priority"], "cancelled")
         return "cancelled"
     return "cancelled" if redis.get(claim_key(request_id)) == CANCELLED_CLAIM.encode() else "started"
 

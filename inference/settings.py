@@ -64,6 +64,7 @@ class Settings(BaseSettings):
 
     # Operations
     log_level: str = Field("INFO", description="Log level of API and workers.")
+    log_format: Literal["text", "json"] = Field("text", description="`json`: one JSON object per log line (with `request_id` where known).")
     flower_port: int = Field(5555, description="Port of Flower.")
     flower_basic_auth: str = Field("", description="Flower basic auth as user:password[,user2:password2]; empty = no auth.")
 

@@ -16,7 +16,6 @@ Returns a JSON object (see `build_result`). Bad input fails at once with an erro
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 
@@ -24,15 +23,17 @@ import redis as redis_lib
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 from celery.exceptions import Ignore
+from celery.signals import task_failure
+from celery.utils.log import get_task_logger
 
-from inference import chaos, jobs
+from inference import chaos, jobs, metrics
 from inference.celery_app import app
 from inference.errors import InvalidRequest, TransientInferenceError, WrongWorker
 from inference.imaging import decode_base64, load_rgb
 from inference.queues import TASK_NAME
 from inference.settings import get_settings
 
-log = logging.getLogger(__name__)
+log = get_task_logger(__name__)  # its lines carry the request (task) id
 _settings = get_settings()
 _redis: redis_lib.Redis | None = None
 
@@ -50,15 +51,33 @@ def redis_client() -> redis_lib.Redis:
     return _redis
 
 
-def skip_unless_runnable(task, request_id: str, deadline: float | None) -> None:
+def record_metrics(write, *args) -> None:
+    """Metrics must never fail a request."""
+    try:
+        write(redis_client(), *args)
+    except Exception as exc:
+        log.warning("could not record metrics: %s", exc)
+
+
+@task_failure.connect
+def count_failure(sender=None, task_id=None, kwargs=None, **_):
+    if getattr(sender, "name", None) != TASK_NAME:
+        return
+    kwargs = kwargs or {}
+    record_metrics(metrics.record, kwargs.get("model", "unknown"), kwargs.get("priority"), "failed")
+    record_metrics(lambda r: r.hincrby(metrics.WORKER_FAILURES_KEY, sender.request.hostname or "unknown", 1))
+
+
+def skip_unless_runnable(task, request_id: str, deadline: float | None, model: str, priority: str | None) -> None:
     """Drop a request whose deadline passed or that was cancelled, without running it."""
     if deadline is not None and time.time() > deadline:
         task.update_state(state=jobs.EXPIRED, meta={"reason": "not started before its deadline", "deadline": deadline})
+        record_metrics(metrics.record, model, priority, "expired")
         log.info("request %s expired before it started; dropped", request_id)
         raise Ignore()
     claim = jobs.claim_for_run(redis_client(), request_id)
     if claim == jobs.CANCELLED_CLAIM:
-        task.update_state(state=jobs.CANCELLED, meta={"reason": "cancelled by the client"})
+        task.update_state(state=jobs.CANCELLED, meta={"reason": "cancelled by the client"})  # counted by DELETE
         log.info("request %s was cancelled; dropped", request_id)
         raise Ignore()
     if claim == jobs.REDELIVERED and not task.request.retries:
@@ -103,7 +122,7 @@ def classify(self, image: str, model: str, top_k: int | None = None, request_id:
              priority: str | None = None, submitted_at: float | None = None, deadline: float | None = None) -> dict:
     from inference.worker import loaded_model
 
-    skip_unless_runnable(self, self.request.id, deadline)
+    skip_unless_runnable(self, self.request.id, deadline, model, priority)
     started_at = time.time()
     loaded = loaded_model()
     if model != loaded.spec.name:
@@ -128,5 +147,6 @@ def classify(self, image: str, model: str, top_k: int | None = None, request_id:
         compute_seconds=compute_seconds,
         priority=priority,
     )
+    record_metrics(metrics.record_success, result)
     log.info("request %s classified by %s in %.1f ms", result["request_id"], model, 1000 * result["processing_time"])
     return result

@@ -22,6 +22,7 @@ from celery.signals import worker_process_init
 from celery.worker import state as worker_state
 from celery.worker.control import control_command, inspect_command
 
+from inference import logging_setup  # noqa: F401  (log format signals)
 from inference.celery_app import app
 from inference.queues import model_queues
 from inference.registry import get_spec

@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.system import TESTDATA, Processes, start_api, start_redis, start_worker, wait_for_ready_workers
+from tests.system import LOG_DIR, TESTDATA, Processes, start_api, start_redis, start_worker, wait_for_ready_workers
 
 MODELS = ("mobilenet", "resnet18", "efficientnet", "squeezenet")
 _processes = Processes()
 
 
 def pytest_configure(config):
+    shutil.rmtree(LOG_DIR, ignore_errors=True)  # logs of this run only
     os.environ["MODEL_WEIGHTS"] = "random"  # no weights can be downloaded on the build machines
     os.environ.setdefault("TORCH_THREADS", "1")  # four workers share two cores
     os.environ.setdefault("LOG_LEVEL", "INFO")

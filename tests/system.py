@@ -110,4 +110,6 @@ def wait_for_ready_workers(base_url: str, count: int, timeout: float = 180) -> l
         body = requests.get(f"{base_url}/workers/status", timeout=5).json()
         return body["workers"] if body["ready"] >= count else None
 
-    return wait_until(ready, timeout, interval=1.0, what=f"{count} ready workers")
+    workers = wait_until(ready, timeout, interval=1.0, what=f"{count} ready workers")
+    time.sleep(3)  # every API process refreshes its own view (WORKER_CACHE_SECONDS, 0.5 s replies)
+    return workers

@@ -1,0 +1,50 @@
+"""GET /metrics: the Redis-held request metrics and live state, in Prometheus' text format.
+
+A custom collector reads what workers and API processes recorded (inference/metrics.py) at
+scrape time, so every API process serves the same numbers without a multiprocess directory.
+"""
+
+from __future__ import annotations
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from inference import jobs, metrics
+from inference.queues import PRIORITIES
+from inference.registry import model_names
+
+
+class InferenceCollector(Collector):
+    def __init__(self, redis_client, worker_directory):
+        self.redis = redis_client
+        self.workers = worker_directory
+
+    def collect(self):
+        requests = CounterMetricFamily("inference_requests", "Requests by model, priority and outcome.",
+                                       labels=["model", "priority", "outcome"])
+        for (model, priority, outcome), count in sorted(metrics.read_requests(self.redis).items()):
+            requests.add_metric([model, priority, outcome], count)
+        yield requests
+
+        for name, (_, help_text) in metrics.HISTOGRAMS.items():
+            family = HistogramMetricFamily(f"inference_{name}", help_text, labels=["model"])
+            for model, hist in sorted(metrics.read_histogram(self.redis, name).items()):
+                buckets = [(floatToGoString(bound), count) for bound, count in hist["buckets"]]
+                family.add_metric([model], buckets, sum_value=hist["sum"])
+            yield family
+
+        depth = GaugeMetricFamily("inference_queue_depth", "Requests waiting per queue.", labels=["model", "priority"])
+        for model, by_priority in jobs.queue_depths(self.redis, model_names(), PRIORITIES).items():
+            for priority, count in by_priority.items():
+                depth.add_metric([model, priority], count)
+        yield depth
+
+        live = GaugeMetricFamily("inference_workers_live", "Workers with a ready model, per model.", labels=["model"])
+        for model, workers in self.workers.ready_workers_by_model().items():
+            live.add_metric([model], len(workers))
+        yield live
+
+        duplicates = CounterMetricFamily("inference_duplicate_runs", "Requests run again after a redelivery.")
+        duplicates.add_metric([], int(self.redis.get(jobs.DUPLICATES_KEY) or 0))
+        yield duplicates

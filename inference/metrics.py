@@ -1,0 +1,102 @@
+"""Request metrics kept in Redis, so every worker and every API process adds to one set.
+
+Workers record outcomes and timings (queue wait, compute, end to end, batch size) when a
+request finishes; the API records rejected requests. The API's /metrics renders them for
+Prometheus (prometheus-client) and /v1/stats summarises them. One pipelined round trip per
+request; nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import bisect
+
+import redis as redis_lib
+
+PREFIX = "inference:metrics:"
+REQUESTS_KEY = PREFIX + "requests"  # field "model|priority|outcome" -> count
+RECENT_LATENCIES_KEY = PREFIX + "recent_latencies"  # newest first, for percentiles
+RECENT_LIMIT = 5000
+WORKER_FAILURES_KEY = PREFIX + "worker_failed"  # worker hostname -> failed requests
+OUTCOMES = ("success", "failed", "expired", "cancelled", "rejected")
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+HISTOGRAMS = {  # name -> (buckets, help)
+    "queue_wait_seconds": (LATENCY_BUCKETS, "Time from submission until a worker started the request."),
+    "compute_seconds": (LATENCY_BUCKETS, "Model time (preprocess + forward + top-k) of a request's batch."),
+    "latency_seconds": (LATENCY_BUCKETS, "End to end: submission until the result was ready."),
+    "batch_size": (BATCH_BUCKETS, "Requests in each forward pass."),
+}
+
+
+def histogram_key(name: str) -> str:
+    return f"{PREFIX}hist:{name}"
+
+
+def observe(pipe, name: str, model: str, value: float) -> None:
+    buckets = HISTOGRAMS[name][0]
+    index = bisect.bisect_left(buckets, value)  # len(buckets) means +Inf
+    key = histogram_key(name)
+    pipe.hincrby(key, f"{model}|{index}", 1)
+    pipe.hincrbyfloat(key, f"{model}|sum", value)
+
+
+def record_outcome(pipe, model: str, priority: str | None, outcome: str) -> None:
+    pipe.hincrby(REQUESTS_KEY, f"{model}|{priority or 'normal'}|{outcome}", 1)
+
+
+def record_success(redis: redis_lib.Redis, result: dict, batch_size: int = 1) -> None:
+    model = result["model"]
+    pipe = redis.pipeline(transaction=False)
+    record_outcome(pipe, model, result.get("priority"), "success")
+    if result.get("queue_time") is not None:
+        observe(pipe, "queue_wait_seconds", model, result["queue_time"])
+        latency = result["finished_at"] - result["submitted_at"]
+        observe(pipe, "latency_seconds", model, latency)
+        pipe.lpush(RECENT_LATENCIES_KEY, round(latency, 6))
+        pipe.ltrim(RECENT_LATENCIES_KEY, 0, RECENT_LIMIT - 1)
+    observe(pipe, "compute_seconds", model, result["compute_time"])
+    observe(pipe, "batch_size", model, batch_size)
+    pipe.execute()
+
+
+def record(redis: redis_lib.Redis, model: str, priority: str | None, outcome: str) -> None:
+    pipe = redis.pipeline(transaction=False)
+    record_outcome(pipe, model, priority, outcome)
+    pipe.execute()
+
+
+def read_requests(redis: redis_lib.Redis) -> dict[tuple[str, str, str], int]:
+    return {tuple(k.decode().split("|")): int(v) for k, v in redis.hgetall(REQUESTS_KEY).items()}
+
+
+def read_histogram(redis: redis_lib.Redis, name: str) -> dict[str, dict]:
+    """model -> {"buckets": [(upper bound, cumulative count), ..., (inf, n)], "sum": s, "count": n}"""
+    buckets = HISTOGRAMS[name][0]
+    raw: dict[str, dict] = {}
+    for field, value in redis.hgetall(histogram_key(name)).items():
+        model, slot = field.decode().rsplit("|", 1)
+        entry = raw.setdefault(model, {"counts": [0] * (len(buckets) + 1), "sum": 0.0})
+        if slot == "sum":
+            entry["sum"] = float(value)
+        else:
+            entry["counts"][int(slot)] += int(value)
+    out = {}
+    for model, entry in raw.items():
+        cumulative, running = [], 0
+        for bound, count in zip([*map(float, buckets), float("inf")], entry["counts"]):
+            running += count
+            cumulative.append((bound, running))
+        out[model] = {"buckets": cumulative, "sum": entry["sum"], "count": running}
+    return out
+
+
+def recent_latencies(redis: redis_lib.Redis) -> list[float]:
+    return [float(v) for v in redis.lrange(RECENT_LATENCIES_KEY, 0, -1)]
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]

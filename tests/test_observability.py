@@ -1,0 +1,109 @@
+"""Health probes, worker status, Prometheus metrics, the seed's JSON stats, request-id logging."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import MODELS, image_b64
+from tests.system import LOG_DIR, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+def get(api, path, **kw):
+    return api.get(api.base_url + path, timeout=30, **kw)
+
+
+def scrape(api) -> dict[tuple, float]:
+    """(sample name, sorted labels) -> value"""
+    response = get(api, "/metrics")
+    assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/plain")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def classify(api, model, **fields):
+    response = api.post(f"{api.base_url}/v1/inference", params={"wait": 30}, timeout=60,
+                        json={"data": image_b64(), "model_type": model, **fields})
+    assert response.status_code == 200
+    return response.json()
+
+
+def test_liveness_and_readiness(api):
+    assert get(api, "/health/live").json() == {"status": "alive"}
+    ready = get(api, "/health/ready")
+    assert ready.status_code == 200 and set(ready.json()["models_served"]) == set(MODELS)
+
+
+def test_metrics_count_outcomes_and_timings(api):
+    before = scrape(api)
+    success_key = ("inference_requests_total", (("model", "squeezenet"), ("outcome", "success"), ("priority", "low")))
+    latency_key = ("inference_latency_seconds_count", (("model", "squeezenet"),))
+    for _ in range(3):
+        classify(api, "squeezenet", priority="low")
+    bad = api.post(f"{api.base_url}/v1/inference", json={"data": "%%", "model_type": "squeezenet", "priority": "low"}, timeout=10)
+    assert bad.status_code == 400
+
+    after = scrape(api)
+    assert after[success_key] - before.get(success_key, 0) == 3
+    rejected_key = ("inference_requests_total", (("model", "squeezenet"), ("outcome", "rejected"), ("priority", "low")))
+    assert after[rejected_key] - before.get(rejected_key, 0) == 1
+    assert after[latency_key] - before.get(latency_key, 0) == 3
+    for histogram in ("queue_wait_seconds", "compute_seconds", "batch_size"):
+        assert after[(f"inference_{histogram}_count", (("model", "squeezenet"),))] >= 3
+    assert after[("inference_batch_size_bucket", (("le", "1.0"), ("model", "squeezenet")))] >= 3
+    for model in MODELS:
+        assert after[("inference_workers_live", (("model", model),))] == 1
+        for priority in ("high", "normal", "low"):
+            assert ("inference_queue_depth", (("model", model), ("priority", priority))) in after
+
+
+def test_seed_stats(api):
+    before = get(api, "/v1/stats").json()
+    classify(api, "resnet18")
+    after = get(api, "/v1/stats").json()
+    assert after["requests_total"] == before["requests_total"] + 1
+    assert after["requests_success"] == before["requests_success"] + 1
+    assert after["workers_active"] == len(MODELS)
+    assert 0 < after["p50_latency"] <= after["p95_latency"] <= after["p99_latency"]
+    assert after["avg_latency"] > 0 and after["uptime"] > 0 and after["queue_size"] >= 0
+
+
+def test_workers_status_reports_load_and_counts(api):
+    classify(api, "mobilenet")
+    time.sleep(2.5)  # the worker view is refreshed every WORKER_CACHE_SECONDS
+    workers = {w["model"]: w for w in get(api, "/workers/status").json()["workers"]}
+    mobilenet = workers["mobilenet"]
+    assert mobilenet["status"] == "ready"
+    assert mobilenet["load"] == {"running": 0, "concurrency": 1}
+    assert mobilenet["processed"] >= 1 and mobilenet["failed"] >= 0
+    assert mobilenet["host"] and time.time() - mobilenet["last_heartbeat"] < 10
+    assert mobilenet["weights"] == "random" and mobilenet["device"] == "cpu"
+
+
+def test_request_id_reaches_the_worker_log(api):
+    request_id = classify(api, "efficientnet")["request_id"]
+    logs = LOG_DIR.glob("worker-efficientnet-test-*.log")
+
+    def logged():
+        return any(f"request_id={request_id}" in path.read_text(errors="replace") for path in logs)
+
+    logs = list(logs)
+    wait_until(logged, 5, what="the request id in the worker log")
+
+
+def test_json_log_lines_carry_the_request_id():
+    from inference.logging_setup import JsonFormatter
+
+    record = logging.LogRecord("inference", logging.INFO, __file__, 1, "queued %s", ("x",), None)
+    record.request_id = "req-1"
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["message"] == "queued x" and entry["request_id"] == "req-1" and entry["level"] == "INFO"
