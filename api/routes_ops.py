@@ -87,6 +87,12 @@ def workers_status():
                     "ready": sum(1 for w in workers if w["status"] == "ready")})
 
 
+@bp.get("/dashboard")
+def dashboard():
+    """Live charts, a classify form and a burst control; self-contained (no CDN)."""
+    return current_app.send_static_file("dashboard.html")
+
+
 @bp.get("/metrics")
 def prometheus_metrics():
     return Response(generate_latest(current_app.extensions["prometheus"]), mimetype=CONTENT_TYPE_LATEST)

@@ -1,0 +1,62 @@
+"""The dashboard in a real browser (Debian's headless Chromium), fed by the running system."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from tests.conftest import image_b64
+from tests.system import LOG_DIR
+
+pytestmark = pytest.mark.e2e
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--hide-scrollbars", "--virtual-time-budget=9000"]
+
+
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory) -> list[str]:
+    """The browser, installed from Debian's packages when missing (the test's own setup)."""
+    if not shutil.which("chromium"):
+        install = ["apt-get", "install", "-y", "-q", "chromium"]
+        if subprocess.run(install, capture_output=True, timeout=600).returncode != 0:
+            subprocess.run(["apt-get", "update", "-q"], capture_output=True, timeout=600)
+            subprocess.run(install, capture_output=True, timeout=600, check=True)
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    return [shutil.which("chromium"), *CHROMIUM_FLAGS, f"--user-data-dir={profile}"]
+
+
+@pytest.fixture(scope="module")
+def traffic(api):
+    """Some finished requests, so that the charts have data to draw."""
+    for model in ("resnet18", "squeezenet", "any"):
+        response = api.post(f"{api.base_url}/v1/inference", params={"wait": 30}, timeout=60,
+                            json={"data": image_b64(), "model_type": model})
+        assert response.status_code == 200
+
+
+def test_dashboard_renders_live_data(api, chromium, traffic):
+    page = api.get(f"{api.base_url}/dashboard", timeout=10)
+    assert page.status_code == 200 and "<canvas" in page.text
+    assert not re.search(r"""(src|href)=["']https?://""", page.text), "the dashboard must not load anything from a CDN"
+
+    # Keep the workers busy while the page polls, so throughput and queue charts move.
+    api.post(f"{api.base_url}/v1/batch_inference", json={"images": [image_b64()] * 12, "model_type": "squeezenet"}, timeout=30)
+    dom = subprocess.run([*chromium, "--dump-dom", f"{api.base_url}/dashboard"], capture_output=True, text=True, timeout=120).stdout
+    polls = int(re.search(r'<body[^>]*data-polls="(\d+)"', dom).group(1))
+    assert polls >= 2, "the page polled the API at least twice"
+    for chart in ("throughput", "latency", "queues"):
+        points = int(re.search(rf'id="{chart}" data-points="(\d+)"', dom).group(1))
+        assert points > 0, f"{chart} chart drew no data"
+    assert len(re.findall(r'<tr class="worker-row"><td>\w', dom)) == 4
+    assert re.search(r'id="health" class="badge (healthy|degraded)"', dom)
+    assert "RANDOM weights" in dom  # the random-weights warning is shown
+
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    screenshot = LOG_DIR / "dashboard.png"
+    subprocess.run([*chromium, f"--screenshot={screenshot}", "--window-size=1400,1100", f"{api.base_url}/dashboard"],
+                   capture_output=True, timeout=120)
+    assert screenshot.exists() and screenshot.stat().st_size > 20_000
