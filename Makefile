@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run start test test-fast resilience health monitor config-table clean
+.PHONY: setup run start test test-fast resilience load-test stress-test health monitor config-table clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,14 @@ test-fast: setup  ## unit tests only (no workers)
 
 resilience: setup  ## the fault-tolerance scenarios under more load (RESILIENCE_SCALE=5)
 	RESILIENCE_SCALE=$${RESILIENCE_SCALE:-5} $(BIN)/python -m pytest tests/test_resilience.py -s -p no:cacheprovider
+
+load-test: setup  ## 200 requests, 16 at a time, against the running system (`make run`); HTML report in reports/
+	mkdir -p reports
+	$(BIN)/python tests/load_test.py --url http://$${API_HOST:-127.0.0.1}:$${API_PORT:-8000} --requests 200 --concurrent 16 --report reports/load-test.html
+
+stress-test: setup  ## 1000 requests in bursts of 100 every 0.5 s, 64 at a time
+	mkdir -p reports
+	$(BIN)/python tests/load_test.py --url http://$${API_HOST:-127.0.0.1}:$${API_PORT:-8000} --requests 1000 --concurrent 64 --burst-mode --burst-size 100 --burst-interval 0.5 --report reports/stress-test.html
 
 health:  ## the running system's /health
 	@curl -s http://$${API_HOST:-127.0.0.1}:$${API_PORT:-8000}/health | $(BIN)/python -m json.tool
