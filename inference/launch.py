@@ -20,6 +20,9 @@ ENV_OF_KEY = {
     "model": "WORKER_MODEL",
     "concurrency": "WORKER_CONCURRENCY",
     "torch_threads": "TORCH_THREADS",
+    "pool": "WORKER_POOL",
+    "batch_size": "MAX_BATCH_SIZE",
+    "batch_delay_ms": "MAX_BATCH_DELAY_MS",
 }
 
 
@@ -33,12 +36,17 @@ def read_config(name_or_path: str) -> dict:
 
 def celery_argv(config: dict, name: str | None = None) -> list[str]:
     model = os.environ.get("WORKER_MODEL") or config["model"]
-    concurrency = os.environ.get("WORKER_CONCURRENCY") or str(config.get("concurrency", 1))
+    concurrency = int(os.environ.get("WORKER_CONCURRENCY") or config.get("concurrency", 1))
+    pool = os.environ.get("WORKER_POOL") or config.get("pool", "prefork")
+    batch_size = int(os.environ.get("MAX_BATCH_SIZE") or config.get("batch_size", 1))
+    if batch_size > 1:
+        # A batch gathers requests that run at once: threads in one process holding one model.
+        pool, concurrency = "threads", max(concurrency, batch_size)
     return [
         sys.executable, "-m", "celery", "-A", "inference", "worker",
         "--model", model,
-        "--concurrency", concurrency,
-        "--pool", config.get("pool", "prefork"),
+        "--concurrency", str(concurrency),
+        "--pool", pool,
         "--loglevel", os.environ.get("LOG_LEVEL") or config.get("loglevel", "INFO"),
         "--hostname", name or f"{model}@%h",
         "--task-events",

@@ -53,6 +53,11 @@ class LoadedModel:
     def classify(self, images: list[Image.Image], top_k: int) -> list[list[dict]]:
         return self.postprocess(self.forward(self.preprocess(images)), top_k)
 
+    def classify_each(self, items: list[tuple[Image.Image, int]]) -> list[list[dict]]:
+        """One forward pass for several requests, each with its own top_k."""
+        probs = self.forward(self.preprocess([image for image, _ in items]))
+        return [self.postprocess(probs[i : i + 1], top_k)[0] for i, (_, top_k) in enumerate(items)]
+
 
 def checkpoint_path(weights) -> str:
     """Where torchvision caches these weights: $TORCH_HOME/hub/checkpoints/<file>."""

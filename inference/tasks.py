@@ -88,7 +88,7 @@ def skip_unless_runnable(task, request_id: str, deadline: float | None, model: s
 
 
 def build_result(*, predictions, info, request_id, worker_id, submitted_at, started_at, finished_at,
-                 compute_seconds, priority) -> dict:
+                 compute_seconds, priority, batch_size=1) -> dict:
     return {
         "request_id": request_id,
         "status": "success",
@@ -102,6 +102,7 @@ def build_result(*, predictions, info, request_id, worker_id, submitted_at, star
         "queue_time": round(started_at - submitted_at, 6) if submitted_at else None,
         "processing_time": round(finished_at - started_at, 6),
         "compute_time": round(compute_seconds, 6),
+        "batch_size": batch_size,
         "submitted_at": submitted_at,
         "started_at": started_at,
         "finished_at": finished_at,
@@ -120,7 +121,7 @@ def build_result(*, predictions, info, request_id, worker_id, submitted_at, star
 )
 def classify(self, image: str, model: str, top_k: int | None = None, request_id: str | None = None,
              priority: str | None = None, submitted_at: float | None = None, deadline: float | None = None) -> dict:
-    from inference.worker import loaded_model
+    from inference.worker import batcher, loaded_model
 
     skip_unless_runnable(self, self.request.id, deadline, model, priority)
     started_at = time.time()
@@ -133,20 +134,19 @@ def classify(self, image: str, model: str, top_k: int | None = None, request_id:
         raise InvalidRequest(f"top_k must be an integer between 1 and {settings.max_top_k}")
     picture = load_rgb(decode_base64(image), settings.max_image_pixels)
     chaos.before_inference()
-    compute_started = time.perf_counter()
-    predictions = loaded.classify([picture], top_k)[0]
-    compute_seconds = time.perf_counter() - compute_started
+    outcome = batcher().run((picture, top_k), timeout=settings.worker_timeout)
     result = build_result(
-        predictions=predictions,
+        predictions=outcome.output,
         info=loaded.info,
         request_id=request_id or self.request.id,
         worker_id=f"{self.request.hostname}:{os.getpid()}",
         submitted_at=submitted_at,
         started_at=started_at,
         finished_at=time.time(),
-        compute_seconds=compute_seconds,
+        compute_seconds=outcome.compute_seconds,
         priority=priority,
+        batch_size=outcome.batch_size,
     )
-    record_metrics(metrics.record_success, result)
+    record_metrics(metrics.record_success, result, outcome.batch_size)
     log.info("request %s classified by %s in %.1f ms", result["request_id"], model, 1000 * result["processing_time"])
     return result

@@ -23,6 +23,7 @@ from celery.worker import state as worker_state
 from celery.worker.control import control_command, inspect_command
 
 from inference import logging_setup  # noqa: F401  (log format signals)
+from inference.batching import MicroBatcher
 from inference.celery_app import app
 from inference.queues import model_queues
 from inference.registry import get_spec
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 STATE_DIR_ENV = "INFERENCE_STATE_DIR"  # where pool processes leave their model info for the inspect command
 _loaded = None  # this process's LoadedModel
+_batcher = None  # and the MicroBatcher in front of it
 
 
 class PinToModel(bootsteps.Step):
@@ -44,22 +46,34 @@ class PinToModel(bootsteps.Step):
         get_spec(model)  # fail fast on an unknown name
         os.environ["WORKER_MODEL"] = model  # inherited by the forked pool processes
         os.environ[STATE_DIR_ENV] = tempfile.mkdtemp(prefix=f"inference-{model}-")
+        os.environ["WORKER_POOL"] = pool_kind(worker.pool_cls)
+        os.environ["WORKER_CONCURRENCY"] = str(worker.concurrency)
         get_settings.cache_clear()
         worker.setup_queues(model_queues(model))
         log.info("worker pinned to model %s, queues %s", model, ", ".join(model_queues(model)))
+        if os.environ["WORKER_POOL"] == "threads":
+            # The threads pool sends no worker_process_init: load here, before any task arrives.
+            load_model_in_process()
 
 
 app.steps["worker"].add(PinToModel)
 
 
+def pool_kind(pool_cls) -> str:
+    module = getattr(pool_cls, "__module__", str(pool_cls))
+    return "prefork" if "prefork" in module else ("threads" if "thread" in module else "solo")
+
+
 def torch_threads() -> int:
+    """Share the cores among the processes that run torch (one per prefork child, else one)."""
     settings = get_settings()
-    return settings.torch_threads or max(1, cpu_count() // max(1, settings.worker_concurrency))
+    processes = settings.worker_concurrency if settings.worker_pool == "prefork" else 1
+    return settings.torch_threads or max(1, cpu_count() // max(1, processes))
 
 
 @worker_process_init.connect
 def load_model_in_process(**_):
-    global _loaded
+    global _loaded, _batcher
     settings = get_settings()
     if not settings.worker_model:
         return
@@ -72,6 +86,9 @@ def load_model_in_process(**_):
         allow_download=settings.weights_download,
         threads=torch_threads(),
     )
+    _batcher = MicroBatcher(_loaded.classify_each, settings.max_batch_size, settings.max_batch_delay_ms / 1000)
+    _loaded.info.update(max_batch_size=settings.max_batch_size, max_batch_delay_ms=settings.max_batch_delay_ms,
+                        pool=settings.worker_pool)
     info = _loaded.info
     if info["weights"] == "random":
         log.warning("!!! %s (model %s, process %s) !!!", info["weights_warning"], info["model"], os.getpid())
@@ -85,6 +102,11 @@ def loaded_model():
     if _loaded is None:
         raise RuntimeError("no model loaded in this process (is the worker started with --model?)")
     return _loaded
+
+
+def batcher() -> MicroBatcher:
+    loaded_model()
+    return _batcher
 
 
 def _alive(pid: int) -> bool:

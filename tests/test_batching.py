@@ -1,0 +1,87 @@
+"""Dynamic batching: a batch forms, results stay per request, a bad image fails alone."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import pytest
+
+from inference.batching import MicroBatcher
+from tests.conftest import _processes, image_b64, image_bytes
+from tests.system import start_worker, wait_until
+
+
+def test_batch_closes_when_full():
+    seen = []
+    batcher = MicroBatcher(lambda items: seen.append(list(items)) or [i * 10 for i in items], max_batch_size=3, max_delay=5.0)
+    futures = [batcher.submit(i) for i in range(7)]
+    outcomes = [f.result(timeout=20) for f in futures[:6]]
+    assert [o.output for o in outcomes] == [0, 10, 20, 30, 40, 50]
+    assert seen[:2] == [[0, 1, 2], [3, 4, 5]] and outcomes[0].batch_size == 3
+    assert futures[6].result(timeout=20).batch_size == 1  # the leftover waits max_delay, then runs alone
+
+
+def test_batch_closes_after_delay_from_first_request():
+    batcher = MicroBatcher(lambda items: list(items), max_batch_size=100, max_delay=0.2)
+    started = time.monotonic()
+    first = batcher.submit("a")
+    time.sleep(0.05)
+    second = batcher.submit("b")
+    assert first.result(timeout=5).batch_size == 2 and second.result(timeout=5).output == "b"
+    assert 0.15 <= time.monotonic() - started < 2
+
+
+def test_batch_size_one_runs_at_once_and_errors_reach_every_request():
+    def explode(items):
+        raise RuntimeError("boom")
+
+    batcher = MicroBatcher(explode, max_batch_size=1, max_delay=10)
+    with pytest.raises(RuntimeError, match="boom"):
+        batcher.run("x", timeout=2)  # would time out if size 1 waited for the delay
+
+
+@pytest.mark.e2e
+def test_batching_worker_batches_real_requests(api, redis_client, worker_ids):
+    """A second resnet18 worker with MAX_BATCH_SIZE=8 takes the requests while the first pauses."""
+    import os
+
+    from inference import jobs, model_runtime
+    from inference.imaging import load_rgb
+    from inference.registry import MODELS as SPECS
+
+    env = {**os.environ, "MAX_BATCH_SIZE": "8", "MAX_BATCH_DELAY_MS": "300"}
+    name = start_worker(_processes, "resnet18", env, name=f"resnet18-batch-{os.getpid()}@%h")
+    try:
+        wait_until(lambda: any(w["worker_id"].startswith("resnet18-batch") and w.get("ready_processes")
+                               for w in api.get(f"{api.base_url}/workers/status", timeout=5).json()["workers"]),
+                   120, interval=0.5, what="batching worker")
+        queues = ["resnet18.high", "resnet18.normal", "resnet18.low"]
+        from inference.celery_app import app
+
+        for queue in queues:
+            app.control.cancel_consumer(queue, destination=[worker_ids["resnet18"]], reply=True, timeout=5)
+        try:
+            truncated = base64.b64encode(image_bytes("chelsea.jpg")[:2500]).decode()
+            images = [image_b64("chelsea.jpg"), image_b64("astronaut.jpg")] * 3 + [truncated]
+            ids = [jobs.submit(redis_client, image_b64=img, model="resnet18", priority="normal", top_k=k).job["request_id"]
+                   for img, k in zip(images, [1, 2, 3, 4, 5, 6, 5])]
+            statuses = [jobs.wait_for(redis_client, rid, 60) for rid in ids]
+        finally:
+            for queue in queues:
+                app.control.add_consumer(queue, destination=[worker_ids["resnet18"]], reply=True, timeout=5)
+    finally:
+        _processes.stop(f"worker-{name}")
+
+    good, bad = statuses[:6], statuses[6]
+    assert bad["status"] == "failed" and bad["error"]["code"] == "invalid_image"  # fails alone
+    assert all(s["status"] == "success" for s in good)
+    assert all(s["result"]["worker_id"].startswith("resnet18-batch") for s in good)
+    assert max(s["result"]["batch_size"] for s in good) > 1, "no batch formed"
+    assert [len(s["result"]["predictions"]) for s in good] == [1, 2, 3, 4, 5, 6]  # each its own top_k
+
+    reference = model_runtime.load(SPECS["resnet18"], "random", 0, warmup=False)
+    for status, image_name in zip(good, ["chelsea.jpg", "astronaut.jpg"] * 3):
+        expected = reference.classify([load_rgb(image_bytes(image_name), 10**8)], 6)[0]
+        for got, want in zip(status["result"]["predictions"], expected):
+            assert abs(got["confidence"] - want["confidence"]) <= 1e-4
