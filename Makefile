@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run start test test-fast resilience load-test stress-test health monitor config-table clean
+.PHONY: setup run start test test-fast resilience benchmark load-test stress-test health monitor config-table clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,9 @@ test-fast: setup  ## unit tests only (no workers)
 
 resilience: setup  ## the fault-tolerance scenarios under more load (RESILIENCE_SCALE=5)
 	RESILIENCE_SCALE=$${RESILIENCE_SCALE:-5} $(BIN)/python -m pytest tests/test_resilience.py -s -p no:cacheprovider
+
+benchmark: setup  ## the system against a plain script, same machine, same run; table, JSON and PNGs in benchmark-results/
+	$(BIN)/python tests/benchmark.py
 
 load-test: setup  ## 200 requests, 16 at a time, against the running system (`make run`); HTML report in reports/
 	mkdir -p reports
