@@ -6,6 +6,10 @@ the process's MicroBatcher and waits; the batcher closes a batch when it holds
 `max_batch_size` items or `max_delay` seconds after the batch's first item arrived, runs one
 forward pass, and gives every task its own predictions. Batch size 1 is the same code path
 (the batch closes at once). A bad image never reaches the batcher: it fails in its own task.
+
+All model work (warm-up included) runs in the batcher's one thread: torch's OpenMP thread team
+belongs to the thread that uses it, and a second team (say, the main thread's, left spinning
+after a warm-up) competes with the first for the same cores.
 """
 
 from __future__ import annotations
@@ -32,13 +36,24 @@ class BatchOutcome:
 
 
 class MicroBatcher:
-    def __init__(self, run_batch: Callable[[list[Any]], list[Any]], max_batch_size: int, max_delay: float):
+    def __init__(self, run_batch: Callable[[list[Any]], list[Any]], max_batch_size: int, max_delay: float,
+                 initializer: Callable[[], None] | None = None):
         self.run_batch = run_batch
         self.max_batch_size = max(1, max_batch_size)
         self.max_delay = max(0.0, max_delay)
+        self._initializer = initializer
+        self._ready = threading.Event()
+        self._init_error: BaseException | None = None
         self._queue: queue.Queue[BatchItem] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="micro-batcher", daemon=True)
         self._thread.start()
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until the initializer (e.g. the warm-up) ran in the batcher's thread."""
+        if not self._ready.wait(timeout):
+            raise TimeoutError("the batcher did not start in time")
+        if self._init_error is not None:
+            raise self._init_error
 
     def submit(self, payload: Any) -> Future:
         item = BatchItem(payload)
@@ -60,6 +75,13 @@ class MicroBatcher:
         return batch
 
     def _loop(self) -> None:
+        try:
+            if self._initializer is not None:
+                self._initializer()
+        except BaseException as exc:
+            self._init_error = exc
+        finally:
+            self._ready.set()
         while True:
             batch = self._gather()
             started = time.perf_counter()

@@ -50,6 +50,15 @@ class LoadedModel:
             for row_conf, row_idx in zip(conf, idx)
         ]
 
+    def warm_up(self, threads: int = 0) -> None:
+        """One forward pass (in the thread that will run the model; see inference/batching.py)."""
+        if threads > 0:
+            torch.set_num_threads(threads)
+        started = time.perf_counter()
+        self.forward(torch.zeros(1, 3, 224, 224, device=self.device))
+        self.info["warmup_seconds"] = round(time.perf_counter() - started, 3)
+        self.info["torch_threads"] = torch.get_num_threads()
+
     def classify(self, images: list[Image.Image], top_k: int) -> list[list[dict]]:
         return self.postprocess(self.forward(self.preprocess(images)), top_k)
 
@@ -139,11 +148,6 @@ def load(spec: ModelSpec, mode: str, seed: int, *, allow_download: bool = False,
         device=device,
     )
     load_s = time.perf_counter() - started
-    warmup_s = 0.0
-    if warmup:
-        started = time.perf_counter()
-        loaded.forward(torch.zeros(1, 3, 224, 224, device=device))
-        warmup_s = time.perf_counter() - started
     loaded.info = {
         "model": spec.name,
         "architecture": spec.builder,
@@ -153,7 +157,9 @@ def load(spec: ModelSpec, mode: str, seed: int, *, allow_download: bool = False,
         "device": device,
         "torch_threads": torch.get_num_threads(),
         "load_seconds": round(load_s, 3),
-        "warmup_seconds": round(warmup_s, 3),
+        "warmup_seconds": None,
         "pid": os.getpid(),
     }
+    if warmup:
+        loaded.warm_up()
     return loaded

@@ -85,8 +85,12 @@ def load_model_in_process(**_):
         settings.random_weights_seed,
         allow_download=settings.weights_download,
         threads=torch_threads(),
+        warmup=False,
     )
-    _batcher = MicroBatcher(_loaded.classify_each, settings.max_batch_size, settings.max_batch_delay_ms / 1000)
+    threads = torch_threads()
+    _batcher = MicroBatcher(_loaded.classify_each, settings.max_batch_size, settings.max_batch_delay_ms / 1000,
+                            initializer=lambda: _loaded.warm_up(threads))
+    _batcher.wait_ready(settings.worker_proc_alive_timeout)  # ready only after the warm-up
     _loaded.info.update(max_batch_size=settings.max_batch_size, max_batch_delay_ms=settings.max_batch_delay_ms,
                         pool=settings.worker_pool)
     info = _loaded.info
