@@ -18,10 +18,6 @@ def model_queues(model: str) -> list[str]:
     return [queue_name(model, p) for p in PRIORITIES]
 
 
-def model_of_queue(queue: str) -> str:
-    return queue.rsplit(".", 1)[0]
-
-
 def route_task(name, args, kwargs, options, task=None, **kw):
     """Celery router: a classify call sent without a queue goes to its model's normal queue.
 

@@ -82,7 +82,7 @@ def skip_unless_runnable(task, request_id: str, deadline: float | None, model: s
         raise Ignore()
     if claim == jobs.REDELIVERED and not task.request.retries:
         # Its worker died mid-run (or before acking): running again is harmless, but counted.
-        redis_client().incr(jobs.DUPLICATES_KEY)
+        record_metrics(lambda r: r.incr(jobs.DUPLICATES_KEY))
         log.warning("request %s delivered again (redelivered=%s); running it again",
                     request_id, (task.request.delivery_info or {}).get("redelivered"))
 
