@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run start test test-fast resilience benchmark load-test stress-test health monitor config-table clean
+.PHONY: setup run start stop logs test test-fast lint type-check resilience benchmark load-test stress-test demo quick-demo weights health monitor config-table clean
 
 setup: $(STAMP)
 
@@ -17,14 +17,31 @@ $(STAMP): requirements.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-run start: setup  ## API, one worker per model, Flower, and an embedded Redis when REDIS_URL does not answer
+run: setup  ## API, one worker per model, Flower, and an embedded Redis when REDIS_URL does not answer
 	$(BIN)/honcho start
+
+start: setup  ## the same in the background (log: var/log/system.log; `make stop`, `make logs`)
+	mkdir -p var/log
+	nohup $(BIN)/honcho start > var/log/system.log 2>&1 & echo $$! > var/honcho.pid
+	@echo "started (pid $$(cat var/honcho.pid)); API on :$${API_PORT:-8000}, Flower on :$${FLOWER_PORT:-5555}"
+
+stop:  ## stop what `make start` started
+	-@test -f var/honcho.pid && kill -INT $$(cat var/honcho.pid) && rm -f var/honcho.pid && echo stopped
+
+logs:  ## follow the log of `make start`
+	tail -f var/log/system.log
 
 test: setup  ## the whole test suite: real Redis (embedded, own port), real workers, real models
 	$(BIN)/python -m pytest
 
 test-fast: setup  ## unit tests only (no workers)
 	$(BIN)/python -m pytest -m "not e2e"
+
+lint: setup  ## ruff
+	$(BIN)/ruff check .
+
+type-check: setup  ## mypy (settings in pyproject.toml)
+	$(BIN)/mypy
 
 resilience: setup  ## the fault-tolerance scenarios under more load (RESILIENCE_SCALE=5)
 	RESILIENCE_SCALE=$${RESILIENCE_SCALE:-5} $(BIN)/python -m pytest tests/test_resilience.py -s -p no:cacheprovider
@@ -39,6 +56,15 @@ load-test: setup  ## 200 requests, 16 at a time, against the running system (`ma
 stress-test: setup  ## 1000 requests in bursts of 100 every 0.5 s, 64 at a time
 	mkdir -p reports
 	$(BIN)/python tests/load_test.py --url http://$${API_HOST:-127.0.0.1}:$${API_PORT:-8000} --requests 1000 --concurrent 64 --burst-mode --burst-size 100 --burst-interval 0.5 --report reports/stress-test.html
+
+demo: setup  ## a guided tour of the running system (interactive)
+	$(BIN)/python demo.py
+
+quick-demo: setup  ## the same, unattended
+	$(BIN)/python demo.py --quick
+
+weights: setup  ## download the pretrained weights into TORCH_HOME (needs internet)
+	$(BIN)/python -m inference.weights download
 
 health:  ## the running system's /health
 	@curl -s http://$${API_HOST:-127.0.0.1}:$${API_PORT:-8000}/health | $(BIN)/python -m json.tool

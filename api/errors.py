@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import redis
 from flask import Flask, current_app, jsonify, request
@@ -11,10 +12,7 @@ from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from inference import metrics
-from inference import metrics
 from inference.errors import InferenceError
-from inference.queues import PRIORITIES
-from inference.registry import ANY_MODEL, model_names
 from inference.queues import PRIORITIES
 from inference.registry import ANY_MODEL, model_names
 
@@ -54,8 +52,8 @@ def count_rejection() -> None:
     if request.endpoint not in SUBMIT_ENDPOINTS:
         return
     try:
-        fields = request.form if request.mimetype == "multipart/form-data" else request.get_json(silent=True)
-        fields = fields if hasattr(fields, "get") else {}
+        body = request.form if request.mimetype == "multipart/form-data" else request.get_json(silent=True)
+        fields: Mapping = body if isinstance(body, Mapping) else {}
         model = fields.get("model_type", ANY_MODEL)
         priority = fields.get("priority")
         metrics.record(current_app.extensions["redis"], model if model in (*model_names(), ANY_MODEL) else "unknown",
@@ -85,7 +83,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):
         count_rejection()
-        code = {413: "body_too_large"}.get(exc.code, (exc.name or "error").lower().replace(" ", "_"))
+        code = "body_too_large" if exc.code == 413 else (exc.name or "error").lower().replace(" ", "_")
         return error_response(exc.code or 500, code, exc.description or exc.name)
 
     @app.errorhandler(redis.RedisError)

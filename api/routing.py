@@ -21,7 +21,9 @@ def least_loaded(live: dict[str, list[dict]], redis_client: redis.Redis) -> str:
         running = sum(w.get("active") or 0 for w in live[model])
         return (sum(depths[model].values()) + running) / processes
 
-    return min(sorted(live), key=load)
+    candidates = sorted(live)
+    random.shuffle(candidates)  # equal loads: spread rather than always the first name
+    return min(candidates, key=load)
 
 
 def round_robin(live: dict[str, list[dict]], redis_client: redis.Redis) -> str:

@@ -59,7 +59,7 @@ class TransientInferenceError(InferenceError):
     permanent = False
 
 
-def _all_subclasses(cls: type) -> list[type]:
+def _all_subclasses(cls: type[InferenceError]) -> list[type[InferenceError]]:
     return [cls] + [s for sub in cls.__subclasses__() for s in _all_subclasses(sub)]
 
 

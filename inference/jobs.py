@@ -184,7 +184,7 @@ def wait_for(redis: redis_lib.Redis, request_id: str, timeout: float) -> dict | 
     try:
         pubsub.subscribe(app.backend.get_key_for_task(request_id))
         status = job_status(redis, request_id)  # it may have finished before we subscribed
-        while status["status"] not in FINAL_STATUSES:
+        while status is not None and status["status"] not in FINAL_STATUSES:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break

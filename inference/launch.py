@@ -3,15 +3,23 @@
 Reads worker_configs/<name>.toml and execs
 `celery -A inference worker --model <model> --concurrency N --pool P --hostname <model>@%h`.
 Environment variables (WORKER_CONCURRENCY, TORCH_THREADS, ...) win over the file.
+With `--restart` it stays as a supervisor and starts the worker again whenever it dies (the
+Procfile uses this: honcho would otherwise stop the whole system when one worker crashes).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import signal
+import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
+
+log = logging.getLogger("launch")
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "worker_configs"
 
@@ -57,6 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="worker config name (worker_configs/<name>.toml) or path")
     parser.add_argument("--name", help="Celery node name (default <model>@%%h); unique per worker")
+    parser.add_argument("--restart", action="store_true", help="supervise: start the worker again when it dies")
     args = parser.parse_args(argv)
     config = read_config(args.config)
     for key, env in ENV_OF_KEY.items():
@@ -65,7 +74,32 @@ def main(argv: list[str] | None = None) -> None:
     for key, value in config.get("chaos", {}).items():
         os.environ.setdefault(f"CHAOS_{key.upper()}", str(value))
     cmd = celery_argv(config, args.name)
+    if args.restart:
+        raise SystemExit(supervise(cmd))
     os.execv(cmd[0], cmd)
+
+
+def supervise(cmd: list[str], pause: float = 2.0) -> int:
+    """Run the worker; start it again after it dies; pass SIGTERM/SIGINT on and stop."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    stopping = False
+    child: subprocess.Popen | None = None
+
+    def stop(signum, _frame):
+        nonlocal stopping
+        stopping = True
+        if child and child.poll() is None:
+            child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while True:
+        child = subprocess.Popen(cmd)
+        code = child.wait()
+        if stopping:
+            return code
+        log.warning("worker exited with %s; starting it again in %.0f s", code, pause)
+        time.sleep(pause)
 
 
 if __name__ == "__main__":

@@ -66,8 +66,13 @@ def record(redis: redis_lib.Redis, model: str, priority: str | None, outcome: st
     pipe.execute()
 
 
-def read_requests(redis: redis_lib.Redis) -> dict[tuple[str, str, str], int]:
-    return {tuple(k.decode().split("|")): int(v) for k, v in redis.hgetall(REQUESTS_KEY).items()}
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def read_requests(redis: redis_lib.Redis) -> dict[tuple[str, ...], int]:
+    """(model, priority, outcome) -> count"""
+    return {tuple(_text(k).split("|")): int(v) for k, v in redis.hgetall(REQUESTS_KEY).items()}
 
 
 def read_histogram(redis: redis_lib.Redis, name: str) -> dict[str, dict]:
@@ -75,7 +80,7 @@ def read_histogram(redis: redis_lib.Redis, name: str) -> dict[str, dict]:
     buckets = HISTOGRAMS[name][0]
     raw: dict[str, dict] = {}
     for field, value in redis.hgetall(histogram_key(name)).items():
-        model, slot = field.decode().rsplit("|", 1)
+        model, slot = _text(field).rsplit("|", 1)
         entry = raw.setdefault(model, {"counts": [0] * (len(buckets) + 1), "sum": 0.0})
         if slot == "sum":
             entry["sum"] = float(value)

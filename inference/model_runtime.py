@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -27,7 +28,7 @@ class LoadedModel:
     spec: ModelSpec
     model: torch.nn.Module
     weights: str  # "pretrained" or "random"
-    transforms: object
+    transforms: Callable[[Image.Image], torch.Tensor]
     categories: list[str]
     device: str
     info: dict = field(default_factory=dict)

@@ -73,7 +73,7 @@ class Settings(BaseSettings):
 
 
     @model_validator(mode="after")
-    def redelivery_after_time_limit(self) -> "Settings":
+    def redelivery_after_time_limit(self) -> Settings:
         # A task still running (or waiting for a retry) when the timeout ends would run twice.
         if self.visibility_timeout <= self.worker_timeout + self.retry_backoff_max:
             raise ValueError(f"VISIBILITY_TIMEOUT ({self.visibility_timeout}) must exceed WORKER_TIMEOUT + RETRY_BACKOFF_MAX "

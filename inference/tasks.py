@@ -20,11 +20,11 @@ import os
 import time
 
 import redis as redis_lib
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 from celery.exceptions import Ignore
 from celery.signals import task_failure
 from celery.utils.log import get_task_logger
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from inference import chaos, jobs, metrics
 from inference.celery_app import app

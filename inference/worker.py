@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 STATE_DIR_ENV = "INFERENCE_STATE_DIR"  # where pool processes leave their model info for the inspect command
 _loaded = None  # this process's LoadedModel
-_batcher = None  # and the MicroBatcher in front of it
+_batcher: MicroBatcher | None = None  # and the batcher in front of it
 
 
 class PinToModel(bootsteps.Step):
@@ -109,7 +109,8 @@ def loaded_model():
 
 
 def batcher() -> MicroBatcher:
-    loaded_model()
+    if _batcher is None:
+        raise RuntimeError("no model loaded in this process (is the worker started with --model?)")
     return _batcher
 
 
