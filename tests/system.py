@@ -89,10 +89,11 @@ def start_redis(procs: Processes, env: dict, name: str = "redis", url: str | Non
     return url
 
 
-def start_worker(procs: Processes, model: str, env: dict, name: str | None = None, prefix: tuple[str, ...] = ()) -> str:
+def start_worker(procs: Processes, model: str, env: dict, name: str | None = None, prefix: tuple[str, ...] = (),
+                 args: tuple[str, ...] = ()) -> str:
     """`prefix` runs the worker through another command, e.g. `ip netns exec NS`."""
     name = name or f"{model}-test-{os.getpid()}@%h"
-    procs.start(f"worker-{name}", [*prefix, sys.executable, "-m", "inference.launch", model, "--name", name], env)
+    procs.start(f"worker-{name}", [*prefix, sys.executable, "-m", "inference.launch", model, "--name", name, *args], env)
     return name
 
 

@@ -175,6 +175,25 @@ def test_worker_that_keeps_failing_backs_off_then_fails(cluster):
         cluster.procs.stop(cluster.process_name("mobilenet"))
 
 
+def test_supervised_worker_comes_back_by_itself(cluster):
+    """`python -m inference.launch MODEL --restart` (the Procfile's way) restarts a crashed worker."""
+    start_worker(cluster.procs, "efficientnet", cluster.env, name="eff-sup@%h", args=("--restart",))
+    try:
+        cluster.wait_ready({"efficientnet"})
+        before = cluster.worker_of("efficientnet")
+        crash = requests.post(f"{cluster.api}/simulate/crash", json={"model": "efficientnet"}, timeout=10)
+        assert crash.status_code == 200
+        crashed_at = time.monotonic()
+        wait_until(lambda: (w := next((w for w in cluster.status() if w["model"] == "efficientnet"), None)) is not None
+                   and w.get("ready_processes") and w["processes"][0]["pid"] != before["processes"][0]["pid"],
+                   90, interval=0.5, what="the supervised worker back")
+        result = requests.post(f"{cluster.api}/v1/inference", params={"wait": 30}, json=payload("efficientnet"), timeout=60)
+        assert result.json()["status"] == "success"
+        print(f"[supervised worker crashed] back and serving after {time.monotonic() - crashed_at:.1f} s", file=sys.stderr)
+    finally:
+        cluster.procs.stop("worker-eff-sup@%h")
+
+
 def test_all_workers_of_a_model_die(cluster):
     cluster.procs.stop(cluster.process_name("squeezenet"), signal.SIGKILL)
     killed_at = time.monotonic()
