@@ -29,6 +29,8 @@ ENV_OF_KEY = {
     "concurrency": "WORKER_CONCURRENCY",
     "torch_threads": "TORCH_THREADS",
     "pool": "WORKER_POOL",
+    "priorities": "WORKER_PRIORITIES",
+    "device": "WORKER_DEVICE",
     "batch_size": "MAX_BATCH_SIZE",
     "batch_delay_ms": "MAX_BATCH_DELAY_MS",
 }
@@ -70,7 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     config = read_config(args.config)
     for key, env in ENV_OF_KEY.items():
         if key in config:
-            os.environ.setdefault(env, str(config[key]))
+            value = config[key]
+            os.environ.setdefault(env, ",".join(value) if isinstance(value, list) else str(value))
     for key, value in config.get("chaos", {}).items():
         os.environ.setdefault(f"CHAOS_{key.upper()}", str(value))
     cmd = celery_argv(config, args.name)

@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     weights_download: bool = Field(False, description="Let `auto`/`pretrained` download missing weights into TORCH_HOME (needs internet).")
     worker_model: str = Field("", description="Model a worker serves when `--model` is not given (set by the launcher).")
     worker_concurrency: int = Field(1, description="Worker processes per model worker (each loads its own copy of the model).")
+    worker_priorities: str = Field("high,normal,low", description="Priorities a worker consumes, comma-separated (always in high, normal, low order).")
+    worker_device: str = Field("auto", description="Where a worker runs its model: `auto` (CUDA when available), `cpu`, `cuda`, `cuda:1`...")
     worker_pool: Literal["prefork", "threads", "solo"] = Field("prefork", description="Celery pool of a model worker; the launcher picks `threads` when MAX_BATCH_SIZE > 1 (time limits apply to prefork only).")
     max_batch_size: int = Field(1, ge=1, description="Dynamic batching: most requests in one forward pass (1 = no batching).")
     max_batch_delay_ms: float = Field(5.0, ge=0, description="Dynamic batching: a batch closes this long after its first request, or when full.")

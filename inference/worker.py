@@ -25,7 +25,7 @@ from celery.worker.control import control_command, inspect_command
 from inference import logging_setup  # noqa: F401  (log format signals)
 from inference.batching import MicroBatcher
 from inference.celery_app import app
-from inference.queues import model_queues
+from inference.queues import PRIORITIES, queue_name
 from inference.registry import get_spec
 from inference.settings import cpu_count, get_settings
 
@@ -49,14 +49,24 @@ class PinToModel(bootsteps.Step):
         os.environ["WORKER_POOL"] = pool_kind(worker.pool_cls)
         os.environ["WORKER_CONCURRENCY"] = str(worker.concurrency)
         get_settings.cache_clear()
-        worker.setup_queues(model_queues(model))
-        log.info("worker pinned to model %s, queues %s", model, ", ".join(model_queues(model)))
+        queues = worker_queues(model)
+        worker.setup_queues(queues)
+        log.info("worker pinned to model %s, queues %s", model, ", ".join(queues))
         if os.environ["WORKER_POOL"] == "threads":
             # The threads pool sends no worker_process_init: load here, before any task arrives.
             load_model_in_process()
 
 
 app.steps["worker"].add(PinToModel)
+
+
+def worker_queues(model: str) -> list[str]:
+    """The model's queues this worker consumes (WORKER_PRIORITIES), high before normal before low."""
+    wanted = {p.strip() for p in get_settings().worker_priorities.split(",") if p.strip()}
+    unknown = wanted - set(PRIORITIES)
+    if unknown or not wanted:
+        raise SystemExit(f"WORKER_PRIORITIES must name some of {', '.join(PRIORITIES)}; got {sorted(unknown) or 'nothing'}")
+    return [queue_name(model, p) for p in PRIORITIES if p in wanted]
 
 
 def pool_kind(pool_cls) -> str:
@@ -84,6 +94,7 @@ def load_model_in_process(**_):
         settings.model_weights,
         settings.random_weights_seed,
         allow_download=settings.weights_download,
+        device=settings.worker_device,
         threads=torch_threads(),
         warmup=False,
     )
@@ -142,7 +153,7 @@ def model_info(state):
     weights = sorted({p["weights"] for p in processes})
     return {
         "model": settings.worker_model,
-        "queues": model_queues(settings.worker_model) if settings.worker_model else [],
+        "queues": worker_queues(settings.worker_model) if settings.worker_model else [],
         "weights": weights[0] if len(weights) == 1 else (weights or None),
         "weights_warning": next((p["weights_warning"] for p in processes if p["weights_warning"]), None),
         "device": processes[0]["device"] if processes else None,

@@ -46,3 +46,12 @@ def test_cli_classifies_a_folder(api, capsys):
     code = main(["classify", str(TESTDATA), "--url", api.base_url, "--model", "efficientnet"])
     out = capsys.readouterr().out
     assert code == 0 and "2 images" in out and "astronaut" in out and "chelsea" in out and "efficientnet" in out
+
+
+def test_quick_demo_runs_against_the_system(api, capsys):
+    import demo
+
+    assert demo.main(["--url", api.base_url, "--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "system is healthy" in out and "served by" in out and "requests/s" in out
+    assert "CHAOS_ENABLED=true" in out  # the crash step says why it was skipped here

@@ -106,3 +106,34 @@ def test_no_pickle_anywhere():
     assert celeryconfig.worker_prefetch_multiplier == 1
     assert celeryconfig.broker_transport_options["queue_order_strategy"] == "priority"
     assert celeryconfig.worker_proc_alive_timeout > 4
+
+
+def test_worker_consumes_the_configured_priorities_in_order(monkeypatch):
+    from inference.settings import get_settings
+    from inference.worker import worker_queues
+
+    monkeypatch.setenv("WORKER_PRIORITIES", "low, high")
+    get_settings.cache_clear()
+    try:
+        assert worker_queues("resnet18") == ["resnet18.high", "resnet18.low"]
+        monkeypatch.setenv("WORKER_PRIORITIES", "urgent")
+        get_settings.cache_clear()
+        with pytest.raises(SystemExit, match="WORKER_PRIORITIES"):
+            worker_queues("resnet18")
+    finally:
+        monkeypatch.delenv("WORKER_PRIORITIES")
+        get_settings.cache_clear()
+
+
+def test_worker_configs_become_environment(monkeypatch):
+    import os
+
+    from inference import launch
+
+    # A private environment: what the launcher sets must not leak into workers other tests start.
+    environment = {k: v for k, v in os.environ.items() if k not in launch.ENV_OF_KEY.values() and not k.startswith("CHAOS_")}
+    monkeypatch.setattr(os, "environ", environment)
+    monkeypatch.setattr(os, "execv", lambda *a: None)
+    launch.main(["resnet18"])
+    assert environment["WORKER_PRIORITIES"] == "high,normal,low" and environment["WORKER_MODEL"] == "resnet18"
+    assert environment["WORKER_DEVICE"] == "auto" and environment["MAX_BATCH_SIZE"] == "1"
