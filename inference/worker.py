@@ -3,7 +3,8 @@
 - `--model` (or WORKER_MODEL) selects the model; the worker then consumes only that model's
   queues, high before normal before low.
 - Each pool process loads and warms up the model in `worker_process_init` (the solo pool sends
-  it in the main process), so a process takes tasks only once its model is ready.
+  it in the main process; for the threads pool, which sends none, the main process loads it
+  at start-up), so a process takes tasks only once its model is ready.
 - `celery -A inference inspect model_info` reports model, weights, device, load and warm-up
   time of every process.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -36,7 +38,7 @@ _loaded = None  # this process's LoadedModel
 _batcher: MicroBatcher | None = None  # and the batcher in front of it
 
 
-class PinToModel(bootsteps.Step):
+class PinToModel(bootsteps.StartStopStep):
     """Applies `--model`: selects the model's queues and tells pool processes what to load."""
 
     def __init__(self, worker, model=None, **options):
@@ -55,6 +57,12 @@ class PinToModel(bootsteps.Step):
         if os.environ["WORKER_POOL"] == "threads":
             # The threads pool sends no worker_process_init: load here, before any task arrives.
             load_model_in_process()
+
+
+    def stop(self, worker):
+        shutil.rmtree(os.environ.get(STATE_DIR_ENV, ""), ignore_errors=True)
+
+    terminate = stop
 
 
 app.steps["worker"].add(PinToModel)
