@@ -8,6 +8,7 @@ import redis
 from flask import Flask
 from prometheus_client import CollectorRegistry
 
+from api.auth import register_auth
 from api.errors import register_error_handlers
 from api.prometheus import InferenceCollector
 from api.workers import WorkerDirectory
@@ -34,9 +35,10 @@ def create_app(overrides: dict | None = None) -> Flask:
     registry.register(InferenceCollector(app.extensions["redis"], app.extensions["workers"]))
     app.extensions["prometheus"] = registry
 
-    from api import routes_chaos, routes_legacy, routes_ops, routes_v1
+    from api import openapi, routes_chaos, routes_legacy, routes_ops, routes_v1
 
-    for blueprint in (routes_v1.bp, routes_legacy.bp, routes_ops.bp, routes_chaos.bp):
+    for blueprint in (routes_v1.bp, routes_legacy.bp, routes_ops.bp, routes_chaos.bp, openapi.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
+    register_auth(app)
     return app

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     batch_size: int = Field(32, description="Most items one batch request may carry.")
     worker_cache_seconds: float = Field(2.0, description="Seconds the API caches its view of live workers.")
 
+    # Security
+    api_keys: str = Field("", description="Comma-separated API keys; when set, every endpoint except /health/live requires one (Bearer or X-API-Key).")
+
     # Operations
     log_level: str = Field("INFO", description="Log level of API and workers.")
     log_format: Literal["text", "json"] = Field("text", description="`json`: one JSON object per log line (with `request_id` where known).")

@@ -102,7 +102,7 @@ def start_api(procs: Processes, env: dict, name: str = "api") -> str:
     api_env = {"API_WORKERS": "2", **env, "API_PORT": str(port), "API_HOST": "127.0.0.1"}
     procs.start(name, [sys.executable, "-m", "gunicorn", "-c", "api/gunicorn_conf.py", "api.wsgi:app"], api_env)
     base = f"http://127.0.0.1:{port}"
-    wait_until(lambda: requests.get(f"{base}/queue/status", timeout=2).ok, 30, what="the API")
+    wait_until(lambda: requests.get(f"{base}/health/live", timeout=2).ok, 30, what="the API")
     return base
 
 

@@ -1,0 +1,114 @@
+"""GET /openapi.json (OpenAPI 3.1, built from the pydantic schemas) and GET /docs (Swagger UI,
+served from the swagger-ui-bundle package: no CDN)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, send_from_directory
+from swagger_ui_bundle import swagger_ui_path
+
+from api.schemas import BatchRequest, InferenceRequest
+
+bp = Blueprint("openapi", __name__)
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+STATUS = {"$ref": "#/components/schemas/RequestStatus"}
+OBJECT = {"type": "object"}
+
+
+def _json(schema: dict, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict:
+    text = {400: "invalid input", 401: "missing or wrong API key", 404: "unknown id", 409: "conflict",
+            413: "body, image or batch too large", 429: "queue full or rate limited (see Retry-After)",
+            503: "Redis down or no live worker (see Retry-After)", 504: "no result in time"}
+    return {str(code): _json(ERROR, text[code]) for code in codes}
+
+
+WAIT = {"name": "wait", "in": "query", "required": False, "description": "seconds to wait for the result (bounded by MAX_WAIT_SECONDS)",
+        "schema": {"type": "number", "minimum": 0}}
+REQUEST_ID = {"name": "request_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def build_spec() -> dict:
+    submit_body = {"required": True, "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/InferenceRequest"}},
+        "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {
+            "image": {"type": "string", "format": "binary"}, "model_type": {"type": "string"},
+            "priority": {"type": "string"}, "top_k": {"type": "integer"}, "request_id": {"type": "string"}}}},
+    }}
+    batch_body = {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchRequest"}}}}
+    paths = {
+        "/v1/inference": {"post": {"summary": "Submit an image", "parameters": [WAIT], "requestBody": submit_body,
+                                   "responses": {"202": _json(STATUS, "accepted"), "200": _json(STATUS, "finished within ?wait"),
+                                                 **_errors(400, 401, 413, 429, 503)}}},
+        "/v1/inference/{request_id}": {
+            "get": {"summary": "Status and result", "parameters": [REQUEST_ID, WAIT],
+                    "responses": {"200": _json(STATUS, "finished"), "202": _json(STATUS, "queued or running"), **_errors(400, 401, 404)}},
+            "delete": {"summary": "Cancel before it starts", "parameters": [REQUEST_ID],
+                       "responses": {"200": _json(STATUS, "cancelled"), **_errors(401, 404, 409)}}},
+        "/v1/batch_inference": {"post": {"summary": "Submit several images", "requestBody": batch_body,
+                                         "responses": {"202": _json(OBJECT, "accepted"), **_errors(400, 401, 413, 429, 503)}}},
+        "/v1/batch/{batch_id}": {"get": {"summary": "Batch status", "parameters": [
+            {"name": "batch_id", "in": "path", "required": True, "schema": {"type": "string"}}, WAIT],
+            "responses": {"200": _json(OBJECT, "all finished"), "202": _json(OBJECT, "some pending"), **_errors(400, 401, 404)}}},
+        "/inference": {"post": {"summary": "Classify synchronously (the seed's shape)", "requestBody": submit_body,
+                                "responses": {"200": _json(OBJECT, "result"), **_errors(400, 401, 409, 413, 429, 503, 504)}}},
+        "/batch_inference": {"post": {"summary": "Classify several synchronously", "requestBody": batch_body,
+                                      "responses": {"200": _json(OBJECT, "results"), **_errors(400, 401, 413, 429, 503)}}},
+        "/health": {"get": {"summary": "healthy, degraded or unhealthy", "responses": {"200": _json(OBJECT, "healthy or degraded"),
+                                                                                        "503": _json(OBJECT, "unhealthy"), **_errors(401)}}},
+        "/health/live": {"get": {"summary": "Liveness (no key needed)", "security": [], "responses": {"200": _json(OBJECT, "alive")}}},
+        "/health/ready": {"get": {"summary": "Readiness", "responses": {"200": _json(OBJECT, "ready"), "503": _json(OBJECT, "not ready"),
+                                                                       **_errors(401)}}},
+        "/workers/status": {"get": {"summary": "Live workers", "responses": {"200": _json(OBJECT, "workers"), **_errors(401)}}},
+        "/queue/status": {"get": {"summary": "Queue depths", "responses": {"200": _json(OBJECT, "depths"), **_errors(401)}}},
+        "/v1/models": {"get": {"summary": "Models and their workers", "responses": {"200": _json(OBJECT, "models"), **_errors(401)}}},
+        "/v1/stats": {"get": {"summary": "The seed's JSON metrics", "responses": {"200": _json(OBJECT, "stats"), **_errors(401)}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
+            "200": {"description": "text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}, **_errors(401)}}},
+    }
+    schemas = {
+        "InferenceRequest": InferenceRequest.model_json_schema(ref_template="#/components/schemas/{model}"),
+        "BatchRequest": BatchRequest.model_json_schema(ref_template="#/components/schemas/{model}"),
+        "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+            "type": "object", "required": ["code", "message"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
+        "RequestStatus": {"type": "object", "required": ["request_id", "status"], "properties": {
+            "request_id": {"type": "string"},
+            "status": {"type": "string", "enum": ["queued", "running", "success", "failed", "expired", "cancelled"]},
+            "model": {"type": "string"}, "priority": {"type": "string"},
+            "result": {"type": "object"}, "error": {"$ref": "#/components/schemas/Error/properties/error"}}},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Image classification inference", "version": "1.0.0",
+                 "description": "Submit-then-poll image classification on Celery workers (see the README)."},
+        "paths": paths,
+        "components": {"schemas": schemas, "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}},
+        "security": [{"bearer": []}, {"apiKey": []}],  # enforced only when API_KEYS is set
+    }
+
+
+@bp.get("/openapi.json")
+def openapi_json():
+    return jsonify(build_spec())
+
+
+DOCS_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>API docs</title>
+<link rel="stylesheet" href="/docs/assets/swagger-ui.css"></head><body><div id="swagger-ui"></div>
+<script src="/docs/assets/swagger-ui-bundle.js"></script>
+<script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui"});</script></body></html>"""
+
+
+@bp.get("/docs")
+def docs():
+    return DOCS_PAGE
+
+
+@bp.get("/docs/assets/<path:filename>")
+def docs_assets(filename: str):
+    return send_from_directory(swagger_ui_path, filename)
