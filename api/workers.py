@@ -59,6 +59,12 @@ class WorkerDirectory:
                     self._thread.start()
         return self._workers or []
 
+    def refresh(self, max_age: float) -> None:
+        """Fetch now if the snapshot is older than `max_age` (one caller at a time)."""
+        with self._lock:
+            if self.age > max_age:
+                self._refresh()
+
     @property
     def age(self) -> float:
         return time.time() - self._fetched_at

@@ -162,10 +162,12 @@ def test_worker_that_keeps_failing_backs_off_then_fails(cluster):
     cluster.start_worker("mobilenet", "mob-flaky@%h", {"CHAOS_FAILURE_RATE": "1.0"})
     try:
         cluster.wait_ready({"mobilenet"})
+        # The client retries the 503 an API process answers until its worker view includes the new worker.
+        client = InferenceClient(cluster.api, retries=10, backoff=0.2)
+        request_id = client.submit(TESTDATA / "chelsea.jpg", model="mobilenet")
         started = time.monotonic()
-        response = requests.post(f"{cluster.api}/v1/inference", params={"wait": 20}, json=payload("mobilenet"), timeout=30)
+        body = client.wait(request_id, timeout=20)
         elapsed = time.monotonic() - started
-        body = response.json()
         assert body["status"] == "failed"
         assert body["error"]["code"] == "transient_error" and "chaos" in body["error"]["message"]
         meta = cluster.redis.get(f"celery-task-meta-{body['request_id']}")
