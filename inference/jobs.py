@@ -146,6 +146,12 @@ def _error_of(exc) -> dict:
     return {"code": code, "message": message}
 
 
+def queued_status(job: dict) -> dict:
+    """job_status of a request just accepted, without asking Redis again."""
+    return {"request_id": job["request_id"], "status": "queued", "model": job["model"], "priority": job["priority"],
+            "submitted_at": job["submitted_at"]}
+
+
 def job_status(redis: redis_lib.Redis, request_id: str) -> dict | None:
     """The request's status and, once done, its result or error; None for an unknown id."""
     raw = redis.get(job_key(request_id))
