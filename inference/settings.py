@@ -69,6 +69,7 @@ class Settings(BaseSettings):
 
     # Security
     api_keys: str = Field("", description="Comma-separated API keys; when set, every endpoint except /health/live requires one (Bearer or X-API-Key).")
+    rate_limit_per_minute: int = Field(0, ge=0, description="Requests per minute allowed to each API key (counted in Redis, shared by all API processes); 0 = no limit.")
 
     # Operations
     log_level: str = Field("INFO", description="Log level of API and workers.")

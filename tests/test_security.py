@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from openapi_spec_validator import validate
@@ -51,3 +52,16 @@ def test_api_keys(start_extra_api):
 
 def test_key_comparison():
     assert key_is_valid("b", ["a", "b"]) and not key_is_valid("", ["a"]) and not key_is_valid("ab", ["a", "b"])
+
+
+def test_per_key_rate_limit(start_extra_api):
+    limited = start_extra_api(API_KEYS="one,two", RATE_LIMIT_PER_MINUTE=3)
+    url, one, two = limited.base_url, {"X-API-Key": "one"}, {"X-API-Key": "two"}
+    if 60 - time.time() % 60 < 5:
+        time.sleep(6)  # keep the four requests inside one minute window
+    assert [limited.get(f"{url}/queue/status", headers=one, timeout=10).status_code for _ in range(3)] == [200, 200, 200]
+    refused = limited.get(f"{url}/queue/status", headers=one, timeout=10)
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert limited.get(f"{url}/queue/status", headers=two, timeout=10).status_code == 200  # another key is unaffected
+    assert limited.get(f"{url}/health/live", timeout=10).status_code == 200
