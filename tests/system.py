@@ -49,7 +49,7 @@ class Processes:
 
     def start(self, name: str, cmd: list[str], env: dict) -> subprocess.Popen:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
-        log = open(LOG_DIR / f"{name}.log", "wb")  # noqa: SIM115  (the child process writes to it)
+        log = open(LOG_DIR / f"{name}.log", "ab")  # noqa: SIM115  (the child writes to it; a restart appends)
         # A session of its own, so stopping it reaches the pool processes too.
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs[name] = proc

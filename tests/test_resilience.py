@@ -106,7 +106,7 @@ def test_kill_pool_process_mid_inference(cluster):
     report.duplicated = cluster.duplicates() - duplicates_before
     report_line(report, "pool process SIGKILLed")
     assert len(report.accepted) == 6 * SCALE
-    assert report.lost == 0
+    assert report.lost == 0, report.not_succeeded(cluster.api)
     assert report.duplicated >= 1, "the killed process was running a request, which must have run again"
     # the worker replaced its pool process
     cluster.wait_ready({"resnet18"})
@@ -126,7 +126,7 @@ def test_kill_whole_worker_and_restart(cluster):
     loadgen.collect(cluster.api, report, timeout=90 * SCALE)
     report.recovery_seconds = time.monotonic() - killed_at
     report_line(report, "whole worker SIGKILLed and restarted")
-    assert report.lost == 0
+    assert report.lost == 0, report.not_succeeded(cluster.api)
     # The unacked request returns after VISIBILITY_TIMEOUT (8 s) plus a 1 s sweep, not ~100 s.
     assert report.recovery_seconds < 45
 
@@ -214,7 +214,7 @@ def test_all_workers_of_a_model_die(cluster):
     assert refused.status_code == 503 and refused.json()["error"]["code"] == "no_worker"
     report.recovery_seconds = time.monotonic() - killed_at
     report_line(report, "all squeezenet workers dead")
-    assert report.lost == 0
+    assert report.lost == 0, report.not_succeeded(cluster.api)
 
 
 def test_chaos_endpoint_is_off_by_default(api):
