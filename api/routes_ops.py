@@ -36,7 +36,7 @@ def health():
     else:
         status = "healthy"
     random_weights = sorted({m for m, ws in by_model.items() for w in ws if w.get("weights") == "random"})
-    depth = sum(sum(d.values()) for d in jobs.queue_depths(redis_client(), model_names(), PRIORITIES).values()) if redis_ok else None
+    depth = jobs.total_queued(jobs.queue_depths(redis_client(), model_names(), PRIORITIES)) if redis_ok else None
     body = {
         "status": status,
         "redis": "ok" if redis_ok else "unreachable",
@@ -62,7 +62,7 @@ def live():
 def ready():
     """Readiness: Redis answers and at least one model has a ready worker."""
     redis_ok = _redis_ok()
-    served = [m for m, ws in worker_directory().ready_workers_by_model().items() if ws] if redis_ok else []
+    served = list(worker_directory().live_models()) if redis_ok else []
     ok = redis_ok and bool(served)
     return jsonify({"status": "ready" if ok else "not_ready", "redis": redis_ok, "models_served": served}), 200 if ok else 503
 
@@ -120,7 +120,7 @@ def stats():
         "p50_latency": metrics.percentile(recent, 50),
         "p95_latency": metrics.percentile(recent, 95),
         "p99_latency": metrics.percentile(recent, 99),
-        "queue_size": sum(sum(d.values()) for d in depths.values()),
+        "queue_size": jobs.total_queued(depths),
         "uptime": round(time.time() - current_app.config["STARTED_AT"], 3),
         "duplicate_runs": int(redis.get(jobs.DUPLICATES_KEY) or 0),
     })
@@ -131,7 +131,7 @@ def queue_status():
     depths = jobs.queue_depths(redis_client(), model_names(), PRIORITIES)
     max_size = get_settings().queue_size
     return jsonify({
-        "queue_size": sum(sum(d.values()) for d in depths.values()),
+        "queue_size": jobs.total_queued(depths),
         "max_size": max_size,  # per model
         "queues": {m: {**d, "total": sum(d.values()), "max_size": max_size} for m, d in depths.items()},
     })

@@ -85,11 +85,11 @@ def resolve_model(model_type: str) -> str:
     """The model that serves a request; 503 when the named model has no live worker."""
     settings = get_settings()
     directory = worker_directory()
-    live = {m: ws for m, ws in directory.ready_workers_by_model().items() if ws}
+    live = directory.live_models()
     if model_type not in live and model_type != ANY_MODEL and settings.no_worker_policy == "reject":
         # Before refusing, make sure the view is fresh: a worker may have joined a moment ago.
         directory.refresh(max_age=0.5)
-        live = {m: ws for m, ws in directory.ready_workers_by_model().items() if ws}
+        live = directory.live_models()
     if model_type == ANY_MODEL:
         if live:
             return choose_model(settings.load_balance_strategy, live, redis_client())

@@ -69,6 +69,10 @@ class WorkerDirectory:
     def age(self) -> float:
         return time.time() - self._fetched_at
 
+    def live_models(self) -> dict[str, list[dict]]:
+        """Only the models that have at least one ready worker."""
+        return {model: workers for model, workers in self.ready_workers_by_model().items() if workers}
+
     def ready_workers_by_model(self) -> dict[str, list[dict]]:
         by_model: dict[str, list[dict]] = {name: [] for name in model_names()}
         for worker in self.workers():

@@ -202,6 +202,10 @@ def wait_for(redis: redis_lib.Redis, request_id: str, timeout: float) -> dict | 
     return status
 
 
+def total_queued(depths: dict[str, dict[str, int]]) -> int:
+    return sum(sum(by_priority.values()) for by_priority in depths.values())
+
+
 def queue_depths(redis: redis_lib.Redis, models: list[str], priorities: tuple[str, ...]) -> dict[str, dict[str, int]]:
     pipe = redis.pipeline()
     for model in models:

@@ -10,6 +10,7 @@ import pytest
 from inference.batching import MicroBatcher
 from tests.conftest import _processes, image_b64, image_bytes
 from tests.system import start_worker, wait_until
+from tests.test_scheduling import paused
 
 
 def test_batch_closes_when_full():
@@ -56,20 +57,12 @@ def test_batching_worker_batches_real_requests(api, redis_client, worker_ids):
         wait_until(lambda: any(w["worker_id"].startswith("resnet18-batch") and w.get("ready_processes")
                                for w in api.get(f"{api.base_url}/workers/status", timeout=5).json()["workers"]),
                    120, interval=0.5, what="batching worker")
-        queues = ["resnet18.high", "resnet18.normal", "resnet18.low"]
-        from inference.celery_app import app
-
-        for queue in queues:
-            app.control.cancel_consumer(queue, destination=[worker_ids["resnet18"]], reply=True, timeout=5)
-        try:
+        with paused(worker_ids["resnet18"], "resnet18.high", "resnet18.normal", "resnet18.low"):
             truncated = base64.b64encode(image_bytes("chelsea.jpg")[:2500]).decode()
             images = [image_b64("chelsea.jpg"), image_b64("astronaut.jpg")] * 3 + [truncated]
             ids = [jobs.submit(redis_client, image_b64=img, model="resnet18", priority="normal", top_k=k).job["request_id"]
                    for img, k in zip(images, [1, 2, 3, 4, 5, 6, 5])]
             statuses = [jobs.wait_for(redis_client, rid, 60) for rid in ids]
-        finally:
-            for queue in queues:
-                app.control.add_consumer(queue, destination=[worker_ids["resnet18"]], reply=True, timeout=5)
     finally:
         _processes.stop(f"worker-{name}")
 

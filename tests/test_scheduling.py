@@ -20,14 +20,17 @@ pytestmark = pytest.mark.e2e
 
 
 @contextmanager
-def paused(worker_id: str, queue: str):
+def paused(worker_id: str, *queues: str):
+    """The worker stops consuming these queues; they are added back, in the same order, after."""
     from inference.celery_app import app
 
-    app.control.cancel_consumer(queue, destination=[worker_id], reply=True, timeout=5)
+    for queue in queues:
+        app.control.cancel_consumer(queue, destination=[worker_id], reply=True, timeout=5)
     try:
         yield
     finally:
-        app.control.add_consumer(queue, destination=[worker_id], reply=True, timeout=5)
+        for queue in queues:
+            app.control.add_consumer(queue, destination=[worker_id], reply=True, timeout=5)
 
 
 def post(api, path, **kw):
