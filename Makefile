@@ -71,6 +71,7 @@ health:  ## the running system's /health
 
 monitor: setup  ## open Flower (started by `make run`) in a browser
 	@echo "Flower: http://127.0.0.1:$${FLOWER_PORT:-5555}  (Prometheus metrics: /metrics there and on the API)"
+	@echo "login: $${FLOWER_BASIC_AUTH:-$$(cat var/flower-credentials 2>/dev/null || echo 'made when Flower first starts, in var/flower-credentials')}"
 	-@$(BIN)/python -m webbrowser -t "http://127.0.0.1:$${FLOWER_PORT:-5555}" >/dev/null 2>&1
 
 config-table: setup  ## the README's configuration table, generated from inference/settings.py

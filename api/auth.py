@@ -1,4 +1,4 @@
-"""API keys: with API_KEYS set, every endpoint but liveness and the static pages wants
+"""API keys: with API_KEYS set, every endpoint but liveness and the page shells wants
 `Authorization: Bearer <key>` or `X-API-Key: <key>`; keys are compared in constant time.
 RATE_LIMIT_PER_MINUTE caps each key with a fixed one-minute window counted in Redis."""
 
@@ -13,8 +13,9 @@ from flask import Flask, current_app, request
 from api.errors import error_response
 from inference.settings import get_settings
 
-# Liveness, and pages that hold no data (the dashboard asks for the key before it reads any).
-OPEN_ENDPOINTS = {"ops.live", "ops.dashboard", "openapi.docs", "openapi.docs_assets", "openapi.openapi_json", "static"}
+# Liveness, and page shells and their assets that hold no data: the dashboard and the docs page
+# ask for the key before they read anything (the API's description, /openapi.json, included).
+OPEN_ENDPOINTS = {"ops.live", "ops.dashboard", "openapi.docs", "openapi.docs_assets", "static"}
 
 
 def presented_key() -> str:

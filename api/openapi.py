@@ -98,10 +98,22 @@ def openapi_json():
     return jsonify(build_spec())
 
 
+# With API_KEYS set, /openapi.json wants a key too: the page asks once and keeps it where the
+# dashboard does, and Swagger UI sends it with the spec and with every "Try it out".
 DOCS_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>API docs</title>
 <link rel="stylesheet" href="/docs/assets/swagger-ui.css"></head><body><div id="swagger-ui"></div>
 <script src="/docs/assets/swagger-ui-bundle.js"></script>
-<script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui"});</script></body></html>"""
+<script>
+const withKey = (req) => { const key = localStorage.getItem("apiKey"); if (key) req.headers["X-API-Key"] = key; return req; };
+const askKey = (res) => {
+  if (res.status === 401 && res.url.endsWith("/openapi.json")) {
+    const key = prompt("API key");
+    if (key) { localStorage.setItem("apiKey", key); location.reload(); }
+  }
+  return res;
+};
+window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui", requestInterceptor: withKey, responseInterceptor: askKey});
+</script></body></html>"""
 
 
 @bp.get("/docs")

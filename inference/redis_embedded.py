@@ -64,7 +64,8 @@ def main() -> None:
         return
     data_dir = get_settings().redis_data_dir
     cmd = server_command(url, data_dir)
-    log.info("no Redis at %s; starting embedded Valkey: %s", url, " ".join(cmd))
+    shown = " ".join("***" if previous == "--requirepass" else arg for previous, arg in zip(["", *cmd], cmd))
+    log.info("no Redis at %s:%s; starting embedded Valkey: %s", urlparse(url).hostname, urlparse(url).port, shown)
     sys.stdout.flush()
     os.execv(cmd[0], cmd)
 

@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(1, ge=1, description="Dynamic batching: most requests in one forward pass (1 = no batching).")
     max_batch_delay_ms: float = Field(5.0, ge=0, description="Dynamic batching: a batch closes this long after its first request, or when full.")
     torch_threads: int = Field(0, description="torch intra-op threads per worker process; 0 = CPU cores / pool processes.")
-    worker_timeout: int = Field(10, description="Hard time limit of one inference task in seconds (the soft limit is 1 s less); also caps `timeout_ms`.")
+    worker_timeout: int = Field(10, description="Hard time limit of one inference task in seconds (the soft limit is 1 s less); also caps `timeout_ms`. Keep it well above 5: the pool may take up to 5 s to notice a killed child, and a limit that fires first fails the request instead of requeueing it.")
     worker_proc_alive_timeout: float = Field(120.0, description="Seconds a worker process may spend loading and warming up its model before Celery kills it (Celery's default of 4 s is too short).")
     max_retries: int = Field(3, description="Retries of a task that failed for a transient reason.")
     retry_delay: int = Field(1, description="First retry countdown in seconds; doubles each retry (exponential backoff with jitter).")
@@ -74,8 +74,10 @@ class Settings(BaseSettings):
     # Operations
     log_level: str = Field("INFO", description="Log level of API and workers.")
     log_format: Literal["text", "json"] = Field("text", description="`json`: one JSON object per log line (with `request_id` where known).")
+    flower_address: str = Field("127.0.0.1", description="Address Flower binds to.")
     flower_port: int = Field(5555, description="Port of Flower.")
-    flower_basic_auth: str = Field("", description="Flower basic auth as user:password[,user2:password2]; empty = no auth.")
+    flower_basic_auth: str = Field("", description="Flower login as user:password[,user2:password2]; empty = a random password made on first start, kept beside FLOWER_DB (mode 600). Flower never runs open.")
+    flower_db: str = Field("var/flower.db", description="Flower's database of task history (and the generated login beside it).")
 
 
     @model_validator(mode="after")

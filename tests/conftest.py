@@ -7,6 +7,7 @@ because the Celery configuration reads REDIS_URL at import time.
 from __future__ import annotations
 
 import base64
+import gc
 import os
 import shutil
 from pathlib import Path
@@ -29,6 +30,7 @@ def pytest_configure(config):
 
 
 def pytest_unconfigure(config):
+    gc.collect()  # Celery clients' pending results unsubscribe while Redis still answers
     _processes.stop_all()
 
 
@@ -85,6 +87,12 @@ def worker_ids(system) -> dict[str, str]:
     """model -> the Celery node name of its test worker."""
     body = requests.get(f"{system}/workers/status", timeout=10).json()
     return {w["model"]: w["worker_id"] for w in body["workers"]}
+
+
+def pool_pids(api: requests.Session, model: str) -> list[int]:
+    """The pool processes of `model`'s workers: unchanged pids mean no process crashed."""
+    workers = api.get(f"{api.base_url}/workers/status", timeout=10).json()["workers"]
+    return [p["pid"] for w in workers if w["model"] == model for p in w["processes"]]
 
 
 def image_bytes(name: str) -> bytes:

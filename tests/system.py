@@ -6,6 +6,7 @@ Everything runs as separate processes, the way `make run` starts them, on free p
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -81,7 +82,8 @@ def start_redis(procs: Processes, env: dict, name: str = "redis", url: str | Non
 
     from inference.redis_embedded import server_command
 
-    url = url or f"redis://127.0.0.1:{free_port()}/0"
+    # With a password, as in production: every part (API, workers, Flower, tests) must pass it on.
+    url = url or f"redis://:{secrets.token_hex(8)}@127.0.0.1:{free_port()}/0"
     data_dir = data_dir or tempfile.mkdtemp(prefix="inference-test-redis-")
     procs.start(name, server_command(url, data_dir, also_bind), env)
     procs.data_dirs[name] = data_dir

@@ -15,8 +15,8 @@ from tests.conftest import repo_root
 from tests.system import TESTDATA
 
 SCHEMA = TESTDATA / "compose-spec.json"
-# Variables read by something other than Settings: torch, Flower, the Redis container.
-EXTERNAL_VARIABLES = {"TORCH_HOME", "FLOWER_BASIC_AUTH", "FLOWER_PERSISTENT", "FLOWER_DB", "REDIS_PASSWORD"}
+# Variables read by something other than Settings: torch, the Redis container.
+EXTERNAL_VARIABLES = {"TORCH_HOME", "REDIS_PASSWORD"}
 
 
 @pytest.fixture(scope="module")

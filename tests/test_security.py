@@ -1,15 +1,22 @@
-"""OpenAPI contract and docs, API keys."""
+"""OpenAPI contract and docs, API keys, Redis password, Flower login."""
 
 from __future__ import annotations
 
+import os
 import re
+import stat
+import sys
 import time
+from urllib.parse import urlparse
 
 import pytest
+import redis
+import requests
 from openapi_spec_validator import validate
 
 from api.auth import key_is_valid
 from tests.conftest import image_b64
+from tests.system import Processes, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -41,9 +48,10 @@ def test_api_keys(start_extra_api):
     assert refused.status_code == 401 and refused.json()["error"]["code"] == "unauthorized"
     assert refused.headers["WWW-Authenticate"].startswith("Bearer")
     assert secured.post(f"{url}/v1/inference", json=body, headers={"X-API-Key": "wrong"}, timeout=10).status_code == 401
-    for path in ("/health", "/metrics", "/workers/status", "/v1/stats", "/queue/status"):
+    for path in ("/health", "/metrics", "/workers/status", "/v1/stats", "/queue/status", "/openapi.json", "/v1/models"):
         assert secured.get(url + path, timeout=10).status_code == 401, path
     assert secured.get(f"{url}/health/live", timeout=10).status_code == 200
+    assert secured.get(f"{url}/openapi.json", headers={"X-API-Key": "beta-key"}, timeout=10).status_code == 200
 
     ok = secured.post(f"{url}/v1/inference", params={"wait": 30}, json=body, headers={"Authorization": "Bearer alpha-key"}, timeout=60)
     assert ok.status_code == 200 and ok.json()["status"] == "success"
@@ -65,3 +73,34 @@ def test_per_key_rate_limit(start_extra_api):
     assert 1 <= int(refused.headers["Retry-After"]) <= 60
     assert limited.get(f"{url}/queue/status", headers=two, timeout=10).status_code == 200  # another key is unaffected
     assert limited.get(f"{url}/health/live", timeout=10).status_code == 200
+
+
+def test_redis_refuses_clients_without_the_password(redis_url):
+    """The suite's Redis has a password (tests/system.py), so every test that passes proves the API
+    and the workers send it; here, that it is really required."""
+    parsed = urlparse(redis_url)
+    assert parsed.password
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(host=parsed.hostname, port=parsed.port).ping()
+
+
+def test_flower_asks_for_a_login_and_reaches_redis_with_its_password(system, tmp_path):
+    procs, port = Processes(), free_port()
+    env = {**os.environ, "FLOWER_PORT": str(port), "FLOWER_DB": str(tmp_path / "flower.db")}
+    env.pop("FLOWER_BASIC_AUTH", None)
+    procs.start("flower", [sys.executable, "-m", "inference.flower"], env)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: requests.get(url, timeout=2).status_code, 30, what="Flower")
+        assert requests.get(url, timeout=5).status_code == 401
+        assert requests.get(f"{url}/api/workers", timeout=5).status_code == 401
+        credentials = tmp_path / "flower-credentials"
+        assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
+        user, password = credentials.read_text().strip().split(":", 1)
+        assert len(password) >= 16
+        assert requests.get(url, auth=(user, "wrong"), timeout=5).status_code == 401
+        # Flower asks the workers over the password-protected broker.
+        workers = requests.get(f"{url}/api/workers", params={"refresh": 1}, auth=(user, password), timeout=30).json()
+        assert {name.split("-test-")[0] for name in workers} >= {"mobilenet", "resnet18", "efficientnet", "squeezenet"}
+    finally:
+        procs.stop_all()
