@@ -37,8 +37,12 @@ task_create_missing_queues = True
 task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
-task_track_started = True
-result_extended = True
+# Not task_track_started: a request's claim (inference/jobs.py) already says it is running, and
+# the STARTED write would cost every task a Redis round trip before it starts.
+task_track_started = False
+# Not result_extended: it copies the task's arguments (the whole base64 image) into the result,
+# twice per request (STARTED, then SUCCESS), and Redis keeps it for RESULT_EXPIRES.
+result_extended = False
 result_expires = _s.result_expires
 # Writing a result while Redis restarts retries instead of failing the request.
 result_backend_always_retry = True

@@ -45,6 +45,12 @@ class InferenceCollector(Collector):
             live.add_metric([model], len(workers))
         yield live
 
+        retries = CounterMetricFamily("inference_task_retries", "Retries of requests that failed for a transient reason.",
+                                      labels=["model"])
+        for model, count in sorted(metrics.read_retries(self.redis).items()):
+            retries.add_metric([model], count)
+        yield retries
+
         duplicates = CounterMetricFamily("inference_duplicate_runs", "Requests run again after a redelivery.")
         duplicates.add_metric([], int(self.redis.get(jobs.DUPLICATES_KEY) or 0))
         yield duplicates

@@ -3,9 +3,14 @@
 With the threads pool and concurrency N, up to N classify tasks run at once, each a normal
 Celery task with its own ack, retries, events and result. Each hands its decoded picture to
 the process's MicroBatcher and waits; the batcher closes a batch when it holds
-`max_batch_size` items or `max_delay` seconds after the batch's first item arrived, runs one
-forward pass, and gives every task its own predictions. Batch size 1 is the same code path
-(the batch closes at once). A bad image never reaches the batcher: it fails in its own task.
+`max_batch_size` items, `max_delay` seconds after the batch's first item arrived, or as soon as
+no other request is on its way (a task announces itself with `expect()` before it decodes its
+image): waiting longer could only add latency, since a new request needs a free task thread,
+and the threads are all waiting for this batch. Then it runs one forward pass and gives every
+task its own predictions. Batch size 1 is the same code path (the batch closes at once).
+`run_batch` may return an exception in place of one item's output: that request alone fails
+(a corrupt image found while decoding, say); a request that fails before it is submitted calls
+`forget()`.
 
 All model work (warm-up included) runs in the batcher's one thread: torch's OpenMP thread team
 belongs to the thread that uses it, and a second team (say, the main thread's, left spinning
@@ -14,9 +19,9 @@ after a warm-up) competes with the first for the same cores.
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -38,51 +43,98 @@ class BatchOutcome:
 
 class MicroBatcher:
     def __init__(self, run_batch: Callable[[list[Any]], list[Any]], max_batch_size: int, max_delay: float,
-                 initializer: Callable[[], None] | None = None):
+                 initializer: Callable[[], None] | None = None, instances: int = 1,
+                 instance_initializer: Callable[[], None] | None = None):
+        """`instances` threads run batches side by side (model instances, as Triton calls them):
+        the first runs `initializer` (say, load and warm up the model), every other one
+        `instance_initializer` (warm up in its own thread) before it serves."""
         self.run_batch = run_batch
         self.max_batch_size = max(1, max_batch_size)
         self.max_delay = max(0.0, max_delay)
         self._initializer = initializer
+        self._instances = max(1, instances)
+        self._instance_initializer = instance_initializer
         self._ready = threading.Event()
         self._init_error: BaseException | None = None
-        self._queue: queue.Queue[BatchItem] = queue.Queue()
-        self._thread = threading.Thread(target=self._loop, name="micro-batcher", daemon=True)
+        self._cond = threading.Condition()
+        self._pending: deque[BatchItem] = deque()
+        self._expected = 0  # requests announced (being decoded) but not submitted yet
+        self._thread = threading.Thread(target=self._start, name="micro-batcher-0", daemon=True)
         self._thread.start()
 
     def wait_ready(self, timeout: float | None = None) -> None:
-        """Block until the initializer (e.g. the warm-up) ran in the batcher's thread."""
+        """Block until the initializer (e.g. the model load and warm-up) ran in the batcher's thread."""
         if not self._ready.wait(timeout):
             raise TimeoutError("the batcher did not start in time")
         if self._init_error is not None:
             raise self._init_error
 
-    def submit(self, payload: Any) -> Future:
+    def expect(self) -> None:
+        """A request is on its way: a batch that is not full waits for it (up to max_delay)."""
+        with self._cond:
+            self._expected += 1
+
+    def forget(self) -> None:
+        """An expected request will not come (it failed before reaching the batcher)."""
+        with self._cond:
+            self._expected -= 1
+            self._cond.notify()
+
+    def submit(self, payload: Any, expected: bool = False) -> Future:
         item = BatchItem(payload)
-        self._queue.put(item)
+        with self._cond:
+            self._pending.append(item)
+            if expected:
+                self._expected -= 1
+            self._cond.notify()
         return item.future
 
-    def run(self, payload: Any, timeout: float | None = None) -> BatchOutcome:
-        return self.submit(payload).result(timeout)
+    def run(self, payload: Any, timeout: float | None = None, expected: bool = False) -> BatchOutcome:
+        return self.submit(payload, expected).result(timeout)
 
     def _gather(self) -> list[BatchItem]:
-        batch = [self._queue.get()]
-        closes_at = time.monotonic() + self.max_delay  # counted from the batch's first request
-        while len(batch) < self.max_batch_size:
-            remaining = closes_at - time.monotonic()
-            try:
-                batch.append(self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait())
-            except queue.Empty:
-                break
-        return batch
+        with self._cond:
+            self._cond.wait_for(lambda: self._pending)
+            closes_at = time.monotonic() + self.max_delay  # counted from the batch's first request
+            while len(self._pending) < self.max_batch_size and self._expected > 0:
+                remaining = closes_at - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            return [self._pending.popleft() for _ in range(min(self.max_batch_size, len(self._pending)))]
 
-    def _loop(self) -> None:
+    def _start(self) -> None:
+        """Thread 0: initialise, start the other instances, wait until each is warm, serve."""
+        errors: list[BaseException] = []
         try:
             if self._initializer is not None:
                 self._initializer()
+            warmed = [threading.Event() for _ in range(self._instances - 1)]
+            for n, warm in enumerate(warmed, start=1):
+                threading.Thread(target=self._warm_then_serve, args=(errors, warm), name=f"micro-batcher-{n}", daemon=True).start()
+            for warm in warmed:
+                warm.wait()
         except BaseException as exc:
-            self._init_error = exc
+            errors.append(exc)
+        self._init_error = errors[0] if errors else None
+        self._ready.set()
+        if self._init_error is None:
+            self._serve()
+
+    def _warm_then_serve(self, errors: list[BaseException], warm: threading.Event) -> None:
+        try:
+            if self._instance_initializer is not None:
+                self._instance_initializer()
+        except BaseException as exc:
+            errors.append(exc)
+            return
         finally:
-            self._ready.set()
+            warm.set()
+        self._ready.wait()
+        if self._init_error is None:
+            self._serve()
+
+    def _serve(self) -> None:
         while True:
             batch = self._gather()
             started = time.perf_counter()
@@ -94,4 +146,7 @@ class MicroBatcher:
                 continue
             seconds = time.perf_counter() - started
             for item, output in zip(batch, outputs):
-                item.future.set_result(BatchOutcome(output, len(batch), seconds))
+                if isinstance(output, BaseException):  # this request alone failed (say, a corrupt image)
+                    item.future.set_exception(output)
+                else:
+                    item.future.set_result(BatchOutcome(output, len(batch), seconds))

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import redis as redis_lib
 from celery import states
+from kombu import Exchange, Queue
 
 from inference import metrics
 from inference.celery_app import app
@@ -92,7 +93,9 @@ def submit(redis: redis_lib.Redis, *, image_b64: str, model: str, priority: str,
         app.send_task(
             TASK_NAME,
             task_id=request_id,
-            queue=job["queue"],
+            # Through the default exchange, straight into the list the workers read: a named
+            # exchange costs every publish a lookup of its bindings in Redis (SMEMBERS).
+            queue=Queue(job["queue"], Exchange(""), routing_key=job["queue"]),
             kwargs={
                 "image": image_b64,
                 "model": model,
@@ -153,14 +156,19 @@ def queued_status(job: dict) -> dict:
 
 
 def job_status(redis: redis_lib.Redis, request_id: str) -> dict | None:
-    """The request's status and, once done, its result or error; None for an unknown id."""
-    raw = redis.get(job_key(request_id))
+    """The request's status and, once done, its result or error; None for an unknown id.
+
+    One round trip: the job record, the claim and the result backend's record together. A
+    request is `running` from its claim (task_track_started is off: one write less per task)."""
+    raw, claim, raw_meta = redis.mget(job_key(request_id), claim_key(request_id), app.backend.get_key_for_task(request_id))
     if raw is None:
         return None
     job = json.loads(raw)
-    # The backend's meta, not AsyncResult: no pending-result bookkeeping per status read.
-    meta = app.backend.get_task_meta(request_id)
+    # The backend's own decoding, not AsyncResult: no pending-result bookkeeping per status read.
+    meta = app.backend.decode_result(raw_meta) if raw_meta else {"status": states.PENDING, "result": None}
     status = STATUS_OF_STATE.get(meta["status"], "queued")
+    if meta["status"] == states.PENDING and claim == STARTED.encode():
+        status = "running"
     body = {
         "request_id": request_id,
         "status": status,

@@ -33,6 +33,10 @@ ENV_OF_KEY = {
     "device": "WORKER_DEVICE",
     "batch_size": "MAX_BATCH_SIZE",
     "batch_delay_ms": "MAX_BATCH_DELAY_MS",
+    "instances": "MODEL_INSTANCES",
+    "optimize": "MODEL_OPTIMIZE",
+    "channels_last": "WORKER_CHANNELS_LAST",
+    "fp16": "WORKER_FP16",
 }
 
 
@@ -51,7 +55,9 @@ def celery_argv(config: dict, name: str | None = None) -> list[str]:
     batch_size = int(os.environ.get("MAX_BATCH_SIZE") or config.get("batch_size", 1))
     if batch_size > 1:
         # A batch gathers requests that run at once: threads in one process holding one model.
-        pool, concurrency = "threads", max(concurrency, batch_size)
+        # Twice what the model instances hold, so the next batches are ready when one ends.
+        instances = int(os.environ.get("MODEL_INSTANCES") or config.get("instances", 1))
+        pool, concurrency = "threads", max(concurrency, 2 * batch_size * instances)
     return [
         sys.executable, "-m", "celery", "-A", "inference", "worker",
         "--model", model,

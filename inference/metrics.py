@@ -17,6 +17,7 @@ REQUESTS_KEY = PREFIX + "requests"  # field "model|priority|outcome" -> count
 RECENT_LATENCIES_KEY = PREFIX + "recent_latencies"  # newest first, for percentiles
 RECENT_LIMIT = 5000
 WORKER_FAILURES_KEY = PREFIX + "worker_failed"  # worker hostname -> failed requests
+RETRIES_KEY = PREFIX + "retries"  # model -> retries of transiently failed requests
 OUTCOMES = ("success", "failed", "expired", "cancelled", "rejected")
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -105,3 +106,7 @@ def percentile(values: list[float], q: float) -> float | None:
         return None
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def read_retries(redis: redis_lib.Redis) -> dict[str, int]:
+    return {_text(model): int(count) for model, count in redis.hgetall(RETRIES_KEY).items()}

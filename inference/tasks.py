@@ -21,7 +21,7 @@ import time
 
 import redis as redis_lib
 from celery.exceptions import Ignore
-from celery.signals import task_failure
+from celery.signals import task_failure, task_retry, task_success
 from celery.utils.log import get_task_logger
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
@@ -29,7 +29,7 @@ from redis.retry import Retry
 from inference import chaos, jobs, metrics
 from inference.celery_app import app
 from inference.errors import InvalidRequest, TransientInferenceError, WrongWorker
-from inference.imaging import decode_base64, load_rgb
+from inference.imaging import decode_base64
 from inference.queues import TASK_NAME
 from inference.settings import get_settings
 
@@ -57,6 +57,20 @@ def record_metrics(write, *args) -> None:
         write(redis_client(), *args)
     except Exception as exc:
         log.warning("could not record metrics: %s", exc)
+
+
+@task_success.connect
+def count_success(sender=None, result=None, **_):
+    # After the result is stored and published: the client need not wait for the metrics.
+    if getattr(sender, "name", None) == TASK_NAME and isinstance(result, dict):
+        record_metrics(metrics.record_success, result, result.get("batch_size", 1))
+
+
+@task_retry.connect
+def count_retry(sender=None, request=None, **_):
+    if getattr(sender, "name", None) == TASK_NAME:
+        model = (getattr(request, "kwargs", None) or {}).get("model", "unknown")
+        record_metrics(lambda r: r.hincrby(metrics.RETRIES_KEY, model, 1))
 
 
 @task_failure.connect
@@ -123,18 +137,25 @@ def classify(self, image: str, model: str, top_k: int | None = None, request_id:
              priority: str | None = None, submitted_at: float | None = None, deadline: float | None = None) -> dict:
     from inference.worker import batcher, loaded_model
 
-    skip_unless_runnable(self, self.request.id, deadline, model, priority)
-    started_at = time.time()
-    loaded = loaded_model()
-    if model != loaded.spec.name:
-        raise WrongWorker(f"task for model {model!r} reached a {loaded.spec.name!r} worker; send it to queue {model}.<priority>")
-    settings = get_settings()
-    top_k = settings.default_top_k if top_k is None else top_k
-    if not isinstance(top_k, int) or not 1 <= top_k <= settings.max_top_k:
-        raise InvalidRequest(f"top_k must be an integer between 1 and {settings.max_top_k}")
-    picture = load_rgb(decode_base64(image), settings.max_image_pixels)
-    chaos.before_inference()
-    outcome = batcher().run((picture, top_k), timeout=settings.worker_timeout)
+    gatherer = batcher()
+    gatherer.expect()  # a batch being gathered waits for this request while it is checked
+    try:
+        skip_unless_runnable(self, self.request.id, deadline, model, priority)
+        started_at = time.time()
+        loaded = loaded_model()
+        if model != loaded.spec.name:
+            raise WrongWorker(f"task for model {model!r} reached a {loaded.spec.name!r} worker; send it to queue {model}.<priority>")
+        settings = get_settings()
+        top_k = settings.default_top_k if top_k is None else top_k
+        if not isinstance(top_k, int) or not 1 <= top_k <= settings.max_top_k:
+            raise InvalidRequest(f"top_k must be an integer between 1 and {settings.max_top_k}")
+        encoded = decode_base64(image)
+        chaos.before_inference()
+    except BaseException:
+        gatherer.forget()
+        raise
+    # The batcher decodes the picture (a corrupt one fails this request alone) and classifies it.
+    outcome = gatherer.run((encoded, top_k), timeout=settings.worker_timeout, expected=True)
     result = build_result(
         predictions=outcome.output,
         info=loaded.info,
@@ -147,6 +168,5 @@ def classify(self, image: str, model: str, top_k: int | None = None, request_id:
         priority=priority,
         batch_size=outcome.batch_size,
     )
-    record_metrics(metrics.record_success, result, outcome.batch_size)
     log.info("request %s classified by %s in %.1f ms", result["request_id"], model, 1000 * result["processing_time"])
     return result

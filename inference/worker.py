@@ -17,6 +17,7 @@ import os
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from celery import bootsteps
@@ -27,6 +28,8 @@ from celery.worker.control import control_command, inspect_command
 from inference import logging_setup  # noqa: F401  (log format signals)
 from inference.batching import MicroBatcher
 from inference.celery_app import app
+from inference.errors import InvalidRequest
+from inference.imaging import load_rgb
 from inference.queues import PRIORITIES, queue_name
 from inference.registry import get_spec
 from inference.settings import cpu_count, get_settings
@@ -36,6 +39,7 @@ log = logging.getLogger(__name__)
 STATE_DIR_ENV = "INFERENCE_STATE_DIR"  # where pool processes leave their model info for the inspect command
 _loaded = None  # this process's LoadedModel
 _batcher: MicroBatcher | None = None  # and the batcher in front of it
+_decoders: ThreadPoolExecutor | None = None  # decode a batch's pictures in parallel (PIL releases the GIL)
 
 
 class PinToModel(bootsteps.StartStopStep):
@@ -83,42 +87,81 @@ def pool_kind(pool_cls) -> str:
 
 
 def torch_threads() -> int:
-    """Share the cores among the processes that run torch (one per prefork child, else one)."""
+    """Share the cores among the model instances (one per prefork child, else MODEL_INSTANCES)."""
     settings = get_settings()
-    processes = settings.worker_concurrency if settings.worker_pool == "prefork" else 1
-    return settings.torch_threads or max(1, cpu_count() // max(1, processes))
+    instances = settings.worker_concurrency if settings.worker_pool == "prefork" else settings.model_instances
+    return settings.torch_threads or max(1, cpu_count() // max(1, instances))
 
 
 @worker_process_init.connect
 def load_model_in_process(**_):
-    global _loaded, _batcher
+    global _loaded, _batcher, _decoders
     settings = get_settings()
     if not settings.worker_model:
         return
     from inference import model_runtime  # torch is imported in pool processes only
 
-    _loaded = model_runtime.load(
-        get_spec(settings.worker_model),
-        settings.model_weights,
-        settings.random_weights_seed,
-        allow_download=settings.weights_download,
-        device=settings.worker_device,
-        threads=torch_threads(),
-        warmup=False,
-    )
-    threads = torch_threads()
-    _batcher = MicroBatcher(_loaded.classify_each, settings.max_batch_size, settings.max_batch_delay_ms / 1000,
-                            initializer=lambda: _loaded.warm_up(threads))
-    _batcher.wait_ready(settings.worker_proc_alive_timeout)  # ready only after the warm-up
-    _loaded.info.update(max_batch_size=settings.max_batch_size, max_batch_delay_ms=settings.max_batch_delay_ms,
-                        pool=settings.worker_pool)
-    info = _loaded.info
+    def load_here() -> None:
+        # Building the model (random weights are calibrated with forward passes) and warming it
+        # up run in the batcher's thread, the one that will run every batch: a second OpenMP team,
+        # left behind by torch work in this main thread, made each forward pass ~50% slower.
+        global _loaded
+        _loaded = model_runtime.load(
+            get_spec(settings.worker_model),
+            settings.model_weights,
+            settings.random_weights_seed,
+            allow_download=settings.weights_download,
+            device=settings.worker_device,
+            threads=torch_threads(),
+            optimize=settings.model_optimize,
+            channels_last=settings.worker_channels_last,
+            fp16=settings.worker_fp16,
+        )
+
+    if settings.max_batch_size > 1 and torch_threads() > 1:
+        _decoders = ThreadPoolExecutor(torch_threads(), thread_name_prefix="decode", initializer=one_torch_thread)
+    instances = settings.model_instances if settings.worker_pool != "prefork" else 1
+    _batcher = MicroBatcher(decode_and_classify, settings.max_batch_size, settings.max_batch_delay_ms / 1000,
+                            initializer=load_here, instances=instances, instance_initializer=lambda: loaded_model().warm_up())
+    _batcher.wait_ready(settings.worker_proc_alive_timeout)  # ready only after load and warm-up
+    info = loaded_model().info
+    info.update(max_batch_size=settings.max_batch_size, max_batch_delay_ms=settings.max_batch_delay_ms, pool=settings.worker_pool,
+                instances=instances)
     if info["weights"] == "random":
         log.warning("!!! %s (model %s, process %s) !!!", info["weights_warning"], info["model"], os.getpid())
     log.info("model ready: %s", json.dumps(info))
     state_dir = os.environ.get(STATE_DIR_ENV)
     if state_dir:
         Path(state_dir, f"{os.getpid()}.json").write_text(json.dumps({**info, "ready_at": time.time()}))
+
+
+def one_torch_thread() -> None:
+    """Decoding threads run a few torch ops (preprocessing): with their own OpenMP teams of
+    several threads, left spinning beside the model's, resnet18 ran ~40% slower afterwards."""
+    import torch
+
+    torch.set_num_threads(1)  # for this thread only (OpenMP's setting is per thread)
+
+
+def decode_and_classify(items: list[tuple[bytes, int]]) -> list:
+    """The batcher's work for a batch of (encoded image, top_k): decode and preprocess each
+    picture, in parallel on the decoding threads, then one forward pass for those that decoded.
+    Decoding here, right before the forward pass (as a plain script would), rather than in the
+    task threads while a forward pass runs: on a busy CPU those took cores from torch mid-pass.
+    A picture that does not decode fails its own request only."""
+    loaded, max_pixels = loaded_model(), get_settings().max_image_pixels
+
+    def prepare(raw: bytes):
+        try:
+            return loaded.transforms(load_rgb(raw, max_pixels))
+        except InvalidRequest as exc:
+            return exc
+
+    raws = [raw for raw, _ in items]
+    inputs = list(_decoders.map(prepare, raws)) if _decoders is not None and len(raws) > 1 else [prepare(r) for r in raws]
+    ready = [(tensor, top_k) for tensor, (_, top_k) in zip(inputs, items) if not isinstance(tensor, Exception)]
+    outputs = iter(loaded.classify_each(ready) if ready else [])
+    return [tensor if isinstance(tensor, Exception) else next(outputs) for tensor in inputs]
 
 
 def loaded_model():

@@ -7,8 +7,10 @@
     the REST API and through Celery's apply_async, at saturation and at low load (one request
     at a time, `?wait`); and the API's submission rate on its own.
 
-Prints a table of ratios and latencies, writes benchmark-results/benchmark.json and PNG charts.
-Everything runs here, now, on this machine: the ratios are what to compare, not the absolutes.
+The plain script and the system take turns, round after round; each ratio is taken within a
+round and the table shows medians over rounds. Prints a table of ratios, latencies and CPU per
+request by process, writes benchmark-results/benchmark.json and PNG charts. Everything runs
+here, now, on this machine: the ratios are what to compare, not the absolutes.
 """
 
 from __future__ import annotations
@@ -43,40 +45,63 @@ def pct(values, q):
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))] if ordered else None
 
 
-def plain_script(model_name: str, threads: int, batch_sizes: list[int], seconds: float) -> dict:
-    """(a) and (b), in this process: decode + preprocess + forward + top-k, then forward alone."""
-    import torch
+class PlainScript:
+    """(a) and (b), in this process: what a user would write around the same model, with the
+    worker's model options (MODEL_OPTIMIZE, WORKER_CHANNELS_LAST) so that only the system differs."""
 
-    from inference import model_runtime
-    from inference.imaging import load_rgb
-    from inference.registry import get_spec
+    def __init__(self, model_name: str, threads: int, optimize: str | None = None):
+        from inference import model_runtime
+        from inference.imaging import load_rgb
+        from inference.registry import get_spec
+        from inference.settings import get_settings
 
-    loaded = model_runtime.load(get_spec(model_name), "random", 0, threads=threads)
-    raw = [p.read_bytes() for p in IMAGES]
-    by_batch = {}
-    for size in track(batch_sizes, description="plain script, per batch size", console=console):
+        settings = get_settings()
+        self.loaded = model_runtime.load(get_spec(model_name), "random", 0, threads=threads,
+                                         optimize=optimize or settings.model_optimize,
+                                         channels_last=settings.worker_channels_last)
+        self.load_rgb = load_rgb
+        self.raw = [p.read_bytes() for p in IMAGES]
+
+    def pictures(self, count: int) -> list:
+        return [self.load_rgb(self.raw[i % len(self.raw)], 10**8) for i in range(count)]
+
+    def rps(self, batch_size: int, seconds: float) -> float:
+        """Decode + preprocess + forward + top-k, batch after batch."""
         done, started = 0, time.perf_counter()
         while time.perf_counter() - started < seconds:
-            pictures = [load_rgb(raw[i % len(raw)], 10**8) for i in range(size)]
-            loaded.classify(pictures, 5)
-            done += size
-        by_batch[size] = done / (time.perf_counter() - started)
-    best = max(by_batch, key=by_batch.get)
-    batch = loaded.preprocess([load_rgb(raw[i % len(raw)], 10**8) for i in range(best)])
-    done, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        loaded.forward(batch)
-        done += best
-    forward_rps = done / (time.perf_counter() - started)
-    single = [load_rgb(raw[0], 10**8)]
-    compute = []
-    for _ in range(30):
-        t = time.perf_counter()
-        loaded.classify(single, 5)
-        compute.append(time.perf_counter() - t)
-    del torch
-    return {"by_batch_size": by_batch, "best_batch_size": best, "plain_rps": by_batch[best],
-            "forward_rps": forward_rps, "compute_single_ms": statistics.median(compute) * 1000}
+            self.loaded.classify(self.pictures(batch_size), 5)
+            done += batch_size
+        return done / (time.perf_counter() - started)
+
+    def forward_rps(self, batch_size: int, seconds: float) -> float:
+        batch = self.loaded.preprocess(self.pictures(batch_size))
+        done, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            self.loaded.forward(batch)
+            done += batch_size
+        return done / (time.perf_counter() - started)
+
+    def compute_single_ms(self, repeats: int = 30) -> float:
+        """The model's time for one request: preprocess + forward + top-k of one decoded image."""
+        single, times = self.pictures(1), []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            self.loaded.classify(single, 5)
+            times.append(time.perf_counter() - started)
+        return statistics.median(times) * 1000
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and every process in its session (a worker's pool, gunicorn's workers)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == pid:  # session id: the test helpers start each server in its own session
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def rest_load(base: str, payloads: list[str], count: int, concurrency: int) -> dict:
@@ -85,7 +110,7 @@ def rest_load(base: str, payloads: list[str], count: int, concurrency: int) -> d
         r = session_for().post(f"{base}/v1/inference", params={"wait": 60}, data=payloads[i % len(payloads)],
                                headers={"Content-Type": "application/json"}, timeout=90)
         ok = r.status_code == 200 and r.json().get("status") == "success"
-        return time.perf_counter() - t, ok
+        return time.perf_counter() - t, ok, r.json().get("result") if ok else None, time.time()
 
     return timed_pool(one, count, concurrency)
 
@@ -113,7 +138,7 @@ def celery_load(redis_url: str, images_b64: list[str], count: int, concurrency: 
                                   kwargs={"image": images_b64[i % len(images_b64)], "model": "resnet18", "submitted_at": time.time()})
         body = result.get(timeout=90)
         result.backend.remove_pending_result(result)
-        return time.perf_counter() - t, body["status"] == "success"
+        return time.perf_counter() - t, body["status"] == "success", body, time.time()
 
     return timed_pool(one, count, concurrency)
 
@@ -126,7 +151,21 @@ def timed_pool(fn, count, concurrency) -> dict:
     latencies = [r[0] for r in results if r[1]]
     return {"count": count, "concurrency": concurrency, "ok": len(latencies), "rps": len(latencies) / wall,
             "p50_ms": pct(latencies, 50) * 1000, "p95_ms": pct(latencies, 95) * 1000, "p99_ms": pct(latencies, 99) * 1000,
-            "latencies_ms": [x * 1000 for x in latencies]}
+            "latencies_ms": [x * 1000 for x in latencies],
+            "breakdown_ms": breakdown([r for r in results if r[1] and len(r) > 2])}
+
+
+def breakdown(results: list) -> dict:
+    """Where a request's time went (medians): from the client until it was submitted (HTTP and
+    the API's checks), queued (until a worker started it), in the worker besides the model, the model (decode + preprocess + forward + top-k, shared by
+    its batch), and after the worker finished until the client had the answer."""
+    rows = [(total - body["queue_time"] - body["processing_time"] - (received - body["finished_at"]), body["queue_time"],
+             body["processing_time"] - body["compute_time"], body["compute_time"], received - body["finished_at"])
+            for total, _, body, received in results if body and body.get("queue_time") is not None]
+    if not rows:
+        return {}
+    return {name: 1000 * statistics.median(column)
+            for name, column in zip(("to_submission", "queued", "worker_other", "model", "to_client"), zip(*rows))}
 
 
 def submission_rate(base: str, payload: str, count: int, concurrency: int) -> float:
@@ -139,97 +178,149 @@ def submission_rate(base: str, payload: str, count: int, concurrency: int) -> fl
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=4.0, help="duration of each plain-script measurement")
-    parser.add_argument("--requests", type=int, default=200, help="requests per saturation run")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="duration of each plain-script measurement")
+    parser.add_argument("--requests", type=int, default=160, help="requests per saturation run")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of (plain script, system), each compared within itself")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads in all (0 = all cores)")
+    parser.add_argument("--instances", type=int, default=0, help="the worker's MODEL_INSTANCES (0 = its default)")
     args = parser.parse_args(argv)
-    from inference.settings import cpu_count
+    from inference.settings import cpu_count, get_settings
 
     threads = args.threads or cpu_count()
+    instances = args.instances or get_settings().model_instances
     OUT.mkdir(exist_ok=True)
-    console.rule("plain script and forward only (resnet18, random weights)")
-    plain = plain_script("resnet18", threads, [1, 4, 8, 16], args.seconds)
-    best = plain["best_batch_size"]
+    console.rule(f"plain script (resnet18, random weights, {threads} torch threads)")
+    plain = PlainScript("resnet18", threads)
+    by_batch = {size: plain.rps(size, args.seconds) for size in track([1, 4, 8, 16], description="by batch size", console=console)}
+    best = max(by_batch, key=by_batch.get)
+    eager_rps = PlainScript("resnet18", threads, optimize="none").rps(best, args.seconds)
 
-    console.rule("the system: Valkey, one resnet18 worker, the API")
+    console.rule(f"the system: Valkey, one resnet18 worker (batch {best}, {instances} instance(s)), the API")
     procs = Processes()
-    env = {**os.environ, "MODEL_WEIGHTS": "random", "TORCH_THREADS": str(threads), "QUEUE_SIZE": "100000",
-           "NO_WORKER_POLICY": "queue", "LOG_LEVEL": "WARNING", "MAX_BATCH_SIZE": str(best), "MAX_BATCH_DELAY_MS": "10"}
+    env = {**os.environ, "MODEL_WEIGHTS": "random", "QUEUE_SIZE": "100000", "NO_WORKER_POLICY": "queue",
+           "LOG_LEVEL": "WARNING", "MAX_BATCH_SIZE": str(best), "MAX_BATCH_DELAY_MS": "10",
+           "MODEL_INSTANCES": str(instances), "TORCH_THREADS": str(max(1, threads // instances))}
+    rounds, sweep = [], {}
     try:
         env["REDIS_URL"] = start_redis(procs, env, name="bench-redis")
         start_worker(procs, "resnet18", env, name="bench@%h")
         api = start_api(procs, {**env, "API_WORKERS": "2"}, name="bench-api")
         wait_until(lambda: requests.get(f"{api}/workers/status", timeout=5).json()["ready"] >= 1, 120, what="worker")
-        time.sleep(3)
-        raw = [p.read_bytes() for p in IMAGES]
-        images_b64 = [base64.b64encode(r).decode() for r in raw]
+        pids = {"worker": procs.procs["worker-bench@%h"].pid, "api": procs.procs["bench-api"].pid,
+                "redis": procs.procs["bench-redis"].pid}
+        images_b64 = [base64.b64encode(p.read_bytes()).decode() for p in IMAGES]
         payloads = [json.dumps({"data": b, "model_type": "resnet18"}) for b in images_b64]
-        rest_load(api, payloads, 10, 2)  # warm-up
-        runs = {}
-        runs["rest_low_load"] = rest_load(api, payloads, 40, 1)
-        runs["celery_low_load"] = celery_load(env["REDIS_URL"], images_b64, 40, 1)
-        concurrency_sweep = {}
-        for c in track([1, 4, best * 2, best * 4], description="REST, by concurrency", console=console):
-            concurrency_sweep[c] = rest_load(api, payloads, max(args.requests // 2, 4 * c), c)
-        runs["rest_saturation"] = rest_load(api, payloads, args.requests, best * 4)
-        runs["celery_saturation"] = celery_load(env["REDIS_URL"], images_b64, args.requests, best * 4)
+        rest_load(api, payloads, 4 * best, best)  # warm-up
+        for _ in track(range(args.rounds), description="rounds: plain script, then the system", console=console):
+            one = {"plain_rps": plain.rps(best, args.seconds), "compute_single_ms": plain.compute_single_ms()}
+            cpu_before = {name: process_cpu_seconds(pid) for name, pid in pids.items()} | {"client": time.process_time()}
+            one["rest_saturation"] = rest_load(api, payloads, args.requests, 4 * best)
+            cpu_after = {name: process_cpu_seconds(pid) for name, pid in pids.items()} | {"client": time.process_time()}
+            one["cpu_ms_per_request"] = {name: 1000 * (cpu_after[name] - cpu_before[name]) / args.requests for name in cpu_after}
+            one["celery_saturation"] = celery_load(env["REDIS_URL"], images_b64, args.requests, 4 * best)
+            one["rest_low_load"] = rest_load(api, payloads, 30, 1)
+            one["celery_low_load"] = celery_load(env["REDIS_URL"], images_b64, 30, 1)
+            one["forward_rps"] = plain.forward_rps(best, args.seconds)
+            rounds.append(one)
+        for c in track([1, best, 2 * best, 4 * best], description="REST, by concurrency", console=console):
+            sweep[c] = rest_load(api, payloads, max(40, 6 * c), c)
         no_worker_payload = json.dumps({"data": images_b64[0], "model_type": "squeezenet"})  # queued, never run
-        submissions = submission_rate(api, no_worker_payload, 600, 16)
+        submissions = statistics.median(submission_rate(api, no_worker_payload, 600, 16) for _ in range(3))
     finally:
         import gc
 
         gc.collect()  # drop Celery's pending results while their Redis still answers
         procs.stop_all()
 
-    report = {
-        "machine": {"cores": cpu_count(), "torch_threads": threads},
-        "plain": plain,
-        "runs": {k: {kk: vv for kk, vv in v.items() if kk != "latencies_ms"} for k, v in runs.items()},
-        "concurrency_sweep": {c: {k: v for k, v in r.items() if k != "latencies_ms"} for c, r in concurrency_sweep.items()},
-        "api_submissions_per_s": submissions,
-        "ratios": {
-            "rest_saturation_vs_plain": runs["rest_saturation"]["rps"] / plain["plain_rps"],
-            "celery_saturation_vs_plain": runs["celery_saturation"]["rps"] / plain["plain_rps"],
-            "rest_saturation_vs_forward": runs["rest_saturation"]["rps"] / plain["forward_rps"],
-            "low_load_overhead_ms": runs["rest_low_load"]["p50_ms"] - plain["compute_single_ms"],
-        },
-    }
+    report = summarise(rounds, by_batch, best, eager_rps, sweep, submissions, threads, instances)
     (OUT / "benchmark.json").write_text(json.dumps(report, indent=2))
     print_table(report)
-    draw(runs, concurrency_sweep, plain)
+    draw(rounds, sweep, by_batch, report)
     return 0
 
 
+RUNS = ("rest_saturation", "celery_saturation", "rest_low_load", "celery_low_load")
+
+
+def summarise(rounds, by_batch, best, eager_rps, sweep, submissions, threads, instances) -> dict:
+    """Each ratio is taken within its round (plain script and system seconds apart), then the
+    median over rounds: this machine's speed drifts more between minutes than within one."""
+    from inference.settings import cpu_count
+
+    def median_of(fn):
+        return statistics.median(fn(r) for r in rounds)
+
+    runs = {name: {key: median_of(lambda r, name=name, key=key: r[name][key]) for key in ("rps", "p50_ms", "p95_ms", "p99_ms")}
+            | {"concurrency": rounds[0][name]["concurrency"],
+               "breakdown_ms": {part: median_of(lambda r, name=name, part=part: r[name]["breakdown_ms"][part])
+                                for part in rounds[0][name]["breakdown_ms"]}}
+            for name in RUNS}
+    plain_rps = median_of(lambda r: r["plain_rps"])
+    return {
+        "machine": {"cores": cpu_count(), "torch_threads": threads,
+                    "model_instances": instances, "rounds": len(rounds)},
+        "plain": {"by_batch_size": by_batch, "best_batch_size": best, "plain_rps": plain_rps, "eager_rps": eager_rps,
+                  "forward_rps": median_of(lambda r: r["forward_rps"]),
+                  "compute_single_ms": median_of(lambda r: r["compute_single_ms"])},
+        "runs": runs,
+        "cpu_ms_per_request": {name: median_of(lambda r, name=name: r["cpu_ms_per_request"][name])
+                               for name in rounds[0]["cpu_ms_per_request"]},
+        "concurrency_sweep": {c: {k: v for k, v in r.items() if k != "latencies_ms"} for c, r in sweep.items()},
+        "api_submissions_per_s": submissions,
+        "ratios": {
+            "rest_saturation_vs_plain": median_of(lambda r: r["rest_saturation"]["rps"] / r["plain_rps"]),
+            "celery_saturation_vs_plain": median_of(lambda r: r["celery_saturation"]["rps"] / r["plain_rps"]),
+            "rest_saturation_vs_forward": median_of(lambda r: r["rest_saturation"]["rps"] / r["forward_rps"]),
+            "low_load_overhead_ms": median_of(lambda r: r["rest_low_load"]["p50_ms"] - r["compute_single_ms"]),
+            "celery_low_load_overhead_ms": median_of(lambda r: r["celery_low_load"]["p50_ms"] - r["compute_single_ms"]),
+        },
+        "per_round": [{"plain_rps": r["plain_rps"], **{name: r[name]["rps"] for name in RUNS if "saturation" in name}}
+                      for r in rounds],
+    }
+
+
 def print_table(report: dict) -> None:
-    plain, runs, ratios = report["plain"], report["runs"], report["ratios"]
-    table = Table(title=f"resnet18 on {report['machine']['cores']} cores, {report['machine']['torch_threads']} torch threads")
+    plain, runs, ratios, machine = report["plain"], report["runs"], report["ratios"], report["machine"]
+    table = Table(title=f"resnet18 on {machine['cores']} cores, {machine['torch_threads']} torch threads, "
+                        f"{machine['model_instances']} instance(s); medians of {machine['rounds']} rounds")
     for column in ("what", "images/s", "vs plain", "vs forward", "p50 ms", "p95 ms", "p99 ms"):
         table.add_column(column, justify="right" if column != "what" else "left")
     table.add_row(f"plain script (batch {plain['best_batch_size']})", f"{plain['plain_rps']:.1f}", "1.00",
                   f"{plain['plain_rps'] / plain['forward_rps']:.2f}", f"{plain['compute_single_ms']:.1f} (1 image)", "", "")
+    table.add_row("plain script, eager model", f"{plain['eager_rps']:.1f}", f"{plain['eager_rps'] / plain['plain_rps']:.2f}",
+                  "", "", "", "")
     table.add_row("forward only", f"{plain['forward_rps']:.1f}", f"{plain['forward_rps'] / plain['plain_rps']:.2f}", "1.00", "", "", "")
     for name, run in runs.items():
         table.add_row(f"{name} (x{run['concurrency']})", f"{run['rps']:.1f}", f"{run['rps'] / plain['plain_rps']:.2f}",
                       f"{run['rps'] / plain['forward_rps']:.2f}", f"{run['p50_ms']:.1f}", f"{run['p95_ms']:.1f}", f"{run['p99_ms']:.1f}")
     console.print(table)
-    console.print(f"low load: median {runs['rest_low_load']['p50_ms']:.1f} ms vs model compute {plain['compute_single_ms']:.1f} ms "
-                  f"(overhead {ratios['low_load_overhead_ms']:.1f} ms; goal <= 10)")
-    console.print(f"saturation: REST {ratios['rest_saturation_vs_plain']:.2f}x plain script (goal >= 0.9); "
-                  f"API submissions: {report['api_submissions_per_s']:.0f}/s (goal >= 500)")
+    cpu = Table(title="CPU per request at REST saturation (ms)")
+    for name in report["cpu_ms_per_request"]:
+        cpu.add_column(name, justify="right")
+    cpu.add_row(*(f"{value:.1f}" for value in report["cpu_ms_per_request"].values()))
+    console.print(cpu)
+    for name in ("rest_low_load", "celery_low_load"):
+        parts = ", ".join(f"{part} {ms:.1f}" for part, ms in runs[name]["breakdown_ms"].items())
+        console.print(f"{name}, where the time goes (ms, medians): {parts}")
+    console.print(f"low load: REST median {runs['rest_low_load']['p50_ms']:.1f} ms vs model compute {plain['compute_single_ms']:.1f} ms "
+                  f"(overhead {ratios['low_load_overhead_ms']:.1f} ms, apply_async {ratios['celery_low_load_overhead_ms']:.1f} ms; "
+                  "goal <= 10)")
+    console.print(f"saturation: REST {ratios['rest_saturation_vs_plain']:.2f}x, apply_async {ratios['celery_saturation_vs_plain']:.2f}x "
+                  f"plain script (goal >= 0.9); API submissions: {report['api_submissions_per_s']:.0f}/s (goal >= 500)")
     console.print(f"written: {OUT / 'benchmark.json'}, {OUT / 'latency.png'}, {OUT / 'throughput.png'}")
 
 
-def draw(runs: dict, sweep: dict, plain: dict) -> None:
+def draw(rounds: list, sweep: dict, by_batch: dict, report: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for name in ("rest_low_load", "celery_low_load", "rest_saturation", "celery_saturation"):
-        ax.hist(runs[name]["latencies_ms"], bins=40, alpha=0.5, label=name)
-    ax.axvline(plain["compute_single_ms"], color="black", linestyle="--", label="model compute (1 image)")
-    ax.set(title="Latency distribution", xlabel="ms", ylabel="requests")
+    for name in RUNS:
+        ax.hist([x for r in rounds for x in r[name]["latencies_ms"]], bins=40, alpha=0.5, label=name)
+    ax.axvline(report["plain"]["compute_single_ms"], color="black", linestyle="--", label="model compute (1 image)")
+    ax.set(title="Latency distribution (all rounds)", xlabel="ms", ylabel="requests")
     ax.legend()
     fig.tight_layout()
     fig.savefig(OUT / "latency.png", dpi=110)
@@ -237,11 +328,11 @@ def draw(runs: dict, sweep: dict, plain: dict) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     xs = sorted(sweep)
     left.plot(xs, [sweep[c]["rps"] for c in xs], marker="o", label="system (REST)")
-    left.axhline(plain["plain_rps"], color="gray", linestyle="--", label="plain script")
+    left.axhline(report["plain"]["plain_rps"], color="gray", linestyle="--", label="plain script")
     left.set(title="Throughput against concurrency", xlabel="requests in flight", ylabel="images/s")
     left.legend()
-    sizes = sorted(plain["by_batch_size"])
-    right.plot(sizes, [plain["by_batch_size"][s] for s in sizes], marker="o", color="#3a9d5d")
+    sizes = sorted(by_batch)
+    right.plot(sizes, [by_batch[size] for size in sizes], marker="o", color="#3a9d5d")
     right.set(title="Plain script throughput against batch size", xlabel="batch size", ylabel="images/s")
     fig.tight_layout()
     fig.savefig(OUT / "throughput.png", dpi=110)

@@ -48,6 +48,14 @@ def test_submit_then_poll(api, chelsea_b64):
     assert_random_weights_flagged(result)
 
 
+def test_stored_records_do_not_copy_the_image(api, chelsea_b64, redis_client):
+    """Results live in Redis for RESULT_EXPIRES: they hold the predictions, not the 47 KB image."""
+    request_id = post(api, "/v1/inference", params={"wait": 20}, json={"data": chelsea_b64, "model_type": "squeezenet"}).json()["request_id"]
+    stored = {key.decode(): redis_client.memory_usage(key) for key in redis_client.scan_iter(f"*{request_id}*")}
+    assert any(key.startswith("celery-task-meta-") for key in stored), stored
+    assert all(size < 8000 for size in stored.values()), stored
+
+
 def test_submit_with_wait_answers_200_with_result(api, chelsea_b64):
     response = post(api, "/v1/inference", params={"wait": 20}, json={"data": chelsea_b64, "model_type": "squeezenet"})
     assert response.status_code == 200

@@ -16,21 +16,69 @@ from tests.test_scheduling import paused
 def test_batch_closes_when_full():
     seen = []
     batcher = MicroBatcher(lambda items: seen.append(list(items)) or [i * 10 for i in items], max_batch_size=3, max_delay=5.0)
-    futures = [batcher.submit(i) for i in range(7)]
+    for _ in range(7):
+        batcher.expect()
+    futures = [batcher.submit(i, expected=True) for i in range(7)]
     outcomes = [f.result(timeout=20) for f in futures[:6]]
     assert [o.output for o in outcomes] == [0, 10, 20, 30, 40, 50]
     assert seen[:2] == [[0, 1, 2], [3, 4, 5]] and outcomes[0].batch_size == 3
-    assert futures[6].result(timeout=20).batch_size == 1  # the leftover waits max_delay, then runs alone
+    assert futures[6].result(timeout=1).batch_size == 1  # the leftover: nothing else expected, no wait
 
 
-def test_batch_closes_after_delay_from_first_request():
-    batcher = MicroBatcher(lambda items: list(items), max_batch_size=100, max_delay=0.2)
+def test_batch_waits_for_expected_requests_up_to_the_delay_from_the_first():
+    batcher = MicroBatcher(lambda items: list(items), max_batch_size=100, max_delay=0.3)
+    for _ in range(3):
+        batcher.expect()  # three tasks decoding
     started = time.monotonic()
-    first = batcher.submit("a")
+    first = batcher.submit("a", expected=True)
     time.sleep(0.05)
-    second = batcher.submit("b")
+    second = batcher.submit("b", expected=True)  # the third never comes: the delay closes the batch
     assert first.result(timeout=5).batch_size == 2 and second.result(timeout=5).output == "b"
-    assert 0.15 <= time.monotonic() - started < 2
+    assert 0.25 <= time.monotonic() - started < 2
+
+
+def test_batch_closes_as_soon_as_nothing_else_is_expected():
+    batcher = MicroBatcher(lambda items: list(items), max_batch_size=100, max_delay=10)
+    batcher.expect()
+    batcher.expect()
+    started = time.monotonic()
+    first = batcher.submit("a", expected=True)
+    time.sleep(0.05)
+    batcher.forget()  # the other one failed while decoding
+    assert first.result(timeout=5).batch_size == 1
+    assert time.monotonic() - started < 1  # not the 10 s delay
+    assert batcher.run("alone", timeout=1).batch_size == 1  # nothing announced: runs at once
+
+
+def test_instances_run_batches_side_by_side():
+    import threading
+
+    running, most = set(), []
+
+    def slow(items):
+        running.add(threading.current_thread().name)
+        most.append(len(running))
+        time.sleep(0.2)
+        running.discard(threading.current_thread().name)
+        return list(items)
+
+    warmed = []
+    batcher = MicroBatcher(slow, max_batch_size=1, max_delay=0, initializer=lambda: warmed.append("first"), instances=3,
+                           instance_initializer=lambda: warmed.append(threading.current_thread().name))
+    batcher.wait_ready(5)
+    assert sorted(warmed) == ["first", "micro-batcher-1", "micro-batcher-2"]
+    started = time.monotonic()
+    assert [f.result(timeout=5).output for f in [batcher.submit(i) for i in range(3)]] == [0, 1, 2]
+    assert max(most) == 3 and time.monotonic() - started < 0.5  # three at once, not 0.6 s in a row
+
+
+def test_a_failing_instance_initializer_fails_the_start():
+    def broken():
+        raise RuntimeError("no memory for a second copy")
+
+    batcher = MicroBatcher(lambda items: items, max_batch_size=1, max_delay=0, instances=2, instance_initializer=broken)
+    with pytest.raises(RuntimeError, match="second copy"):
+        batcher.wait_ready(5)
 
 
 def test_batch_size_one_runs_at_once_and_errors_reach_every_request():

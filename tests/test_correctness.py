@@ -44,3 +44,24 @@ def test_top5_matches_in_process_model(api, reference_models, model, image):
         assert prediction["class"] == reference.categories[prediction["class_id"]]
     # Not a degenerate model: the top class clearly beats the fifth one.
     assert got[0]["confidence"] > got[4]["confidence"]
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("model", MODELS)
+def test_optimized_model_matches_eager(reference_models, model, channels_last):
+    """MODEL_OPTIMIZE=jit and WORKER_CHANNELS_LAST change speed, not answers, at any batch size."""
+    import torch
+
+    from inference import model_runtime
+    from inference.registry import MODELS as SPECS
+    from inference.settings import get_settings
+
+    optimized = model_runtime.load(SPECS[model], "random", get_settings().random_weights_seed, optimize="jit",
+                                   channels_last=channels_last)
+    assert isinstance(optimized.model, torch.jit.ScriptModule) and optimized.info["optimize"] == "jit"
+    eager = reference_models[model]
+    for size in (1, 3):
+        batch = torch.rand(size, 3, 224, 224, generator=torch.Generator().manual_seed(size))
+        expected = eager.forward(batch)
+        got = optimized.forward(batch.to(memory_format=optimized.memory_format))
+        assert torch.allclose(got, expected, atol=1e-6), float((got - expected).abs().max())

@@ -11,6 +11,7 @@ import pytest
 from celery import Celery
 from kombu import Connection, Exchange
 
+from inference import metrics
 from tests.conftest import image_b64, pool_pids
 from tests.system import LOG_DIR, wait_until
 
@@ -85,8 +86,9 @@ def test_bad_arguments_fail_the_task_at_once(api, redis_url, redis_client, kwarg
     """Straight to a worker, without the API's checks: the task fails at once (no retry), with
     an error that names the problem, and the worker goes on."""
     client = Celery(broker=redis_url, backend=redis_url)
+    retries_before = metrics.read_retries(redis_client).get("squeezenet", 0)
     result = client.send_task("inference.classify", kwargs=kwargs, queue=QUEUE)
     result.get(timeout=30, propagate=False)
     assert result.state == "FAILURE"
     assert type(result.result).__name__ == error, repr(result.result)
-    assert json.loads(redis_client.get(f"celery-task-meta-{result.id}"))["retries"] == 0
+    assert metrics.read_retries(redis_client).get("squeezenet", 0) == retries_before

@@ -53,6 +53,12 @@ def test_launcher_builds_a_pinned_worker_command(monkeypatch):
     assert argv[argv.index("--model") + 1] == "resnet18"
     assert argv[argv.index("--concurrency") + 1] == "2"
     assert argv[argv.index("--hostname") + 1] == "resnet18@%h"
+    for variable in ("MAX_BATCH_SIZE", "MODEL_INSTANCES", "WORKER_POOL"):
+        monkeypatch.delenv(variable, raising=False)
+    batching = celery_argv({"model": "resnet18", "batch_size": 4, "instances": 2})
+    # Batching needs threads; twice what the instances hold keeps the next batches ready.
+    assert batching[batching.index("--pool") + 1] == "threads"
+    assert batching[batching.index("--concurrency") + 1] == "16"
 
 
 def test_readme_lists_every_setting():
