@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     worker_pool: Literal["prefork", "threads", "solo"] = Field("prefork", description="Celery pool of a model worker; the launcher picks `threads` when MAX_BATCH_SIZE > 1 (time limits apply to prefork only).")
     max_batch_size: int = Field(1, ge=1, description="Dynamic batching: most requests in one forward pass (1 = no batching).")
     model_instances: int = Field(1, ge=1, description="Batches one worker process runs side by side, each on its own share of the cores (Triton's instance count); on a small CPU, 2 instances of 1 thread each lose less to other work on the cores than 1 instance of 2 threads.")
-    max_batch_delay_ms: float = Field(5.0, ge=0, description="Dynamic batching: a batch closes this long after its first request, or when full.")
+    max_batch_delay_ms: float = Field(5.0, ge=0, description="Dynamic batching: a batch closes this long after its first request at the latest; sooner when full or when no other request is on its way.")
     torch_threads: int = Field(0, description="torch intra-op threads per worker process; 0 = CPU cores / pool processes.")
     worker_timeout: int = Field(10, description="Hard time limit of one inference task in seconds (the soft limit is 1 s less); also caps `timeout_ms`. Keep it well above 5: the pool may take up to 5 s to notice a killed child, and a limit that fires first fails the request instead of requeueing it.")
     worker_proc_alive_timeout: float = Field(120.0, description="Seconds a worker process may spend loading and warming up its model before Celery kills it (Celery's default of 4 s is too short).")

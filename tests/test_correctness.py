@@ -65,3 +65,12 @@ def test_optimized_model_matches_eager(reference_models, model, channels_last):
         expected = eager.forward(batch)
         got = optimized.forward(batch.to(memory_format=optimized.memory_format))
         assert torch.allclose(got, expected, atol=1e-6), float((got - expected).abs().max())
+
+
+def test_fp16_is_for_cuda_only(caplog):
+    from inference import model_runtime
+    from inference.registry import MODELS as SPECS
+
+    loaded = model_runtime.load(SPECS["squeezenet"], "random", 0, device="cpu", fp16=True, warmup=False)
+    assert loaded.info["precision"] == "fp32" and loaded.dtype.is_floating_point and loaded.dtype.itemsize == 4
+    assert "fp16 asked for on cpu: ignored" in caplog.text

@@ -170,3 +170,19 @@ def test_batch_longer_than_batch_size_is_refused(api, redis_client):
     response = post(api, "/v1/batch_inference", json={"images": [image_b64()] * 33})
     assert response.status_code == 413 and response.json()["error"]["code"] == "batch_too_large"
     assert len(redis_client.keys("inference:job:*")) == jobs_before
+
+
+def test_a_claimed_request_reads_as_running(redis_client):
+    """No STARTED state is written (task_track_started is off): the worker's claim says it."""
+    import json
+    import time
+
+    from inference import jobs
+
+    request_id = jobs.new_request_id()
+    job = {"request_id": request_id, "model": "resnet18", "priority": "normal", "submitted_at": time.time()}
+    redis_client.set(jobs.job_key(request_id), json.dumps(job), ex=60)
+    assert jobs.job_status(redis_client, request_id)["status"] == "queued"
+    assert jobs.claim_for_run(redis_client, request_id) == jobs.STARTED
+    assert jobs.job_status(redis_client, request_id)["status"] == "running"
+    assert jobs.cancel(redis_client, request_id) == "started"  # too late to cancel
