@@ -9,6 +9,10 @@ workers = _s.api_workers
 # Threads: a request waiting on ?wait or the synchronous endpoints holds one while idle.
 worker_class = "gthread"
 threads = _s.api_threads
+# One listening socket per worker process, so the kernel spreads connections across them: with
+# one shared socket, a few keep-alive clients (a load balancer, a benchmark) could all land on
+# one process, and the API then ran at half speed (273 vs 598 submissions/s here).
+reuse_port = True
 # Longer than the longest wait the API allows, so gunicorn never kills a waiting request.
 timeout = int(max(_s.max_wait_seconds, _s.sync_timeout)) + 30
 graceful_timeout = 10

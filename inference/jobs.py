@@ -163,14 +163,18 @@ def job_status(redis: redis_lib.Redis, request_id: str) -> dict | None:
     raw, claim, raw_meta = redis.mget(job_key(request_id), claim_key(request_id), app.backend.get_key_for_task(request_id))
     if raw is None:
         return None
-    job = json.loads(raw)
+    return status_of(json.loads(raw), claim, raw_meta)
+
+
+def status_of(job: dict, claim: bytes | str | None, raw_meta: bytes | str | None) -> dict:
+    """The status body from a job record, its claim and the backend's (encoded) result record."""
     # The backend's own decoding, not AsyncResult: no pending-result bookkeeping per status read.
     meta = app.backend.decode_result(raw_meta) if raw_meta else {"status": states.PENDING, "result": None}
     status = STATUS_OF_STATE.get(meta["status"], "queued")
-    if meta["status"] == states.PENDING and claim == STARTED.encode():
+    if meta["status"] == states.PENDING and claim in (STARTED, STARTED.encode()):
         status = "running"
     body = {
-        "request_id": request_id,
+        "request_id": job["request_id"],
         "status": status,
         "model": job["model"],
         "priority": job["priority"],
@@ -188,7 +192,8 @@ def job_status(redis: redis_lib.Redis, request_id: str) -> dict | None:
 def wait_for(redis: redis_lib.Redis, request_id: str, timeout: float) -> dict | None:
     """job_status, after waiting up to `timeout` s for the request to finish.
 
-    Listens on the result backend's own notification channel rather than polling.
+    Listens on the result backend's own notification channel, which carries the result record
+    itself: a final one is answered without reading Redis again.
     """
     status = job_status(redis, request_id)
     if status is None or status["status"] in FINAL_STATUSES or timeout <= 0:
@@ -202,9 +207,12 @@ def wait_for(redis: redis_lib.Redis, request_id: str, timeout: float) -> dict | 
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            # A notification or, at worst, a one-second tick triggers a fresh read.
-            pubsub.get_message(timeout=min(remaining, 1.0))
-            status = job_status(redis, request_id)
+            # A notification or, at worst, a one-second tick triggers a fresh look.
+            message = pubsub.get_message(timeout=min(remaining, 1.0))
+            published = None
+            if message and message.get("type") == "message":
+                published = status_of({**status, "request_id": request_id}, None, message["data"])
+            status = published if published and published["status"] in FINAL_STATUSES else job_status(redis, request_id)
     finally:
         pubsub.close()
     return status
