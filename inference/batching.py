@@ -4,8 +4,8 @@ With the threads pool and concurrency N, up to N classify tasks run at once, eac
 Celery task with its own ack, retries, events and result. Each hands its decoded picture to
 the process's MicroBatcher and waits; the batcher closes a batch when it holds
 `max_batch_size` items, `max_delay` seconds after the batch's first item arrived, or as soon as
-no other request is on its way (a task announces itself with `expect()` before it decodes its
-image): waiting longer could only add latency, since a new request needs a free task thread,
+no other request is on its way (a task announces itself with `expect()` before it checks its
+request): waiting longer could only add latency, since a new request needs a free task thread,
 and the threads are all waiting for this batch. Then it runs one forward pass and gives every
 task its own predictions. Batch size 1 is the same code path (the batch closes at once).
 `run_batch` may return an exception in place of one item's output: that request alone fails
