@@ -183,6 +183,8 @@ def test_worker_that_keeps_failing_backs_off_then_fails(cluster):
         assert body["error"]["code"] == "transient_error" and "chaos" in body["error"]["message"]
         # MAX_RETRIES, no more: no retry storm (the same count /metrics shows)
         assert metrics.read_retries(cluster.redis)["mobilenet"] - retries_before == 2
+        exported = requests.get(f"{cluster.api}/metrics", timeout=10).text
+        assert f'inference_task_retries_total{{model="mobilenet"}} {float(retries_before + 2)}' in exported
         assert elapsed < 2 * 2 + 5  # two countdowns of at most RETRY_BACKOFF_MAX, plus three short runs
         print(f"[keeps failing] failed after 2 retries in {elapsed:.1f} s", file=sys.stderr)
     finally:
