@@ -87,10 +87,12 @@ def pool_kind(pool_cls) -> str:
 
 
 def torch_threads() -> int:
-    """Share the cores among the model instances (one per prefork child, else MODEL_INSTANCES)."""
+    """Share the machine's cores among every copy of a model on it: HOST_WORKERS workers, each
+    with its prefork children or MODEL_INSTANCES. More torch threads than cores made every
+    forward pass wait on preempted threads (4 workers x 2 threads on 2 cores: p50 1 s)."""
     settings = get_settings()
     instances = settings.worker_concurrency if settings.worker_pool == "prefork" else settings.model_instances
-    return settings.torch_threads or max(1, cpu_count() // max(1, instances))
+    return settings.torch_threads or max(1, cpu_count() // max(1, instances * settings.host_workers))
 
 
 @worker_process_init.connect

@@ -143,3 +143,28 @@ def test_worker_configs_become_environment(monkeypatch):
     launch.main(["resnet18"])
     assert environment["WORKER_PRIORITIES"] == "high,normal,low" and environment["WORKER_MODEL"] == "resnet18"
     assert environment["WORKER_DEVICE"] == "auto" and environment["MAX_BATCH_SIZE"] == "1"
+
+
+def test_torch_threads_share_the_cores_among_every_model_copy(monkeypatch):
+    from inference import worker
+    from inference.settings import get_settings
+
+    monkeypatch.setattr(worker, "cpu_count", lambda: 16)
+    for variable in ("TORCH_THREADS", "HOST_WORKERS", "WORKER_POOL", "WORKER_CONCURRENCY", "MODEL_INSTANCES"):
+        monkeypatch.delenv(variable, raising=False)
+    cases = [({}, 16), ({"HOST_WORKERS": "4"}, 4), ({"HOST_WORKERS": "4", "WORKER_CONCURRENCY": "2"}, 2),
+             ({"WORKER_POOL": "threads", "MODEL_INSTANCES": "2", "HOST_WORKERS": "2"}, 4),
+             ({"HOST_WORKERS": "32"}, 1), ({"HOST_WORKERS": "4", "TORCH_THREADS": "3"}, 3)]
+    for env, threads in cases:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+        assert worker.torch_threads() == threads, env
+        for name in env:
+            monkeypatch.delenv(name)
+    get_settings.cache_clear()
+
+
+def test_procfile_tells_workers_how_many_share_the_machine():
+    lines = [line for line in (repo_root() / "Procfile").read_text().splitlines() if line.startswith("worker_")]
+    assert lines and all(f"HOST_WORKERS=${{HOST_WORKERS:-{len(lines)}}}" in line for line in lines)
