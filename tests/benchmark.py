@@ -183,12 +183,16 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of (plain script, system), each compared within itself")
     parser.add_argument("--threads", type=int, default=0, help="torch threads in all (0 = all cores)")
     parser.add_argument("--instances", type=int, default=0, help="the worker's MODEL_INSTANCES (0 = its default)")
+    parser.add_argument("--low-load", type=int, default=30, help="requests per low-load run (one at a time)")
+    parser.add_argument("--submissions", type=int, default=600, help="requests per run of the API's submission rate")
+    parser.add_argument("--out", type=Path, default=OUT, help="where the JSON and the charts go")
     args = parser.parse_args(argv)
     from inference.settings import cpu_count, get_settings
 
     threads = args.threads or cpu_count()
     instances = args.instances or get_settings().model_instances
-    OUT.mkdir(exist_ok=True)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
     console.rule(f"plain script (resnet18, random weights, {threads} torch threads)")
     plain = PlainScript("resnet18", threads)
     by_batch = {size: plain.rps(size, args.seconds) for size in track([1, 4, 8, 16], description="by batch size", console=console)}
@@ -218,14 +222,14 @@ def main(argv=None) -> int:
             cpu_after = {name: process_cpu_seconds(pid) for name, pid in pids.items()} | {"client": time.process_time()}
             one["cpu_ms_per_request"] = {name: 1000 * (cpu_after[name] - cpu_before[name]) / args.requests for name in cpu_after}
             one["celery_saturation"] = celery_load(env["REDIS_URL"], images_b64, args.requests, 4 * best)
-            one["rest_low_load"] = rest_load(api, payloads, 30, 1)
-            one["celery_low_load"] = celery_load(env["REDIS_URL"], images_b64, 30, 1)
+            one["rest_low_load"] = rest_load(api, payloads, args.low_load, 1)
+            one["celery_low_load"] = celery_load(env["REDIS_URL"], images_b64, args.low_load, 1)
             one["forward_rps"] = plain.forward_rps(best, args.seconds)
             rounds.append(one)
         for c in track([1, best, 2 * best, 4 * best], description="REST, by concurrency", console=console):
-            sweep[c] = rest_load(api, payloads, max(40, 6 * c), c)
+            sweep[c] = rest_load(api, payloads, max(args.requests // 4, 2 * c), c)
         no_worker_payload = json.dumps({"data": images_b64[0], "model_type": "squeezenet"})  # queued, never run
-        submissions = statistics.median(submission_rate(api, no_worker_payload, 600, 16) for _ in range(3))
+        submissions = statistics.median(submission_rate(api, no_worker_payload, args.submissions, 16) for _ in range(3))
     finally:
         import gc
 
@@ -233,9 +237,9 @@ def main(argv=None) -> int:
         procs.stop_all()
 
     report = summarise(rounds, by_batch, best, eager_rps, sweep, submissions, threads, instances)
-    (OUT / "benchmark.json").write_text(json.dumps(report, indent=2))
-    print_table(report)
-    draw(rounds, sweep, by_batch, report)
+    (out / "benchmark.json").write_text(json.dumps(report, indent=2))
+    print_table(report, out)
+    draw(rounds, sweep, by_batch, report, out)
     return 0
 
 
@@ -279,7 +283,7 @@ def summarise(rounds, by_batch, best, eager_rps, sweep, submissions, threads, in
     }
 
 
-def print_table(report: dict) -> None:
+def print_table(report: dict, out: Path) -> None:
     plain, runs, ratios, machine = report["plain"], report["runs"], report["ratios"], report["machine"]
     table = Table(title=f"resnet18 on {machine['cores']} cores, {machine['torch_threads']} torch threads, "
                         f"{machine['model_instances']} instance(s); medians of {machine['rounds']} rounds")
@@ -307,10 +311,10 @@ def print_table(report: dict) -> None:
                   "goal <= 10)")
     console.print(f"saturation: REST {ratios['rest_saturation_vs_plain']:.2f}x, apply_async {ratios['celery_saturation_vs_plain']:.2f}x "
                   f"plain script (goal >= 0.9); API submissions: {report['api_submissions_per_s']:.0f}/s (goal >= 500)")
-    console.print(f"written: {OUT / 'benchmark.json'}, {OUT / 'latency.png'}, {OUT / 'throughput.png'}")
+    console.print(f"written: {out / 'benchmark.json'}, {out / 'latency.png'}, {out / 'throughput.png'}")
 
 
-def draw(rounds: list, sweep: dict, by_batch: dict, report: dict) -> None:
+def draw(rounds: list, sweep: dict, by_batch: dict, report: dict, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -323,7 +327,7 @@ def draw(rounds: list, sweep: dict, by_batch: dict, report: dict) -> None:
     ax.set(title="Latency distribution (all rounds)", xlabel="ms", ylabel="requests")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(OUT / "latency.png", dpi=110)
+    fig.savefig(out / "latency.png", dpi=110)
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     xs = sorted(sweep)
@@ -335,7 +339,7 @@ def draw(rounds: list, sweep: dict, by_batch: dict, report: dict) -> None:
     right.plot(sizes, [by_batch[size] for size in sizes], marker="o", color="#3a9d5d")
     right.set(title="Plain script throughput against batch size", xlabel="batch size", ylabel="images/s")
     fig.tight_layout()
-    fig.savefig(OUT / "throughput.png", dpi=110)
+    fig.savefig(out / "throughput.png", dpi=110)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,34 @@
+"""`make benchmark`, in miniature: checks the tool runs end to end and reports what it promises
+(a plain script against the real system, ratios, latency breakdown, CPU per process, charts),
+not speed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import repo_root
+
+pytestmark = pytest.mark.e2e
+
+
+def test_benchmark_runs_and_reports(tmp_path):
+    out = subprocess.run([sys.executable, "tests/benchmark.py", "--rounds", "1", "--requests", "16", "--seconds", "0.3",
+                          "--low-load", "5", "--submissions", "40", "--out", str(tmp_path)],
+                         cwd=repo_root(), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    report = json.loads((tmp_path / "benchmark.json").read_text())
+    assert report["plain"]["best_batch_size"] in (1, 4, 8, 16) and report["plain"]["plain_rps"] > 0
+    for name in ("rest_saturation", "celery_saturation", "rest_low_load", "celery_low_load"):
+        assert report["runs"][name]["rps"] > 0
+        assert set(report["runs"][name]["breakdown_ms"]) >= {"queued", "model", "to_client"}
+    assert report["runs"]["rest_low_load"]["breakdown_ms"]["model"] > 0
+    assert set(report["cpu_ms_per_request"]) == {"worker", "api", "redis", "client"}
+    assert report["cpu_ms_per_request"]["worker"] > 0  # the worker's pool is counted with it
+    assert set(report["ratios"]) >= {"rest_saturation_vs_plain", "celery_saturation_vs_plain", "low_load_overhead_ms"}
+    assert report["api_submissions_per_s"] > 0
+    assert (tmp_path / "latency.png").stat().st_size > 0 and (tmp_path / "throughput.png").stat().st_size > 0
+    assert "saturation: REST" in out.stdout
