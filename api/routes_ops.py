@@ -70,7 +70,7 @@ def ready():
 @bp.get("/workers/status")
 def workers_status():
     directory = worker_directory()
-    failed = {k.decode(): int(v) for k, v in redis_client().hgetall(metrics.WORKER_FAILURES_KEY).items()}
+    failed = metrics.read_worker_failures(redis_client())
     seen_at = time.time() - directory.age
     workers = [
         {

@@ -118,7 +118,7 @@ def claim_for_run(redis: redis_lib.Redis, request_id: str) -> str:
     CANCELLED_CLAIM (cancelled first: do not run)."""
     if redis.set(claim_key(request_id), STARTED, nx=True, ex=get_settings().result_expires):
         return STARTED
-    return CANCELLED_CLAIM if redis.get(claim_key(request_id)) == CANCELLED_CLAIM.encode() else REDELIVERED
+    return CANCELLED_CLAIM if _claimed_as_cancelled(redis, request_id) else REDELIVERED
 
 
 def cancel(redis: redis_lib.Redis, request_id: str) -> str | None:
@@ -131,7 +131,11 @@ def cancel(redis: redis_lib.Redis, request_id: str) -> str | None:
         job = json.loads(raw)
         metrics.record(redis, job["model"], job["priority"], "cancelled")
         return "cancelled"
-    return "cancelled" if redis.get(claim_key(request_id)) == CANCELLED_CLAIM.encode() else "started"
+    return "cancelled" if _claimed_as_cancelled(redis, request_id) else "started"
+
+
+def _claimed_as_cancelled(redis: redis_lib.Redis, request_id: str) -> bool:
+    return redis.get(claim_key(request_id)) == CANCELLED_CLAIM.encode()
 
 
 def save_batch(redis: redis_lib.Redis, batch_id: str, request_ids: list[str]) -> None:
@@ -211,7 +215,7 @@ def wait_for(redis: redis_lib.Redis, request_id: str, timeout: float) -> dict | 
             message = pubsub.get_message(timeout=min(remaining, 1.0))
             published = None
             if message and message.get("type") == "message":
-                published = status_of({**status, "request_id": request_id}, None, message["data"])
+                published = status_of(status, None, message["data"])
             status = published if published and published["status"] in FINAL_STATUSES else job_status(redis, request_id)
     finally:
         pubsub.close()

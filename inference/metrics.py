@@ -109,4 +109,12 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def read_retries(redis: redis_lib.Redis) -> dict[str, int]:
-    return {_text(model): int(count) for model, count in redis.hgetall(RETRIES_KEY).items()}
+    return _read_counts(redis, RETRIES_KEY)
+
+
+def read_worker_failures(redis: redis_lib.Redis) -> dict[str, int]:
+    return _read_counts(redis, WORKER_FAILURES_KEY)
+
+
+def _read_counts(redis: redis_lib.Redis, key: str) -> dict[str, int]:
+    return {_text(name): int(count) for name, count in redis.hgetall(key).items()}

@@ -33,16 +33,12 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from inference.metrics import percentile  # noqa: E402
 from tests.system import Processes, start_api, start_redis, start_worker, wait_until  # noqa: E402
 
 IMAGES = [ROOT / "tests" / "data" / name for name in ("chelsea.jpg", "astronaut.jpg")]
 OUT = ROOT / "benchmark-results"
 console = Console()
-
-
-def pct(values, q):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))] if ordered else None
 
 
 class PlainScript:
@@ -150,7 +146,8 @@ def timed_pool(fn, count, concurrency) -> dict:
     wall = time.perf_counter() - started
     latencies = [r[0] for r in results if r[1]]
     return {"count": count, "concurrency": concurrency, "ok": len(latencies), "rps": len(latencies) / wall,
-            "p50_ms": pct(latencies, 50) * 1000, "p95_ms": pct(latencies, 95) * 1000, "p99_ms": pct(latencies, 99) * 1000,
+            "p50_ms": percentile(latencies, 50) * 1000, "p95_ms": percentile(latencies, 95) * 1000,
+            "p99_ms": percentile(latencies, 99) * 1000,
             "latencies_ms": [x * 1000 for x in latencies],
             "breakdown_ms": breakdown([r for r in results if r[1] and len(r) > 2])}
 

@@ -47,6 +47,14 @@ def redis_client(redis_url):
 
 
 @pytest.fixture(scope="session")
+def celery_client(redis_url):
+    """A plain Celery client, as another service would hold one: sends tasks by name."""
+    from celery import Celery
+
+    return Celery(broker=redis_url, backend=redis_url)
+
+
+@pytest.fixture(scope="session")
 def system():
     """The running system: one worker per model and the API. Yields the API's base URL."""
     env = dict(os.environ)

@@ -12,6 +12,7 @@ import argparse
 import base64
 import json
 import statistics
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,10 @@ import requests
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+
+from inference.metrics import percentile  # noqa: E402
 
 DEFAULT_IMAGE = Path(__file__).resolve().parent / "data" / "chelsea.jpg"
 
@@ -40,13 +45,6 @@ class Results:
     samples: list[Sample] = field(default_factory=list)
     health_latencies: list[float] = field(default_factory=list)
     wall_seconds: float = 0.0
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
 def one_request(session: requests.Session, args, payload: str, t0: float) -> Sample:

@@ -9,7 +9,6 @@ import io
 
 import pytest
 import schemathesis
-from celery import Celery
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -72,16 +71,15 @@ def test_base64_decoder_gives_bytes_or_a_clean_error(text):
 
 
 @pytest.mark.e2e
-def test_hostile_images_never_crash_a_worker(api, redis_url):
+def test_hostile_images_never_crash_a_worker(api, celery_client):
     """Straight to the worker (no API probe in front): every task ends, and no process dies."""
     pids = pool_pids(api, "squeezenet")
-    client = Celery(broker=redis_url, backend=redis_url)
     outcomes = set()
 
     @settings(FUZZ, max_examples=40)
     @given(hostile_bytes)
     def one_task(raw):
-        result = client.send_task("inference.classify", queue="squeezenet.normal",
+        result = celery_client.send_task("inference.classify", queue="squeezenet.normal",
                                   kwargs={"image": base64.b64encode(raw).decode(), "model": "squeezenet"})
         result.get(timeout=30, propagate=False)
         outcome = result.state if result.state == "SUCCESS" else type(result.result).__name__

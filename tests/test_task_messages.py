@@ -8,7 +8,6 @@ import pickle
 import uuid
 
 import pytest
-from celery import Celery
 from kombu import Connection, Exchange
 
 from inference import metrics
@@ -82,12 +81,11 @@ def test_malformed_messages_are_rejected_logged_and_the_worker_keeps_serving(api
     ({"image": image_b64(), "model": "resnet18"}, "WrongWorker"),
     ({"image": image_b64(), "model": "squeezenet", "shell": "rm -rf /"}, "TypeError"),
 ])
-def test_bad_arguments_fail_the_task_at_once(api, redis_url, redis_client, kwargs, error):
+def test_bad_arguments_fail_the_task_at_once(api, celery_client, redis_client, kwargs, error):
     """Straight to a worker, without the API's checks: the task fails at once (no retry), with
     an error that names the problem, and the worker goes on."""
-    client = Celery(broker=redis_url, backend=redis_url)
     retries_before = metrics.read_retries(redis_client).get("squeezenet", 0)
-    result = client.send_task("inference.classify", kwargs=kwargs, queue=QUEUE)
+    result = celery_client.send_task("inference.classify", kwargs=kwargs, queue=QUEUE)
     result.get(timeout=30, propagate=False)
     assert result.state == "FAILURE"
     assert type(result.result).__name__ == error, repr(result.result)
