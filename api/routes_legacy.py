@@ -24,8 +24,8 @@ def seed_shape(status: dict) -> dict:
     body = {"request_id": status["request_id"], "status": status["status"], "model": status["model"]}
     result = status.get("result")
     if result:
-        body.update({k: result[k] for k in ("predictions", "worker_id", "processing_time", "timestamp",
-                                            "weights", "weights_warning", "queue_time")})
+        body.update({k: result[k] for k in ("predictions", "results", "worker_id", "processing_time", "timestamp",
+                                            "weights", "weights_warning", "queue_time") if k in result})
     for key in ("error", "reason"):
         if key in status:
             body[key] = status[key]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from inference.queues import DEFAULT_PRIORITY, PRIORITIES
 from inference.registry import ANY_MODEL, model_names
@@ -11,16 +13,34 @@ REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 
 
 class InferenceRequest(BaseModel):
-    """One image to classify. `data` is base64 (JSON) or comes from the `image` file (multipart)."""
+    """One request: an image (`data`, base64 in JSON, or the `image` file of a multipart form) or
+    several (`images`, or several `image` files) classified together in one task."""
 
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
-    data: str = Field(..., min_length=1, description="The image, base64-encoded (JPEG, PNG, GIF, BMP, TIFF, WEBP).")
+    images: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        None, min_length=1, description="Several images, base64-encoded, in place of `data` (at most BATCH_SIZE): one task, one "
+        "result whose `results` hold each image's predictions in order; a picture that does not decode fails alone.")
+    data: str | None = Field(None, min_length=1, validate_default=True,
+                             description="The image, base64-encoded (JPEG, PNG, GIF, BMP, TIFF, WEBP). Give `data` or `images`.")
     model_type: str = Field(ANY_MODEL, description=f"One of: {ANY_MODEL}, {', '.join(model_names())}.")
     priority: str = Field(DEFAULT_PRIORITY, description=f"One of: {', '.join(PRIORITIES)}.")
     request_id: str | None = Field(None, pattern=REQUEST_ID_PATTERN, description="Client-chosen id; submitting it again returns the first request.")
     top_k: int | None = Field(None, ge=1, description="How many predictions to return (default DEFAULT_TOP_K).")
     timeout_ms: int | None = Field(None, ge=1, description="Deadline to *start*, in ms (capped by WORKER_TIMEOUT); a request not started by then is dropped as `expired`.")
+
+    @field_validator("data")
+    @classmethod
+    def data_or_images(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and "images" in info.data and info.data["images"] is None:
+            raise ValueError("Field required: give `data` (one image) or `images` (a list of them)")
+        return value
+
+    @model_validator(mode="after")
+    def not_both(self) -> InferenceRequest:
+        if self.data is not None and self.images is not None:
+            raise ValueError("give `data` (one image) or `images` (a list of them), not both")
+        return self
 
     @field_validator("model_type")
     @classmethod

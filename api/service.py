@@ -31,14 +31,15 @@ def worker_directory():
 def parse_single(req: Request) -> InferenceRequest:
     """A request from a JSON body or a multipart form with an `image` file."""
     if req.mimetype == "multipart/form-data":
-        upload = req.files.get("image")
-        if upload is None:
+        uploads = [upload.read() for upload in req.files.getlist("image")]
+        if not uploads:
             raise ApiError(400, "missing_image", "multipart requests carry the image in the `image` file field")
-        raw = upload.read()
-        if not raw:
-            raise ApiError(400, "invalid_image", "the uploaded image is empty")
-        fields = {k: v for k, v in req.form.items() if v != ""}
-        fields["data"] = base64.b64encode(raw).decode()
+        if not all(uploads):
+            raise ApiError(400, "invalid_image", "an uploaded image is empty")
+        fields: dict = {k: v for k, v in req.form.items() if v != ""}
+        encoded = [base64.b64encode(raw).decode() for raw in uploads]
+        # Several `image` files: one request for all of them, as with `images` in JSON.
+        fields.update({"data": encoded[0]} if len(encoded) == 1 else {"images": encoded})
         return validate_item(fields)
     return validate_item(json_body(req))
 
@@ -74,10 +75,15 @@ def validate_item(fields, prefix: str = "") -> InferenceRequest:
     settings = get_settings()
     if item.top_k is not None and item.top_k > settings.max_top_k:
         raise ApiError(400, "invalid_top_k", f"{prefix}top_k must be at most {settings.max_top_k}")
-    try:
-        probe_image(decode_base64(item.data), settings.max_image_pixels)
-    except InvalidRequest as exc:
-        raise ApiError(exc.http_status, exc.code, prefix + exc.message) from None
+    if item.images is not None and len(item.images) > settings.batch_size:
+        raise ApiError(413, "batch_too_large", f"{prefix}a request holds at most {settings.batch_size} images (BATCH_SIZE)")
+    # Every picture is checked here, so a request the API accepts has no broken image in it.
+    for n, data in enumerate([item.data] if item.images is None else item.images):
+        where = prefix if item.images is None else f"{prefix}images[{n}]: "
+        try:
+            probe_image(decode_base64(data), settings.max_image_pixels)
+        except InvalidRequest as exc:
+            raise ApiError(exc.http_status, exc.code, where + exc.message) from None
     return item
 
 
@@ -120,6 +126,7 @@ def submit_all(items: list[InferenceRequest]) -> list[jobs.Submitted]:
         jobs.submit(
             redis_client(),
             image_b64=item.data,
+            images_b64=item.images,
             model=model,
             priority=item.priority,
             top_k=item.top_k,

@@ -39,6 +39,7 @@ class BatchOutcome:
     output: Any
     batch_size: int
     compute_seconds: float
+    batch_number: int = 0  # which forward pass of this batcher (a request's images may span several)
 
 
 class MicroBatcher:
@@ -58,7 +59,8 @@ class MicroBatcher:
         self._init_error: BaseException | None = None
         self._cond = threading.Condition()
         self._pending: deque[BatchItem] = deque()
-        self._expected = 0  # requests announced (being decoded) but not submitted yet
+        self._expected = 0  # items announced (being checked) but not submitted yet
+        self._batches = 0  # forward passes run so far
         self._thread = threading.Thread(target=self._start, name="micro-batcher-0", daemon=True)
         self._thread.start()
 
@@ -69,16 +71,17 @@ class MicroBatcher:
         if self._init_error is not None:
             raise self._init_error
 
-    def expect(self) -> None:
-        """A request is on its way: a batch that is not full waits for it (up to max_delay)."""
+    def expect(self, count: int = 1) -> None:
+        """Items are on their way: a batch that is not full waits for them (up to max_delay)."""
         with self._cond:
-            self._expected += 1
+            self._expected += count
 
-    def forget(self) -> None:
-        """An expected request will not come (it failed before reaching the batcher)."""
-        with self._cond:
-            self._expected -= 1
-            self._cond.notify()
+    def forget(self, count: int = 1) -> None:
+        """Expected items will not come (they failed before reaching the batcher)."""
+        if count:
+            with self._cond:
+                self._expected -= count
+                self._cond.notify()
 
     def submit(self, payload: Any, expected: bool = False) -> Future:
         item = BatchItem(payload)
@@ -92,7 +95,7 @@ class MicroBatcher:
     def run(self, payload: Any, timeout: float | None = None, expected: bool = False) -> BatchOutcome:
         return self.submit(payload, expected).result(timeout)
 
-    def _gather(self) -> list[BatchItem]:
+    def _gather(self) -> tuple[int, list[BatchItem]]:
         with self._cond:
             self._cond.wait_for(lambda: self._pending)
             closes_at = time.monotonic() + self.max_delay  # counted from the batch's first request
@@ -101,7 +104,8 @@ class MicroBatcher:
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
-            return [self._pending.popleft() for _ in range(min(self.max_batch_size, len(self._pending)))]
+            self._batches += 1
+            return self._batches, [self._pending.popleft() for _ in range(min(self.max_batch_size, len(self._pending)))]
 
     def _start(self) -> None:
         """Thread 0: initialise, start the other instances, wait until each is warm, serve."""
@@ -136,7 +140,7 @@ class MicroBatcher:
 
     def _serve(self) -> None:
         while True:
-            batch = self._gather()
+            number, batch = self._gather()
             started = time.perf_counter()
             try:
                 outputs = self.run_batch([item.payload for item in batch])
@@ -149,4 +153,4 @@ class MicroBatcher:
                 if isinstance(output, BaseException):  # this request alone failed (say, a corrupt image)
                     item.future.set_exception(output)
                 else:
-                    item.future.set_result(BatchOutcome(output, len(batch), seconds))
+                    item.future.set_result(BatchOutcome(output, len(batch), seconds, number))

@@ -14,7 +14,7 @@ from inference.errors import ImageTooLarge, InvalidBase64, InvalidImage
 ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")
 
 
-def decode_base64(data: str) -> bytes:
+def decode_base64(data: object) -> bytes:
     if not isinstance(data, str) or not data.strip():
         raise InvalidBase64("`data` must be a non-empty base64 string")
     if data.startswith("data:") and "," in data:  # accept data URLs from browsers
@@ -28,7 +28,8 @@ def decode_base64(data: str) -> bytes:
     return raw
 
 
-def _open(raw: bytes, max_pixels: int) -> Image.Image:
+def open_checked(raw: bytes, max_pixels: int) -> Image.Image:
+    """Open `raw` from its headers only (no pixels decoded): an allowed format within the pixel limit."""
     if not raw:
         raise InvalidImage("the image is empty")
     try:
@@ -51,13 +52,13 @@ def _open(raw: bytes, max_pixels: int) -> Image.Image:
 
 def probe_image(raw: bytes, max_pixels: int) -> dict:
     """Cheap check (headers only) that `raw` is an allowed image within the pixel limit."""
-    img = _open(raw, max_pixels)
+    img = open_checked(raw, max_pixels)
     return {"format": img.format, "width": img.width, "height": img.height, "mode": img.mode}
 
 
 def load_rgb(raw: bytes, max_pixels: int) -> Image.Image:
     """Fully decode `raw`, apply EXIF orientation and convert any mode (L, RGBA, P, CMYK...) to RGB."""
-    img = _open(raw, max_pixels)
+    img = open_checked(raw, max_pixels)
     try:
         img.load()
         img = ImageOps.exif_transpose(img)

@@ -72,9 +72,10 @@ def claim_key(request_id: str) -> str:
     return CLAIM_PREFIX + request_id
 
 
-def submit(redis: redis_lib.Redis, *, image_b64: str, model: str, priority: str, top_k: int | None = None,
-           request_id: str | None = None, timeout_ms: int | None = None) -> Submitted:
-    """Record and enqueue one request. `timeout_ms` is a deadline for it to *start*."""
+def submit(redis: redis_lib.Redis, *, image_b64: str | None, model: str, priority: str, top_k: int | None = None,
+           request_id: str | None = None, timeout_ms: int | None = None, images_b64: list[str] | None = None) -> Submitted:
+    """Record and enqueue one request, of one image or several (`images_b64`). `timeout_ms` is a
+    deadline for it to *start*."""
     request_id = request_id or new_request_id()
     submitted_at = time.time()
     job = {
@@ -97,7 +98,7 @@ def submit(redis: redis_lib.Redis, *, image_b64: str, model: str, priority: str,
             # exchange costs every publish a lookup of its bindings in Redis (SMEMBERS).
             queue=Queue(job["queue"], Exchange(""), routing_key=job["queue"]),
             kwargs={
-                "image": image_b64,
+                **({"image": image_b64} if images_b64 is None else {"images": images_b64}),
                 "model": model,
                 "top_k": top_k,
                 "request_id": request_id,

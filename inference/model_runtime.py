@@ -41,21 +41,23 @@ class LoadedModel:
 
     def batch_of(self, tensors: list[torch.Tensor]) -> torch.Tensor:
         """Preprocessed pictures as one batch, on the model's device, dtype and memory format."""
-        return torch.stack(tensors).to(self.device, dtype=self.dtype, memory_format=self.memory_format)
+        # Pictures decoded on the device (tensor_decode) and on the CPU (PIL) may share a batch.
+        return torch.stack([t.to(self.device) for t in tensors]).to(dtype=self.dtype, memory_format=self.memory_format)
 
     @torch.inference_mode()
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.model(batch).float(), dim=1).cpu()
 
-    def postprocess(self, probs: torch.Tensor, top_k: int) -> list[list[dict]]:
-        k = min(top_k, probs.shape[1])
-        conf, idx = probs.topk(k, dim=1)
+    def postprocess(self, probs: torch.Tensor, top_k: int | list[int]) -> list[list[dict]]:
+        """The top_k classes of each row (`top_k` for all rows, or one per row): one topk call."""
+        wanted = [top_k] * probs.shape[0] if isinstance(top_k, int) else top_k
+        conf, idx = probs.topk(min(max(wanted, default=1), probs.shape[1]), dim=1)
         return [
             [
                 {"class": self.categories[i], "class_id": int(i), "confidence": round(float(c), 6)}
-                for c, i in zip(row_conf.tolist(), row_idx.tolist())
+                for c, i in zip(row_conf[:k], row_idx[:k])
             ]
-            for row_conf, row_idx in zip(conf, idx)
+            for row_conf, row_idx, k in zip(conf.tolist(), idx.tolist(), wanted)
         ]
 
     def warm_up(self) -> None:
@@ -73,7 +75,7 @@ class LoadedModel:
     def classify_each(self, items: list[tuple[torch.Tensor, int]]) -> list[list[dict]]:
         """One forward pass for several requests (preprocessed pictures), each with its own top_k."""
         probs = self.forward(self.batch_of([tensor for tensor, _ in items]))
-        return [self.postprocess(probs[i : i + 1], top_k)[0] for i, (_, top_k) in enumerate(items)]
+        return self.postprocess(probs, [top_k for _, top_k in items])
 
 
 def checkpoint_path(weights) -> str:

@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     worker_device: str = Field("auto", description="Where a worker runs its model: `auto` (CUDA when available), `cpu`, `cuda`, `cuda:1`...")
     model_optimize: Literal["jit", "none"] = Field("jit", description="`jit`: TorchScript-trace each model and optimise it for inference (batch norm folded, oneDNN on CPU; the forward pass runs without holding the GIL); `none`: plain eager PyTorch.")
     worker_channels_last: bool = Field(True, description="Run models in channels_last memory format (faster convolutions on CPUs with oneDNN and on recent GPUs).")
+    image_decoder: Literal["auto", "pil", "torchvision"] = Field("auto", description="How a worker decodes pictures: `pil`; `torchvision`: JPEGs in batches on the model's device (nvJPEG on CUDA), other formats with PIL; `auto`: torchvision when the model runs on CUDA, else PIL.")
     worker_fp16: bool = Field(False, description="Half precision on CUDA devices (ignored, with a warning, on CPU).")
     worker_pool: Literal["prefork", "threads", "solo"] = Field("prefork", description="Celery pool of a model worker; the launcher picks `threads` when MAX_BATCH_SIZE > 1 (time limits apply to prefork only).")
     max_batch_size: int = Field(1, ge=1, description="Dynamic batching: most requests in one forward pass (1 = no batching).")
@@ -69,7 +70,7 @@ class Settings(BaseSettings):
     sync_timeout: float = Field(30.0, description="Seconds the synchronous `POST /inference` and `POST /batch_inference` wait for results.")
     max_content_length: int = Field(10 * 1024 * 1024, description="Largest request body in bytes (413 above).")
     max_image_pixels: int = Field(40_000_000, description="Largest decoded image in pixels (width x height); bigger images are rejected as decompression bombs.")
-    batch_size: int = Field(32, description="Most items one batch request may carry.")
+    batch_size: int = Field(32, description="Most items one submission may carry: requests in a batch request, or images in one request (`images`).")
     worker_cache_seconds: float = Field(2.0, description="Seconds the API caches its view of live workers.")
 
     # Security

@@ -10,6 +10,11 @@
         "deadline": 1700000002.0,           # optional, epoch seconds: not started by then = expired
     })
 
+In place of `image`, `images` (a list of up to BATCH_SIZE base64 pictures) classifies several
+in one task, the cheapest way to send many: the result then holds `results`, one entry per
+image in order, each `{"predictions": [...]}` or, for a picture that does not decode,
+`{"error": {"code", "message"}}` (the others still succeed).
+
 Returns a JSON object (see `build_result`). Bad input fails at once with an error whose
 `code` names the problem; transient failures retry with exponential backoff and jitter.
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import Future
 
 import redis as redis_lib
 from celery.exceptions import Ignore
@@ -27,6 +33,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from inference import chaos, jobs, metrics
+from inference.batching import BatchOutcome
 from inference.celery_app import app
 from inference.errors import InvalidRequest, TransientInferenceError, WrongWorker
 from inference.imaging import decode_base64
@@ -82,7 +89,7 @@ def count_failure(sender=None, task_id=None, kwargs=None, **_):
     record_metrics(lambda r: r.hincrby(metrics.WORKER_FAILURES_KEY, sender.request.hostname or "unknown", 1))
 
 
-def skip_unless_runnable(task, request_id: str, deadline: float | None, model: str, priority: str | None) -> None:
+def skip_unless_runnable(task, request_id: str, deadline: float | None, model: str | None, priority: str | None) -> None:
     """Drop a request whose deadline passed or that was cancelled, without running it."""
     if deadline is not None and time.time() > deadline:
         task.update_state(state=jobs.EXPIRED, meta={"reason": "not started before its deadline", "deadline": deadline})
@@ -101,7 +108,7 @@ def skip_unless_runnable(task, request_id: str, deadline: float | None, model: s
                     request_id, (task.request.delivery_info or {}).get("redelivered"))
 
 
-def build_result(*, predictions, info, request_id, worker_id, submitted_at, started_at, finished_at,
+def build_result(*, info, request_id, worker_id, submitted_at, started_at, finished_at,
                  compute_seconds, priority, batch_size=1) -> dict:
     return {
         "request_id": request_id,
@@ -111,7 +118,6 @@ def build_result(*, predictions, info, request_id, worker_id, submitted_at, star
         "weights_warning": info["weights_warning"],
         "device": info["device"],
         "priority": priority,
-        "predictions": predictions,
         "worker_id": worker_id,
         "queue_time": round(started_at - submitted_at, 6) if submitted_at else None,
         "processing_time": round(finished_at - started_at, 6),
@@ -133,12 +139,14 @@ def build_result(*, predictions, info, request_id, worker_id, submitted_at, star
     retry_backoff_max=_settings.retry_backoff_max,
     retry_jitter=True,
 )
-def classify(self, image: str, model: str, top_k: int | None = None, request_id: str | None = None,
-             priority: str | None = None, submitted_at: float | None = None, deadline: float | None = None) -> dict:
+def classify(self, image: str | None = None, model: str | None = None, top_k: int | None = None, request_id: str | None = None,
+             priority: str | None = None, submitted_at: float | None = None, deadline: float | None = None,
+             images: list[str] | None = None) -> dict:
     from inference.worker import batcher, loaded_model
 
+    pictures = [image] if images is None else images
     gatherer = batcher()
-    gatherer.expect()  # a batch being gathered waits for this request while it is checked
+    gatherer.expect(len(pictures) if isinstance(pictures, list) else 0)  # a batch being gathered waits for them
     try:
         skip_unless_runnable(self, self.request.id, deadline, model, priority)
         started_at = time.time()
@@ -149,24 +157,53 @@ def classify(self, image: str, model: str, top_k: int | None = None, request_id:
         top_k = settings.default_top_k if top_k is None else top_k
         if not isinstance(top_k, int) or not 1 <= top_k <= settings.max_top_k:
             raise InvalidRequest(f"top_k must be an integer between 1 and {settings.max_top_k}")
-        encoded = decode_base64(image)
+        check_pictures(image, images, settings.batch_size)
+        # Several images: a broken one fails alone; one image: it fails the request.
+        encoded = [decode_base64(p) for p in pictures] if images is None else [_or_error(decode_base64, p) for p in pictures]
         chaos.before_inference()
     except BaseException:
-        gatherer.forget()
+        gatherer.forget(len(pictures) if isinstance(pictures, list) else 0)
         raise
-    # The batcher decodes the picture (a corrupt one fails this request alone) and classifies it.
-    outcome = gatherer.run((encoded, top_k), timeout=settings.worker_timeout, expected=True)
+    # The batcher decodes each picture (a corrupt one fails alone) and classifies it.
+    if images is None:
+        outcomes: list = [gatherer.run((encoded[0], top_k), timeout=settings.worker_timeout, expected=True)]
+    else:
+        gatherer.forget(sum(isinstance(raw, InvalidRequest) for raw in encoded))
+        waiting = [raw if isinstance(raw, InvalidRequest) else gatherer.submit((raw, top_k), expected=True) for raw in encoded]
+        outcomes = [_or_error(lambda f: f.result(settings.worker_timeout), f) if isinstance(f, Future) else f for f in waiting]
+    done = [o for o in outcomes if isinstance(o, BatchOutcome)]
     result = build_result(
-        predictions=outcome.output,
         info=loaded.info,
         request_id=request_id or self.request.id,
         worker_id=f"{self.request.hostname}:{os.getpid()}",
         submitted_at=submitted_at,
         started_at=started_at,
         finished_at=time.time(),
-        compute_seconds=outcome.compute_seconds,
+        # The forward passes this request took part in (its images may span several).
+        compute_seconds=sum({o.batch_number: o.compute_seconds for o in done}.values()),
         priority=priority,
-        batch_size=outcome.batch_size,
+        batch_size=max((o.batch_size for o in done), default=0),
     )
-    log.info("request %s classified by %s in %.1f ms", result["request_id"], model, 1000 * result["processing_time"])
+    if images is None:
+        result["predictions"] = outcomes[0].output
+    else:
+        result["results"] = [{"predictions": o.output} if isinstance(o, BatchOutcome) else {"error": o.to_dict()} for o in outcomes]
+        result["images"], result["failed_images"] = len(outcomes), len(outcomes) - len(done)
+    log.info("request %s (%d image(s)) classified by %s in %.1f ms", result["request_id"], len(outcomes), model,
+             1000 * result["processing_time"])
     return result
+
+
+def check_pictures(image, images, most: int) -> None:
+    if (image is None) == (images is None):
+        raise InvalidRequest("give either `image` (one base64 picture) or `images` (a list of them)")
+    if images is not None and (not isinstance(images, list) or not 1 <= len(images) <= most):
+        raise InvalidRequest(f"`images` must be a list of 1 to {most} base64 pictures (BATCH_SIZE)")
+
+
+def _or_error(fn, arg):
+    """fn(arg), or the InvalidRequest it raised: that image fails, its request goes on."""
+    try:
+        return fn(arg)
+    except InvalidRequest as exc:
+        return exc

@@ -147,11 +147,23 @@ def one_torch_thread() -> None:
 
 def decode_and_classify(items: list[tuple[bytes, int]]) -> list:
     """The batcher's work for a batch of (encoded image, top_k): decode and preprocess each
-    picture, in parallel on the decoding threads, then one forward pass for those that decoded.
-    Decoding here, right before the forward pass (as a plain script would), rather than in the
-    task threads while a forward pass runs: on a busy CPU those took cores from torch mid-pass.
-    A picture that does not decode fails its own request only."""
+    picture, then one forward pass for those that decoded. Decoding here, right before the
+    forward pass (as a plain script would), rather than in the task threads while a forward pass
+    runs: on a busy CPU those took cores from torch mid-pass. JPEGs go through torchvision on
+    the model's device when IMAGE_DECODER says so (inference/tensor_decode.py), the rest through
+    PIL on the decoding threads. A picture that does not decode fails its own request only."""
+    from inference import tensor_decode  # torch: pool processes only
+
     loaded, max_pixels = loaded_model(), get_settings().max_image_pixels
+    raws = [raw for raw, _ in items]
+    inputs: list = [None] * len(raws)
+    if tensor_decode.used_for(loaded.device):
+        # Header checks hold the GIL (PIL parses JPEG markers in Python): no threads for them.
+        chosen = [n for n, raw in enumerate(raws) if tensor_decode.suits_tensor_decoding(raw, max_pixels)]
+        decoded = [(n, picture) for n, picture in zip(chosen, tensor_decode.decode([raws[n] for n in chosen], loaded.device))
+                   if picture is not None]
+        for (n, _), tensor in zip(decoded, tensor_decode.preprocess([picture for _, picture in decoded], loaded.transforms)):
+            inputs[n] = tensor
 
     def prepare(raw: bytes):
         try:
@@ -159,11 +171,17 @@ def decode_and_classify(items: list[tuple[bytes, int]]) -> list:
         except InvalidRequest as exc:
             return exc
 
-    raws = [raw for raw, _ in items]
-    inputs = list(_decoders.map(prepare, raws)) if _decoders is not None and len(raws) > 1 else [prepare(r) for r in raws]
+    rest = [n for n, tensor in enumerate(inputs) if tensor is None]
+    for n, tensor in zip(rest, parallel_map(prepare, [raws[n] for n in rest])):
+        inputs[n] = tensor
     ready = [(tensor, top_k) for tensor, (_, top_k) in zip(inputs, items) if not isinstance(tensor, Exception)]
     outputs = iter(loaded.classify_each(ready) if ready else [])
     return [tensor if isinstance(tensor, Exception) else next(outputs) for tensor in inputs]
+
+
+def parallel_map(fn, items: list) -> list:
+    """fn over items, on the decoding threads when there are several items and threads."""
+    return list(_decoders.map(fn, items)) if _decoders is not None and len(items) > 1 else [fn(item) for item in items]
 
 
 def loaded_model():

@@ -24,6 +24,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import requests
 from rich.console import Console
@@ -36,6 +37,9 @@ sys.path.insert(0, str(ROOT))
 from inference.metrics import percentile  # noqa: E402
 from tests.system import Processes, start_api, start_redis, start_worker, wait_until  # noqa: E402
 
+if TYPE_CHECKING:
+    import torch
+
 IMAGES = [ROOT / "tests" / "data" / name for name in ("chelsea.jpg", "astronaut.jpg")]
 OUT = ROOT / "benchmark-results"
 console = Console()
@@ -43,34 +47,42 @@ console = Console()
 
 class PlainScript:
     """(a) and (b), in this process: what a user would write around the same model, with the
-    worker's model options (MODEL_OPTIMIZE, WORKER_CHANNELS_LAST) so that only the system differs."""
+    worker's model options (device, MODEL_OPTIMIZE, WORKER_CHANNELS_LAST, WORKER_FP16, and
+    IMAGE_DECODER: JPEGs decoded on a CUDA device) so that only the system differs."""
 
     def __init__(self, model_name: str, threads: int, optimize: str | None = None):
-        from inference import model_runtime
+        from inference import model_runtime, tensor_decode
         from inference.imaging import load_rgb
         from inference.registry import get_spec
         from inference.settings import get_settings
 
         settings = get_settings()
         self.loaded = model_runtime.load(get_spec(model_name), "random", 0, threads=threads,
-                                         optimize=optimize or settings.model_optimize,
-                                         channels_last=settings.worker_channels_last)
-        self.load_rgb = load_rgb
+                                         optimize=optimize or settings.model_optimize, device=settings.worker_device,
+                                         channels_last=settings.worker_channels_last, fp16=settings.worker_fp16)
+        self.load_rgb, self.tensor_decode = load_rgb, tensor_decode
         self.raw = [p.read_bytes() for p in IMAGES]
 
-    def pictures(self, count: int) -> list:
-        return [self.load_rgb(self.raw[i % len(self.raw)], 10**8) for i in range(count)]
+    def raws(self, count: int) -> list[bytes]:
+        return [self.raw[i % len(self.raw)] for i in range(count)]
+
+    def inputs(self, count: int) -> torch.Tensor:
+        """Decoded and preprocessed pictures, as one batch on the model's device."""
+        if self.tensor_decode.used_for(self.loaded.device):
+            pictures = self.tensor_decode.decode(self.raws(count), self.loaded.device)
+            return self.loaded.batch_of(self.tensor_decode.preprocess(pictures, self.loaded.transforms))
+        return self.loaded.preprocess([self.load_rgb(raw, 10**8) for raw in self.raws(count)])
 
     def rps(self, batch_size: int, seconds: float) -> float:
         """Decode + preprocess + forward + top-k, batch after batch."""
         done, started = 0, time.perf_counter()
         while time.perf_counter() - started < seconds:
-            self.loaded.classify(self.pictures(batch_size), 5)
+            self.loaded.postprocess(self.loaded.forward(self.inputs(batch_size)), 5)
             done += batch_size
         return done / (time.perf_counter() - started)
 
     def forward_rps(self, batch_size: int, seconds: float) -> float:
-        batch = self.loaded.preprocess(self.pictures(batch_size))
+        batch = self.inputs(batch_size)
         done, started = 0, time.perf_counter()
         while time.perf_counter() - started < seconds:
             self.loaded.forward(batch)
@@ -79,7 +91,7 @@ class PlainScript:
 
     def compute_single_ms(self, repeats: int = 30) -> float:
         """The model's time for one request: preprocess + forward + top-k of one decoded image."""
-        single, times = self.pictures(1), []
+        single, times = [self.load_rgb(self.raw[0], 10**8)], []
         for _ in range(repeats):
             started = time.perf_counter()
             self.loaded.classify(single, 5)
@@ -123,7 +135,7 @@ def session_for():
     return _sessions[key]
 
 
-def celery_load(redis_url: str, images_b64: list[str], count: int, concurrency: int) -> dict:
+def celery_load(redis_url: str, requests_kwargs: list[dict], count: int, concurrency: int) -> dict:
     from celery import Celery
 
     client = Celery(broker=redis_url, backend=redis_url)
@@ -131,7 +143,7 @@ def celery_load(redis_url: str, images_b64: list[str], count: int, concurrency: 
     def one(i):
         t = time.perf_counter()
         result = client.send_task("inference.classify", queue="resnet18.normal",
-                                  kwargs={"image": images_b64[i % len(images_b64)], "model": "resnet18", "submitted_at": time.time()})
+                                  kwargs={**requests_kwargs[i % len(requests_kwargs)], "model": "resnet18", "submitted_at": time.time()})
         body = result.get(timeout=90)
         result.backend.remove_pending_result(result)
         return time.perf_counter() - t, body["status"] == "success", body, time.time()
@@ -182,6 +194,11 @@ def main(argv=None) -> int:
     parser.add_argument("--instances", type=int, default=0, help="the worker's MODEL_INSTANCES (0 = its default)")
     parser.add_argument("--low-load", type=int, default=30, help="requests per low-load run (one at a time)")
     parser.add_argument("--submissions", type=int, default=600, help="requests per run of the API's submission rate")
+    parser.add_argument("--batch-sizes", default="1,4,8,16", help="the plain script's batch sizes to try (the best is the worker's MAX_BATCH_SIZE)")
+    parser.add_argument("--images-per-request", type=int, default=16,
+                        help="batched submissions: images in one request (`images`) for the last runs; 0 = skip them")
+    parser.add_argument("--many-requests", type=int, default=20, help="requests per run of batched submissions")
+    parser.add_argument("--many-concurrency", type=int, default=4, help="batched submissions in flight")
     parser.add_argument("--out", type=Path, default=OUT, help="where the JSON and the charts go")
     args = parser.parse_args(argv)
     from inference.settings import cpu_count, get_settings
@@ -192,7 +209,8 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     console.rule(f"plain script (resnet18, random weights, {threads} torch threads)")
     plain = PlainScript("resnet18", threads)
-    by_batch = {size: plain.rps(size, args.seconds) for size in track([1, 4, 8, 16], description="by batch size", console=console)}
+    sizes = [int(size) for size in args.batch_sizes.split(",")]
+    by_batch = {size: plain.rps(size, args.seconds) for size in track(sizes, description="by batch size", console=console)}
     best = max(by_batch, key=by_batch.get)
     eager_rps = PlainScript("resnet18", threads, optimize="none").rps(best, args.seconds)
 
@@ -200,8 +218,11 @@ def main(argv=None) -> int:
     procs = Processes()
     env = {**os.environ, "MODEL_WEIGHTS": "random", "QUEUE_SIZE": "100000", "NO_WORKER_POLICY": "queue",
            "LOG_LEVEL": "WARNING", "MAX_BATCH_SIZE": str(best), "MAX_BATCH_DELAY_MS": "10",
-           "MODEL_INSTANCES": str(instances), "TORCH_THREADS": str(max(1, threads // instances))}
-    rounds, sweep = [], {}
+           "MODEL_INSTANCES": str(instances), "TORCH_THREADS": str(max(1, threads // instances)),
+           "BATCH_SIZE": str(max(32, args.images_per_request)), "MAX_CONTENT_LENGTH": str(64 * 1024 * 1024)}
+    per_request = args.images_per_request
+    in_flight = min(4 * best, 64)  # single-image saturation: enough to fill a batch and the next
+    rounds, sweep, many = [], {}, {}
     try:
         env["REDIS_URL"] = start_redis(procs, env, name="bench-redis")
         start_worker(procs, "resnet18", env, name="bench@%h")
@@ -211,19 +232,22 @@ def main(argv=None) -> int:
                 "redis": procs.procs["bench-redis"].pid}
         images_b64 = [base64.b64encode(p.read_bytes()).decode() for p in IMAGES]
         payloads = [json.dumps({"data": b, "model_type": "resnet18"}) for b in images_b64]
-        rest_load(api, payloads, 4 * best, best)  # warm-up
+        singles = [{"image": b} for b in images_b64]
+        rest_load(api, payloads, 2 * in_flight, in_flight)  # warm-up
         for _ in track(range(args.rounds), description="rounds: plain script, then the system", console=console):
             one = {"plain_rps": plain.rps(best, args.seconds), "compute_single_ms": plain.compute_single_ms()}
             cpu_before = {name: process_cpu_seconds(pid) for name, pid in pids.items()} | {"client": time.process_time()}
-            one["rest_saturation"] = rest_load(api, payloads, args.requests, 4 * best)
+            one["rest_saturation"] = rest_load(api, payloads, args.requests, in_flight)
             cpu_after = {name: process_cpu_seconds(pid) for name, pid in pids.items()} | {"client": time.process_time()}
             one["cpu_ms_per_request"] = {name: 1000 * (cpu_after[name] - cpu_before[name]) / args.requests for name in cpu_after}
-            one["celery_saturation"] = celery_load(env["REDIS_URL"], images_b64, args.requests, 4 * best)
+            one["celery_saturation"] = celery_load(env["REDIS_URL"], singles, args.requests, in_flight)
             one["rest_low_load"] = rest_load(api, payloads, args.low_load, 1)
-            one["celery_low_load"] = celery_load(env["REDIS_URL"], images_b64, args.low_load, 1)
+            one["celery_low_load"] = celery_load(env["REDIS_URL"], singles, args.low_load, 1)
             one["forward_rps"] = plain.forward_rps(best, args.seconds)
             rounds.append(one)
-        for c in track([1, best, 2 * best, 4 * best], description="REST, by concurrency", console=console):
+        if per_request > 1:
+            many = batched_submissions(plain, api, env["REDIS_URL"], images_b64, best, args)
+        for c in track(sorted({1, max(1, in_flight // 4), in_flight // 2, in_flight}), description="REST, by concurrency", console=console):
             sweep[c] = rest_load(api, payloads, max(args.requests // 4, 2 * c), c)
         no_worker_payload = json.dumps({"data": images_b64[0], "model_type": "squeezenet"})  # queued, never run
         submissions = statistics.median(submission_rate(api, no_worker_payload, args.submissions, 16) for _ in range(3))
@@ -234,10 +258,25 @@ def main(argv=None) -> int:
         procs.stop_all()
 
     report = summarise(rounds, by_batch, best, eager_rps, sweep, submissions, threads, instances)
+    report["batched_submissions"] = many
     (out / "benchmark.json").write_text(json.dumps(report, indent=2))
     print_table(report, out)
     draw(rounds, sweep, by_batch, report, out)
     return 0
+
+
+def batched_submissions(plain: PlainScript, api: str, redis_url: str, images_b64: list[str], best: int, args) -> dict:
+    """Many images per request (`images`): one task each, so the per-request costs (HTTP,
+    Celery, Redis) are shared by all its images. Compared with the plain script run just before."""
+    n = args.images_per_request
+    pictures = [images_b64[i % len(images_b64)] for i in range(n)]
+    payload = [json.dumps({"images": pictures, "model_type": "resnet18"})]
+    plain_rps = plain.rps(best, args.seconds)
+    runs = {"apply_async": celery_load(redis_url, [{"images": pictures}], args.many_requests, args.many_concurrency),
+            "rest": rest_load(api, payload, args.many_requests, args.many_concurrency)}
+    return {"images_per_request": n, "concurrency": args.many_concurrency, "plain_rps": plain_rps,
+            **{name: {"images_per_s": run["rps"] * n, "vs_plain": run["rps"] * n / plain_rps, "ok": run["ok"],
+                      "requests": run["count"], "p50_ms": run["p50_ms"], "p95_ms": run["p95_ms"]} for name, run in runs.items()}}
 
 
 RUNS = ("rest_saturation", "celery_saturation", "rest_low_load", "celery_low_load")
@@ -294,6 +333,12 @@ def print_table(report: dict, out: Path) -> None:
     for name, run in runs.items():
         table.add_row(f"{name} (x{run['concurrency']})", f"{run['rps']:.1f}", f"{run['rps'] / plain['plain_rps']:.2f}",
                       f"{run['rps'] / plain['forward_rps']:.2f}", f"{run['p50_ms']:.1f}", f"{run['p95_ms']:.1f}", f"{run['p99_ms']:.1f}")
+    many = report.get("batched_submissions") or {}
+    for name in ("apply_async", "rest"):
+        if name in many:
+            run = many[name]
+            table.add_row(f"{name}, {many['images_per_request']} images per request (x{many['concurrency']})", f"{run['images_per_s']:.1f}",
+                          f"{run['vs_plain']:.2f}", "", f"{run['p50_ms']:.1f} (request)", f"{run['p95_ms']:.1f}", "")
     console.print(table)
     cpu = Table(title="CPU per request at REST saturation (ms)")
     for name in report["cpu_ms_per_request"]:

@@ -85,6 +85,25 @@ def test_multipart_upload(api):
     assert result["model"] == "efficientnet" and len(result["predictions"]) == 2
 
 
+def test_one_request_of_several_images(api, chelsea_b64):
+    """`images` (or several `image` files): one request, one task, one result per image in order."""
+    astronaut = image_b64("astronaut.jpg")
+    response = post(api, "/v1/inference", params={"wait": 30},
+                    json={"images": [chelsea_b64, astronaut, chelsea_b64], "model_type": "squeezenet", "top_k": 2})
+    assert response.status_code == 200, response.text
+    result = response.json()["result"]
+    assert result["images"] == 3 and result["failed_images"] == 0 and "predictions" not in result
+    assert [len(r["predictions"]) for r in result["results"]] == [2, 2, 2]
+    assert result["results"][0] == result["results"][2] != result["results"][1]  # in order, each its own picture
+    single = post(api, "/v1/inference", params={"wait": 30}, json={"data": astronaut, "model_type": "squeezenet", "top_k": 2}).json()
+    assert single["result"]["predictions"] == result["results"][1]["predictions"]
+
+    files = [("image", ("a.jpg", image_bytes("astronaut.jpg"), "image/jpeg")), ("image", ("c.jpg", image_bytes("chelsea.jpg"), "image/jpeg"))]
+    response = post(api, "/v1/inference", params={"wait": 30}, files=files, data={"model_type": "squeezenet", "top_k": "2"})
+    assert response.status_code == 200, response.text
+    assert response.json()["result"]["results"] == result["results"][1::-1]
+
+
 def test_any_model_is_served_by_a_live_model(api, chelsea_b64):
     response = post(api, "/v1/inference", params={"wait": 20}, json={"data": chelsea_b64, "model_type": "any"})
     assert response.status_code == 200
@@ -162,6 +181,10 @@ BAD_REQUESTS = {
     "invalid base64": ({"json": {"data": "not base64!!"}}, 400, "invalid_base64"),
     "not an image": ({"json": {"data": base64.b64encode(b"hello world").decode()}}, 400, "invalid_image"),
     "empty JSON": ({"json": {}}, 400, "missing_data"),
+    "a broken image among several": ({"json": {"images": ["{chelsea}", base64.b64encode(b"hello").decode()]}}, 400, "invalid_image"),
+    "data and images": ({"json": {"data": "{chelsea}", "images": ["{chelsea}"]}}, 400, "invalid_request"),
+    "empty images": ({"json": {"images": []}}, 400, "invalid_request"),
+    "too many images": ({"json": {"images": ["{chelsea}"] * 33}}, 413, "batch_too_large"),
     "empty body": ({"data": b"", "headers": {"Content-Type": "application/json"}}, 400, "invalid_json"),
     "not JSON": ({"data": b"{nope", "headers": {"Content-Type": "application/json"}}, 400, "invalid_json"),
     "top_k too large": ({"json": {"data": "{chelsea}", "top_k": 5000}}, 400, "invalid_top_k"),
@@ -178,6 +201,8 @@ def test_bad_input_is_a_clear_4xx_and_enqueues_nothing(api, redis_client, chelse
     kwargs, status, code = BAD_REQUESTS[case]
     if "json" in kwargs and kwargs["json"].get("data") == "{chelsea}":
         kwargs = {**kwargs, "json": {**kwargs["json"], "data": chelsea_b64}}
+    if "json" in kwargs and "images" in kwargs["json"]:
+        kwargs = {**kwargs, "json": {**kwargs["json"], "images": [chelsea_b64 if i == "{chelsea}" else i for i in kwargs["json"]["images"]]}}
     if "json" in kwargs and kwargs["json"].get("data") == "{bomb}":
         kwargs = {**kwargs, "json": {**kwargs["json"], "data": _bomb_b64()}}
     jobs_before = len(redis_client.keys("inference:job:*"))

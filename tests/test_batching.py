@@ -90,14 +90,10 @@ def test_batch_size_one_runs_at_once_and_errors_reach_every_request():
         batcher.run("x", timeout=2)  # would time out if size 1 waited for the delay
 
 
-@pytest.mark.e2e
-def test_batching_worker_batches_real_requests(api, redis_client, worker_ids):
-    """A second resnet18 worker with MAX_BATCH_SIZE=8 takes the requests while the first pauses."""
+@pytest.fixture(scope="module")
+def batching_worker(api):
+    """A second resnet18 worker with MAX_BATCH_SIZE=8; tests pause the first one's queues."""
     import os
-
-    from inference import jobs, model_runtime
-    from inference.imaging import load_rgb
-    from inference.registry import MODELS as SPECS
 
     env = {**os.environ, "MAX_BATCH_SIZE": "8", "MAX_BATCH_DELAY_MS": "300"}
     name = start_worker(_processes, "resnet18", env, name=f"resnet18-batch-{os.getpid()}@%h")
@@ -105,14 +101,36 @@ def test_batching_worker_batches_real_requests(api, redis_client, worker_ids):
         wait_until(lambda: any(w["worker_id"].startswith("resnet18-batch") and w.get("ready_processes")
                                for w in api.get(f"{api.base_url}/workers/status", timeout=5).json()["workers"]),
                    120, interval=0.5, what="batching worker")
-        with paused(worker_ids["resnet18"], "resnet18.high", "resnet18.normal", "resnet18.low"):
-            truncated = base64.b64encode(image_bytes("chelsea.jpg")[:2500]).decode()
-            images = [image_b64("chelsea.jpg"), image_b64("astronaut.jpg")] * 3 + [truncated]
-            ids = [jobs.submit(redis_client, image_b64=img, model="resnet18", priority="normal", top_k=k).job["request_id"]
-                   for img, k in zip(images, [1, 2, 3, 4, 5, 6, 5])]
-            statuses = [jobs.wait_for(redis_client, rid, 60) for rid in ids]
+        yield name
     finally:
         _processes.stop(f"worker-{name}")
+
+
+def expected_predictions(image_name: str, top_k: int) -> list[dict]:
+    from inference import model_runtime
+    from inference.imaging import load_rgb
+    from inference.registry import MODELS as SPECS
+
+    reference = model_runtime.load(SPECS["resnet18"], "random", 0, warmup=False)
+    return reference.classify([load_rgb(image_bytes(image_name), 10**8)], top_k)[0]
+
+
+def assert_same_predictions(got: list[dict], want: list[dict]) -> None:
+    assert [p["class_id"] for p in got] == [p["class_id"] for p in want]
+    for g, w in zip(got, want):
+        assert abs(g["confidence"] - w["confidence"]) <= 1e-4
+
+
+@pytest.mark.e2e
+def test_batching_worker_batches_real_requests(batching_worker, redis_client, worker_ids):
+    from inference import jobs
+
+    with paused(worker_ids["resnet18"], "resnet18.high", "resnet18.normal", "resnet18.low"):
+        truncated = base64.b64encode(image_bytes("chelsea.jpg")[:2500]).decode()
+        images = [image_b64("chelsea.jpg"), image_b64("astronaut.jpg")] * 3 + [truncated]
+        ids = [jobs.submit(redis_client, image_b64=img, model="resnet18", priority="normal", top_k=k).job["request_id"]
+               for img, k in zip(images, [1, 2, 3, 4, 5, 6, 5])]
+        statuses = [jobs.wait_for(redis_client, rid, 60) for rid in ids]
 
     good, bad = statuses[:6], statuses[6]
     assert bad["status"] == "failed" and bad["error"]["code"] == "invalid_image"  # fails alone
@@ -120,9 +138,22 @@ def test_batching_worker_batches_real_requests(api, redis_client, worker_ids):
     assert all(s["result"]["worker_id"].startswith("resnet18-batch") for s in good)
     assert max(s["result"]["batch_size"] for s in good) > 1, "no batch formed"
     assert [len(s["result"]["predictions"]) for s in good] == [1, 2, 3, 4, 5, 6]  # each its own top_k
-
-    reference = model_runtime.load(SPECS["resnet18"], "random", 0, warmup=False)
     for status, image_name in zip(good, ["chelsea.jpg", "astronaut.jpg"] * 3):
-        expected = reference.classify([load_rgb(image_bytes(image_name), 10**8)], 6)[0]
-        for got, want in zip(status["result"]["predictions"], expected):
-            assert abs(got["confidence"] - want["confidence"]) <= 1e-4
+        assert_same_predictions(status["result"]["predictions"], expected_predictions(image_name, 6)[: len(status["result"]["predictions"])])
+
+
+@pytest.mark.e2e
+def test_one_task_of_several_images(batching_worker, celery_client, worker_ids):
+    """`images`: one task; its good pictures share one forward pass, each broken one fails alone."""
+    truncated = base64.b64encode(image_bytes("chelsea.jpg")[:2500]).decode()
+    images = [image_b64("chelsea.jpg"), image_b64("astronaut.jpg"), truncated, "%%% not base64", image_b64("chelsea.jpg")]
+    with paused(worker_ids["resnet18"], "resnet18.high", "resnet18.normal", "resnet18.low"):
+        result = celery_client.send_task("inference.classify", queue="resnet18.normal",
+                                         kwargs={"images": images, "model": "resnet18", "top_k": 3}).get(timeout=60)
+    assert result["worker_id"].startswith("resnet18-batch")
+    assert result["images"] == 5 and result["failed_images"] == 2 and len(result["results"]) == 5
+    assert result["results"][2]["error"]["code"] == "invalid_image"
+    assert result["results"][3]["error"]["code"] == "invalid_base64"
+    assert result["batch_size"] == 4  # one batch: the three good pictures, and the truncated one that failed there
+    for entry, image_name in zip([result["results"][n] for n in (0, 1, 4)], ["chelsea.jpg", "astronaut.jpg", "chelsea.jpg"]):
+        assert_same_predictions(entry["predictions"], expected_predictions(image_name, 3))

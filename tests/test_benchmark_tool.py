@@ -17,7 +17,8 @@ pytestmark = pytest.mark.e2e
 
 def test_benchmark_runs_and_reports(tmp_path):
     out = subprocess.run([sys.executable, "tests/benchmark.py", "--rounds", "1", "--requests", "16", "--seconds", "0.3",
-                          "--low-load", "5", "--submissions", "40", "--out", str(tmp_path)],
+                          "--low-load", "5", "--submissions", "40", "--images-per-request", "4", "--many-requests", "3",
+                          "--many-concurrency", "2", "--out", str(tmp_path)],
                          cwd=repo_root(), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     report = json.loads((tmp_path / "benchmark.json").read_text())
@@ -30,5 +31,9 @@ def test_benchmark_runs_and_reports(tmp_path):
     assert report["cpu_ms_per_request"]["worker"] > 0  # the worker's pool is counted with it
     assert set(report["ratios"]) >= {"rest_saturation_vs_plain", "celery_saturation_vs_plain", "low_load_overhead_ms"}
     assert report["api_submissions_per_s"] > 0
+    many = report["batched_submissions"]
+    assert many["images_per_request"] == 4
+    for name in ("apply_async", "rest"):
+        assert many[name]["ok"] == many[name]["requests"] == 3 and many[name]["images_per_s"] > 0
     assert (tmp_path / "latency.png").stat().st_size > 0 and (tmp_path / "throughput.png").stat().st_size > 0
     assert "saturation: REST" in out.stdout

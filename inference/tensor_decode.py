@@ -1,0 +1,70 @@
+"""Decoding a batch of JPEGs with torchvision, on the model's device (nvJPEG on CUDA).
+
+At thousands of images a second a GPU outruns any CPU decoding with PIL; torchvision decodes
+a whole list of JPEGs in one call on the GPU, and the preprocessing (resize, crop, normalise)
+then runs there too, on each group of same-sized pictures at once. Every picture is first
+checked by PIL from its headers alone (format, pixel limit, decompression bombs), exactly as on
+the PIL path; only plain JPEGs (RGB or greyscale, no EXIF rotation) go this way, the rest
+(PNG, CMYK, rotated photos...) and any JPEG this decoder refuses take the PIL path, which also
+gives a corrupt picture its error.
+
+Imported in worker processes only (torch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torchvision.io import ImageReadMode, decode_jpeg
+
+from inference.errors import InvalidRequest
+from inference.imaging import open_checked
+from inference.settings import get_settings
+
+EXIF_ORIENTATION = 0x0112
+
+
+def used_for(device: str) -> bool:
+    """IMAGE_DECODER: whether a model on `device` gets its JPEGs decoded here."""
+    decoder = get_settings().image_decoder
+    return decoder == "torchvision" or (decoder == "auto" and device.startswith("cuda"))
+
+
+def suits_tensor_decoding(raw: bytes, max_pixels: int) -> bool:
+    """A plain JPEG (the headers say so) that decodes the same here as with PIL."""
+    try:
+        img = open_checked(raw, max_pixels)
+    except InvalidRequest:
+        return False  # the PIL path reports why
+    return img.format == "JPEG" and img.mode in ("RGB", "L") and img.getexif().get(EXIF_ORIENTATION, 1) == 1
+
+
+def decode(raws: list[bytes], device: str) -> list[torch.Tensor | None]:
+    """Each JPEG as a 3xHxW uint8 tensor on `device`; None where this decoder refused it."""
+    if not raws:
+        return []
+    tensors = [torch.frombuffer(bytearray(raw), dtype=torch.uint8) for raw in raws]
+    try:
+        return list(decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device))
+    except RuntimeError:  # one picture spoilt the batch: decode them one by one
+        return [_decode_one(tensor, device) for tensor in tensors]
+
+
+def _decode_one(tensor: torch.Tensor, device: str) -> torch.Tensor | None:
+    try:
+        return decode_jpeg(tensor, mode=ImageReadMode.RGB, device=device)
+    except RuntimeError:
+        return None
+
+
+def preprocess(pictures: list[torch.Tensor], transforms: Callable[[torch.Tensor], torch.Tensor]) -> list[torch.Tensor]:
+    """The model's transforms on each picture, run once per group of same-sized pictures."""
+    by_size: dict[tuple[int, ...], list[int]] = {}
+    for n, picture in enumerate(pictures):
+        by_size.setdefault(tuple(picture.shape), []).append(n)
+    out: list[torch.Tensor] = [torch.empty(0)] * len(pictures)
+    for indices in by_size.values():
+        for n, tensor in zip(indices, transforms(torch.stack([pictures[n] for n in indices]))):
+            out[n] = tensor
+    return out
