@@ -19,6 +19,7 @@ import argparse
 import base64
 import json
 import os
+import platform
 import statistics
 import sys
 import time
@@ -218,7 +219,9 @@ def main(argv=None) -> int:
     procs = Processes()
     env = {**os.environ, "MODEL_WEIGHTS": "random", "QUEUE_SIZE": "100000", "NO_WORKER_POLICY": "queue",
            "LOG_LEVEL": "WARNING", "MAX_BATCH_SIZE": str(best), "MAX_BATCH_DELAY_MS": "10",
-           "MODEL_INSTANCES": str(instances), "TORCH_THREADS": str(max(1, threads // instances)),
+           "MODEL_INSTANCES": str(instances),
+           # On a CPU, the plain script's threads shared among the instances; on a GPU the worker's own choice (1).
+           **({"TORCH_THREADS": str(max(1, threads // instances))} if plain.loaded.device == "cpu" else {}),
            "BATCH_SIZE": str(max(32, args.images_per_request)), "MAX_CONTENT_LENGTH": str(64 * 1024 * 1024)}
     per_request = args.images_per_request
     in_flight = min(4 * best, 64)  # single-image saturation: enough to fill a batch and the next
@@ -258,11 +261,18 @@ def main(argv=None) -> int:
         procs.stop_all()
 
     report = summarise(rounds, by_batch, best, eager_rps, sweep, submissions, threads, instances)
+    report["machine"]["device"] = device_name(plain.loaded.device)
     report["batched_submissions"] = many
     (out / "benchmark.json").write_text(json.dumps(report, indent=2))
     print_table(report, out)
     draw(rounds, sweep, by_batch, report, out)
     return 0
+
+
+def device_name(device: str) -> str:
+    import torch
+
+    return torch.cuda.get_device_name(device) if device.startswith("cuda") else f"CPU ({platform.processor() or platform.machine()})"
 
 
 def batched_submissions(plain: PlainScript, api: str, redis_url: str, images_b64: list[str], best: int, args) -> dict:
@@ -321,7 +331,7 @@ def summarise(rounds, by_batch, best, eager_rps, sweep, submissions, threads, in
 
 def print_table(report: dict, out: Path) -> None:
     plain, runs, ratios, machine = report["plain"], report["runs"], report["ratios"], report["machine"]
-    table = Table(title=f"resnet18 on {machine['cores']} cores, {machine['torch_threads']} torch threads, "
+    table = Table(title=f"resnet18 on {machine['device']}, {machine['cores']} cores, {machine['torch_threads']} torch threads, "
                         f"{machine['model_instances']} instance(s); medians of {machine['rounds']} rounds")
     for column in ("what", "images/s", "vs plain", "vs forward", "p50 ms", "p95 ms", "p99 ms"):
         table.add_column(column, justify="right" if column != "what" else "left")

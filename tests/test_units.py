@@ -160,6 +160,7 @@ def test_torch_threads_share_the_cores_among_every_model_copy(monkeypatch):
             monkeypatch.setenv(name, value)
         get_settings.cache_clear()
         assert worker.torch_threads() == threads, env
+        assert worker.torch_threads("cuda:0") == (3 if "TORCH_THREADS" in env else 1), env  # GPU models: CPU work is small
         for name in env:
             monkeypatch.delenv(name)
     get_settings.cache_clear()
