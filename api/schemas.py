@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from inference.queues import DEFAULT_PRIORITY, PRIORITIES
 from inference.registry import ANY_MODEL, model_names
@@ -28,6 +28,7 @@ class InferenceRequest(BaseModel):
     request_id: str | None = Field(None, pattern=REQUEST_ID_PATTERN, description="Client-chosen id; submitting it again returns the first request.")
     top_k: int | None = Field(None, ge=1, description="How many predictions to return (default DEFAULT_TOP_K).")
     timeout_ms: int | None = Field(None, ge=1, description="Deadline to *start*, in ms (capped by WORKER_TIMEOUT); a request not started by then is dropped as `expired`.")
+    _raw_images: list[bytes] | None = PrivateAttr(None)  # `images`, decoded once while checked
 
     @field_validator("data")
     @classmethod

@@ -78,12 +78,16 @@ def validate_item(fields, prefix: str = "") -> InferenceRequest:
     if item.images is not None and len(item.images) > settings.batch_size:
         raise ApiError(413, "batch_too_large", f"{prefix}a request holds at most {settings.batch_size} images (BATCH_SIZE)")
     # Every picture is checked here, so a request the API accepts has no broken image in it.
+    raws = []
     for n, data in enumerate([item.data] if item.images is None else item.images):
         where = prefix if item.images is None else f"{prefix}images[{n}]: "
         try:
-            probe_image(decode_base64(data), settings.max_image_pixels)
+            raws.append(decode_base64(data))
+            probe_image(raws[-1], settings.max_image_pixels)
         except InvalidRequest as exc:
             raise ApiError(exc.http_status, exc.code, where + exc.message) from None
+    if item.images is not None:
+        item._raw_images = raws  # sent to the worker by reference (jobs.submit)
     return item
 
 
@@ -126,7 +130,7 @@ def submit_all(items: list[InferenceRequest]) -> list[jobs.Submitted]:
         jobs.submit(
             redis_client(),
             image_b64=item.data,
-            images_b64=item.images,
+            images=item._raw_images,
             model=model,
             priority=item.priority,
             top_k=item.top_k,

@@ -38,6 +38,13 @@ class ImageTooLarge(InvalidRequest):
     http_status = 413
 
 
+class ImageMissing(InvalidRequest):
+    """An image sent by reference (`image_refs`) is no longer in Redis."""
+
+    code = "image_missing"
+    http_status = 410
+
+
 class UnknownModel(InvalidRequest):
     code = "unknown_model"
 

@@ -13,7 +13,9 @@
 In place of `image`, `images` (a list of up to BATCH_SIZE base64 pictures) classifies several
 in one task, the cheapest way to send many: the result then holds `results`, one entry per
 image in order, each `{"predictions": [...]}` or, for a picture that does not decode,
-`{"error": {"code", "message"}}` (the others still succeed).
+`{"error": {"code", "message"}}` (the others still succeed). `image_refs` does the same with
+pictures stored in Redis by `inference.jobs.submit(images=...)` (what the API sends): the
+message stays small, and the worker deletes them once classified.
 
 Returns a JSON object (see `build_result`). Bad input fails at once with an error whose
 `code` names the problem; transient failures retry with exponential backoff and jitter.
@@ -35,7 +37,7 @@ from redis.retry import Retry
 from inference import chaos, jobs, metrics
 from inference.batching import BatchOutcome
 from inference.celery_app import app
-from inference.errors import InvalidRequest, TransientInferenceError, WrongWorker
+from inference.errors import ImageMissing, InvalidRequest, TransientInferenceError, WrongWorker
 from inference.imaging import decode_base64
 from inference.queues import TASK_NAME
 from inference.settings import get_settings
@@ -141,12 +143,13 @@ def build_result(*, info, request_id, worker_id, submitted_at, started_at, finis
 )
 def classify(self, image: str | None = None, model: str | None = None, top_k: int | None = None, request_id: str | None = None,
              priority: str | None = None, submitted_at: float | None = None, deadline: float | None = None,
-             images: list[str] | None = None) -> dict:
+             images: list[str] | None = None, image_refs: list[str] | None = None) -> dict:
     from inference.worker import batcher, loaded_model
 
-    pictures = [image] if images is None else images
+    several = images if images is not None else image_refs
+    count = len(several) if isinstance(several, list) else 1
     gatherer = batcher()
-    gatherer.expect(len(pictures) if isinstance(pictures, list) else 0)  # a batch being gathered waits for them
+    gatherer.expect(count)  # a batch being gathered waits for them
     try:
         skip_unless_runnable(self, self.request.id, deadline, model, priority)
         started_at = time.time()
@@ -157,15 +160,18 @@ def classify(self, image: str | None = None, model: str | None = None, top_k: in
         top_k = settings.default_top_k if top_k is None else top_k
         if not isinstance(top_k, int) or not 1 <= top_k <= settings.max_top_k:
             raise InvalidRequest(f"top_k must be an integer between 1 and {settings.max_top_k}")
-        check_pictures(image, images, settings.batch_size)
-        # Several images: a broken one fails alone; one image: it fails the request.
-        encoded = [decode_base64(p) for p in pictures] if images is None else [_or_error(decode_base64, p) for p in pictures]
+        check_pictures(image, images, image_refs, settings.batch_size)
+        # Several images: a broken (or missing) one fails alone; one image: it fails the request.
+        if image_refs is not None:
+            encoded = fetch_images(image_refs)
+        else:
+            encoded = [decode_base64(image)] if images is None else [_or_error(decode_base64, p) for p in images]
         chaos.before_inference()
     except BaseException:
-        gatherer.forget(len(pictures) if isinstance(pictures, list) else 0)
+        gatherer.forget(count)
         raise
     # The batcher decodes each picture (a corrupt one fails alone) and classifies it.
-    if images is None:
+    if several is None:
         outcomes: list = [gatherer.run((encoded[0], top_k), timeout=settings.worker_timeout, expected=True)]
     else:
         gatherer.forget(sum(isinstance(raw, InvalidRequest) for raw in encoded))
@@ -184,21 +190,40 @@ def classify(self, image: str | None = None, model: str | None = None, top_k: in
         priority=priority,
         batch_size=max((o.batch_size for o in done), default=0),
     )
-    if images is None:
+    if several is None:
         result["predictions"] = outcomes[0].output
     else:
         result["results"] = [{"predictions": o.output} if isinstance(o, BatchOutcome) else {"error": o.to_dict()} for o in outcomes]
         result["images"], result["failed_images"] = len(outcomes), len(outcomes) - len(done)
+    if image_refs:
+        forget_images(image_refs)
     log.info("request %s (%d image(s)) classified by %s in %.1f ms", result["request_id"], len(outcomes), model,
              1000 * result["processing_time"])
     return result
 
 
-def check_pictures(image, images, most: int) -> None:
-    if (image is None) == (images is None):
-        raise InvalidRequest("give either `image` (one base64 picture) or `images` (a list of them)")
-    if images is not None and (not isinstance(images, list) or not 1 <= len(images) <= most):
-        raise InvalidRequest(f"`images` must be a list of 1 to {most} base64 pictures (BATCH_SIZE)")
+def check_pictures(image, images, image_refs, most: int) -> None:
+    given = [value for value in (image, images, image_refs) if value is not None]
+    if len(given) != 1:
+        raise InvalidRequest("give one of `image` (one base64 picture), `images` (a list of them) or `image_refs` (Redis keys)")
+    if image is None and (not isinstance(given[0], list) or not 1 <= len(given[0]) <= most):
+        raise InvalidRequest(f"`images` and `image_refs` must be lists of 1 to {most} pictures (BATCH_SIZE)")
+    if image_refs is not None and not all(isinstance(ref, str) and ref.startswith(jobs.IMAGE_PREFIX) for ref in image_refs):
+        raise InvalidRequest(f"`image_refs` must be keys that jobs.submit wrote (starting with {jobs.IMAGE_PREFIX})")
+
+
+def forget_images(refs: list[str]) -> None:
+    """Classified: the stored pictures are not needed again (they would expire with the job anyway)."""
+    try:
+        redis_client().delete(*refs)
+    except redis_lib.RedisError as exc:
+        log.warning("could not delete the stored pictures (they expire with the job): %s", exc)
+
+
+def fetch_images(refs: list[str]) -> list:
+    """The pictures of a request sent by reference, in one round trip; a missing one fails alone."""
+    return [raw if raw is not None else ImageMissing(f"{ref} is no longer stored (expired, or its request already ran)")
+            for ref, raw in zip(refs, redis_client().mget(refs))]
 
 
 def _or_error(fn, arg):

@@ -140,6 +140,7 @@ def celery_load(redis_url: str, requests_kwargs: list[dict], count: int, concurr
     from celery import Celery
 
     client = Celery(broker=redis_url, backend=redis_url)
+    client.conf.broker_transport_options = {"body_encoding": None}  # as celeryconfig.py: no base64 layer on message bodies
 
     def one(i):
         t = time.perf_counter()
@@ -200,6 +201,7 @@ def main(argv=None) -> int:
                         help="batched submissions: images in one request (`images`) for the last runs; 0 = skip them")
     parser.add_argument("--many-requests", type=int, default=20, help="requests per run of batched submissions")
     parser.add_argument("--many-concurrency", type=int, default=4, help="batched submissions in flight")
+    parser.add_argument("--api-workers", type=int, default=2, help="gunicorn processes of the API")
     parser.add_argument("--out", type=Path, default=OUT, help="where the JSON and the charts go")
     args = parser.parse_args(argv)
     from inference.settings import cpu_count, get_settings
@@ -229,7 +231,7 @@ def main(argv=None) -> int:
     try:
         env["REDIS_URL"] = start_redis(procs, env, name="bench-redis")
         start_worker(procs, "resnet18", env, name="bench@%h")
-        api = start_api(procs, {**env, "API_WORKERS": "2"}, name="bench-api")
+        api = start_api(procs, {**env, "API_WORKERS": str(args.api_workers)}, name="bench-api")
         wait_until(lambda: requests.get(f"{api}/workers/status", timeout=5).json()["ready"] >= 1, 120, what="worker")
         pids = {"worker": procs.procs["worker-bench@%h"].pid, "api": procs.procs["bench-api"].pid,
                 "redis": procs.procs["bench-redis"].pid}
@@ -261,7 +263,7 @@ def main(argv=None) -> int:
         procs.stop_all()
 
     report = summarise(rounds, by_batch, best, eager_rps, sweep, submissions, threads, instances)
-    report["machine"]["device"] = device_name(plain.loaded.device)
+    report["machine"].update(device=device_name(plain.loaded.device), api_workers=args.api_workers)
     report["batched_submissions"] = many
     (out / "benchmark.json").write_text(json.dumps(report, indent=2))
     print_table(report, out)

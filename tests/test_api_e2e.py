@@ -85,12 +85,14 @@ def test_multipart_upload(api):
     assert result["model"] == "efficientnet" and len(result["predictions"]) == 2
 
 
-def test_one_request_of_several_images(api, chelsea_b64):
-    """`images` (or several `image` files): one request, one task, one result per image in order."""
+def test_one_request_of_several_images(api, chelsea_b64, redis_client):
+    """`images` (or several `image` files): one request, one task, one result per image in order;
+    the pictures travel by reference and are gone from Redis once classified."""
     astronaut = image_b64("astronaut.jpg")
     response = post(api, "/v1/inference", params={"wait": 30},
                     json={"images": [chelsea_b64, astronaut, chelsea_b64], "model_type": "squeezenet", "top_k": 2})
     assert response.status_code == 200, response.text
+    assert not redis_client.keys(f"inference:image:{response.json()['request_id']}:*")
     result = response.json()["result"]
     assert result["images"] == 3 and result["failed_images"] == 0 and "predictions" not in result
     assert [len(r["predictions"]) for r in result["results"]] == [2, 2, 2]

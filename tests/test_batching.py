@@ -98,10 +98,10 @@ def batching_worker(api):
     env = {**os.environ, "MAX_BATCH_SIZE": "8", "MAX_BATCH_DELAY_MS": "300"}
     name = start_worker(_processes, "resnet18", env, name=f"resnet18-batch-{os.getpid()}@%h")
     try:
-        wait_until(lambda: any(w["worker_id"].startswith("resnet18-batch") and w.get("ready_processes")
-                               for w in api.get(f"{api.base_url}/workers/status", timeout=5).json()["workers"]),
-                   120, interval=0.5, what="batching worker")
-        yield name
+        worker = wait_until(lambda: next((w for w in api.get(f"{api.base_url}/workers/status", timeout=5).json()["workers"]
+                                          if w["worker_id"].startswith("resnet18-batch") and w.get("ready_processes")), None),
+                            120, interval=0.5, what="batching worker")
+        yield worker["worker_id"]
     finally:
         _processes.stop(f"worker-{name}")
 
@@ -140,6 +140,29 @@ def test_batching_worker_batches_real_requests(batching_worker, redis_client, wo
     assert [len(s["result"]["predictions"]) for s in good] == [1, 2, 3, 4, 5, 6]  # each its own top_k
     for status, image_name in zip(good, ["chelsea.jpg", "astronaut.jpg"] * 3):
         assert_same_predictions(status["result"]["predictions"], expected_predictions(image_name, 6)[: len(status["result"]["predictions"])])
+
+
+@pytest.mark.e2e
+def test_pictures_by_reference_are_read_once_and_deleted(batching_worker, redis_client, worker_ids):
+    """jobs.submit(images=...): the message carries keys; a picture gone from Redis fails alone."""
+    from inference import jobs
+
+    queues = ("resnet18.high", "resnet18.normal", "resnet18.low")
+    with paused(worker_ids["resnet18"], *queues):
+        with paused(batching_worker, *queues):
+            submitted = jobs.submit(redis_client, image_b64=None, model="resnet18", priority="normal", top_k=2,
+                                    images=[image_bytes("astronaut.jpg"), image_bytes("chelsea.jpg")])
+            request_id = submitted.job["request_id"]
+            # (a worker's BRPOP issued before the pause may take it first and hand it back: wait)
+            queued = wait_until(lambda: redis_client.lrange("resnet18.normal", 0, -1), 10, what="the queued message")
+            assert len(queued) == 1 and len(queued[0]) < 4000  # keys, not two pictures of 68 and 35 KB
+            redis_client.delete(f"inference:image:{request_id}:1")  # as if it had expired
+        status = jobs.wait_for(redis_client, request_id, 60)
+    result = status["result"]
+    assert status["status"] == "success" and result["failed_images"] == 1
+    assert_same_predictions(result["results"][0]["predictions"], expected_predictions("astronaut.jpg", 2))
+    assert result["results"][1]["error"]["code"] == "image_missing"
+    assert not redis_client.keys(f"inference:image:{request_id}:*")
 
 
 @pytest.mark.e2e

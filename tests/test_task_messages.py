@@ -80,6 +80,8 @@ def test_malformed_messages_are_rejected_logged_and_the_worker_keeps_serving(api
     ({"image": image_b64(), "model": "squeezenet", "top_k": "all"}, "InvalidRequest"),
     ({"image": image_b64(), "model": "resnet18"}, "WrongWorker"),
     ({"image": image_b64(), "model": "squeezenet", "shell": "rm -rf /"}, "TypeError"),
+    ({"image_refs": ["some:other:key"], "model": "squeezenet"}, "InvalidRequest"),  # only keys jobs.submit wrote
+    ({"image": image_b64(), "images": [image_b64()], "model": "squeezenet"}, "InvalidRequest"),
 ])
 def test_bad_arguments_fail_the_task_at_once(api, celery_client, redis_client, kwargs, error):
     """Straight to a worker, without the API's checks: the task fails at once (no retry), with

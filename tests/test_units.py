@@ -169,3 +169,10 @@ def test_torch_threads_share_the_cores_among_every_model_copy(monkeypatch):
 def test_procfile_tells_workers_how_many_share_the_machine():
     lines = [line for line in (repo_root() / "Procfile").read_text().splitlines() if line.startswith("worker_")]
     assert lines and all(f"HOST_WORKERS=${{HOST_WORKERS:-{len(lines)}}}" in line for line in lines)
+
+
+def test_optimize_auto_is_torchscript_on_cpu_and_eager_on_cuda():
+    from inference.model_runtime import resolve_optimize
+
+    assert resolve_optimize("auto", "cpu") == "jit" and resolve_optimize("auto", "cuda:0") == "none"
+    assert resolve_optimize("jit", "cuda") == "jit" and resolve_optimize("none", "cpu") == "none"
