@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run start stop logs test test-fast lint type-check resilience benchmark load-test stress-test demo quick-demo weights health monitor config-table clean
+.PHONY: setup run start stop logs test test-fast lint type-check resilience benchmark benchmark-gpu load-test stress-test demo quick-demo weights health monitor config-table clean
 
 setup: $(STAMP)
 
@@ -48,6 +48,10 @@ resilience: setup  ## the fault-tolerance scenarios under more load (RESILIENCE_
 
 benchmark: setup  ## the system against a plain script, same machine, same run; table, JSON and PNGs in benchmark-results/
 	$(BIN)/python tests/benchmark.py
+
+benchmark-gpu: setup  ## the same on a CUDA machine, with many-image requests (the H100 figures in the README)
+	WORKER_FP16=true $(BIN)/python tests/benchmark.py --batch-sizes 64,128,256 --rounds 1 --requests 512 --low-load 20 \
+	  --submissions 300 --images-per-request 128 --many-requests 64 --many-concurrency 16 --instances 2 --seconds 2 --api-workers 8
 
 load-test: setup  ## 200 requests, 16 at a time, against the running system (`make run`); HTML report in reports/
 	mkdir -p reports

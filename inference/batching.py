@@ -84,13 +84,18 @@ class MicroBatcher:
                 self._cond.notify()
 
     def submit(self, payload: Any, expected: bool = False) -> Future:
-        item = BatchItem(payload)
+        return self.submit_many([payload], expected)[0]
+
+    def submit_many(self, payloads: list[Any], expected: bool = False) -> list[Future]:
+        """Several items at once (a request's pictures): one lock and one wake-up of the batcher
+        instead of one per item, which woke it 128 times for a request of 128 pictures."""
+        items = [BatchItem(payload) for payload in payloads]
         with self._cond:
-            self._pending.append(item)
+            self._pending.extend(items)
             if expected:
-                self._expected -= 1
+                self._expected -= len(items)
             self._cond.notify()
-        return item.future
+        return [item.future for item in items]
 
     def run(self, payload: Any, timeout: float | None = None, expected: bool = False) -> BatchOutcome:
         return self.submit(payload, expected).result(timeout)
@@ -105,7 +110,10 @@ class MicroBatcher:
                     break
                 self._cond.wait(remaining)
             self._batches += 1
-            return self._batches, [self._pending.popleft() for _ in range(min(self.max_batch_size, len(self._pending)))]
+            batch = [self._pending.popleft() for _ in range(min(self.max_batch_size, len(self._pending)))]
+            if self._pending:
+                self._cond.notify()  # more than a batch waits: wake another instance for it
+            return self._batches, batch
 
     def _start(self) -> None:
         """Thread 0: initialise, start the other instances, wait until each is warm, serve."""

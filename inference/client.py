@@ -3,6 +3,7 @@
     from inference.client import InferenceClient
     client = InferenceClient("http://127.0.0.1:8000")
     result = client.classify("cat.jpg", model="resnet18")       # submit + wait
+    many = client.classify(["cat.jpg", "dog.png"])              # one request: many["results"] in order
     request_id = client.submit("cat.jpg", priority="low")        # submit-then-poll
     client.wait(request_id)                                       # final status
     client.cancel(request_id)
@@ -83,9 +84,11 @@ class InferenceClient:
         raw = Path(image).read_bytes() if isinstance(image, (str, Path)) else image
         return base64.b64encode(raw).decode()
 
-    def submit(self, image: bytes | str | Path, *, model: str = "any", priority: str = "normal", top_k: int | None = None,
+    def submit(self, image: bytes | str | Path | list, *, model: str = "any", priority: str = "normal", top_k: int | None = None,
                request_id: str | None = None, timeout_ms: int | None = None) -> str:
-        body: dict[str, str | int] = {"data": self.encode(image), "model_type": model, "priority": priority}
+        """One image, or a list of them as one request (its result holds `results`, in order)."""
+        pictures = {"images": [self.encode(i) for i in image]} if isinstance(image, list) else {"data": self.encode(image)}
+        body: dict[str, str | int | list[str]] = {**pictures, "model_type": model, "priority": priority}
         body.update({k: v for k, v in (("top_k", top_k), ("request_id", request_id), ("timeout_ms", timeout_ms)) if v is not None})
         return self._request("POST", "/v1/inference", json=body)[1]["request_id"]
 
@@ -101,7 +104,7 @@ class InferenceClient:
             if status["status"] in FINAL or remaining <= 0:
                 return status
 
-    def classify(self, image: bytes | str | Path, **kwargs) -> dict:
+    def classify(self, image: bytes | str | Path | list, **kwargs) -> dict:
         """Submit and wait; the result, or InferenceError if the request did not succeed."""
         status = self.wait(self.submit(image, **kwargs))
         if status["status"] != "success":

@@ -153,8 +153,8 @@ def optimize_for_inference(model: torch.nn.Module, example: torch.Tensor) -> tor
 
 def resolve_optimize(optimize: str, device: str) -> str:
     """MODEL_OPTIMIZE=auto: TorchScript on the CPU (~1.4x for resnet18 here); eager on CUDA,
-    where it ran faster on an H100 (9.3k vs 7.9k images/s end to end in the plain script) and
-    TorchScript re-specialises for every new batch size that dynamic batching makes."""
+    where TorchScript was no faster on an H100 (7.9k vs 9.3k images/s in the plain script) and
+    re-specialises for every new batch size that dynamic batching makes."""
     if optimize != "auto":
         return optimize
     return "jit" if device == "cpu" else "none"

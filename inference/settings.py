@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(1, description="Worker processes per model worker (each loads its own copy of the model).")
     worker_priorities: str = Field("high,normal,low", description="Priorities a worker consumes, comma-separated (always in high, normal, low order).")
     worker_device: str = Field("auto", description="Where a worker runs its model: `auto` (CUDA when available), `cpu`, `cuda`, `cuda:1`...")
-    model_optimize: Literal["auto", "jit", "none"] = Field("auto", description="`jit`: TorchScript-trace each model and optimise it for inference (batch norm folded, oneDNN on CPU; the forward pass runs without holding the GIL); `none`: plain eager PyTorch; `auto`: jit on CPU, eager on CUDA (where TorchScript was slower and re-specialises for every new batch size).")
+    model_optimize: Literal["auto", "jit", "none"] = Field("auto", description="`jit`: TorchScript-trace each model and optimise it for inference (batch norm folded, oneDNN on CPU; the forward pass runs without holding the GIL); `none`: plain eager PyTorch; `auto`: jit on CPU, eager on CUDA (where TorchScript was no faster and re-specialises for every new batch size).")
     worker_channels_last: bool = Field(True, description="Run models in channels_last memory format (faster convolutions on CPUs with oneDNN and on recent GPUs).")
     image_decoder: Literal["auto", "pil", "torchvision"] = Field("auto", description="How a worker decodes pictures: `pil`; `torchvision`: JPEGs in batches on the model's device (nvJPEG on CUDA), other formats with PIL; `auto`: torchvision when the model runs on CUDA, else PIL.")
     worker_fp16: bool = Field(False, description="Half precision on CUDA devices (ignored, with a warning, on CPU).")

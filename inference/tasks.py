@@ -28,6 +28,7 @@ import time
 from concurrent.futures import Future
 
 import redis as redis_lib
+from celery import states
 from celery.exceptions import Ignore
 from celery.signals import task_failure, task_retry, task_success
 from celery.utils.log import get_task_logger
@@ -73,6 +74,8 @@ def count_success(sender=None, result=None, **_):
     # After the result is stored and published: the client need not wait for the metrics.
     if getattr(sender, "name", None) == TASK_NAME and isinstance(result, dict):
         record_metrics(metrics.record_success, result, result.get("batch_size", 1))
+        # Only now that the result is stored: a run cut short before would find them again.
+        forget_images((sender.request.kwargs or {}).get("image_refs") or [])
 
 
 @task_retry.connect
@@ -164,18 +167,23 @@ def classify(self, image: str | None = None, model: str | None = None, top_k: in
         # Several images: a broken (or missing) one fails alone; one image: it fails the request.
         if image_refs is not None:
             encoded = fetch_images(image_refs)
+            if all(isinstance(raw, ImageMissing) for raw in encoded) and already_succeeded(self):
+                raise Ignore()  # redelivered after its first run stored a result: that result stands
         else:
             encoded = [decode_base64(image)] if images is None else [_or_error(decode_base64, p) for p in images]
         chaos.before_inference()
-    except BaseException:
+    except BaseException as exc:
         gatherer.forget(count)
+        if isinstance(image_refs, list) and not isinstance(exc, TransientInferenceError):
+            forget_images(image_refs)  # it will not run again: expired, cancelled or refused
         raise
     # The batcher decodes each picture (a corrupt one fails alone) and classifies it.
     if several is None:
         outcomes: list = [gatherer.run((encoded[0], top_k), timeout=settings.worker_timeout, expected=True)]
     else:
         gatherer.forget(sum(isinstance(raw, InvalidRequest) for raw in encoded))
-        waiting = [raw if isinstance(raw, InvalidRequest) else gatherer.submit((raw, top_k), expected=True) for raw in encoded]
+        futures = iter(gatherer.submit_many([(raw, top_k) for raw in encoded if not isinstance(raw, InvalidRequest)], expected=True))
+        waiting = [raw if isinstance(raw, InvalidRequest) else next(futures) for raw in encoded]
         outcomes = [_or_error(lambda f: f.result(settings.worker_timeout), f) if isinstance(f, Future) else f for f in waiting]
     done = [o for o in outcomes if isinstance(o, BatchOutcome)]
     result = build_result(
@@ -195,8 +203,6 @@ def classify(self, image: str | None = None, model: str | None = None, top_k: in
     else:
         result["results"] = [{"predictions": o.output} if isinstance(o, BatchOutcome) else {"error": o.to_dict()} for o in outcomes]
         result["images"], result["failed_images"] = len(outcomes), len(outcomes) - len(done)
-    if image_refs:
-        forget_images(image_refs)
     log.info("request %s (%d image(s)) classified by %s in %.1f ms", result["request_id"], len(outcomes), model,
              1000 * result["processing_time"])
     return result
@@ -212,12 +218,19 @@ def check_pictures(image, images, image_refs, most: int) -> None:
         raise InvalidRequest(f"`image_refs` must be keys that jobs.submit wrote (starting with {jobs.IMAGE_PREFIX})")
 
 
-def forget_images(refs: list[str]) -> None:
-    """Classified: the stored pictures are not needed again (they would expire with the job anyway)."""
+def forget_images(refs: list) -> None:
+    """The stored pictures are not needed again (they would expire with the job anyway); only
+    keys that jobs.submit writes are touched, whatever a message names."""
+    ours = [ref for ref in refs if isinstance(ref, str) and ref.startswith(jobs.IMAGE_PREFIX)]
     try:
-        redis_client().delete(*refs)
+        if ours:
+            redis_client().delete(*ours)
     except redis_lib.RedisError as exc:
         log.warning("could not delete the stored pictures (they expire with the job): %s", exc)
+
+
+def already_succeeded(task) -> bool:
+    return task.backend.get_task_meta(task.request.id).get("status") == states.SUCCESS
 
 
 def fetch_images(refs: list[str]) -> list:

@@ -25,6 +25,16 @@ def test_batch_closes_when_full():
     assert futures[6].result(timeout=1).batch_size == 1  # the leftover: nothing else expected, no wait
 
 
+def test_a_request_of_several_items_is_split_into_full_batches_in_order():
+    batcher = MicroBatcher(lambda items: [i * 10 for i in items], max_batch_size=3, max_delay=5.0, instances=2)
+    batcher.wait_ready(5)
+    batcher.expect(5)
+    outcomes = [f.result(timeout=5) for f in batcher.submit_many([1, 2, 3, 4, 5], expected=True)]
+    assert [o.output for o in outcomes] == [10, 20, 30, 40, 50]
+    assert [o.batch_size for o in outcomes] == [3, 3, 3, 2, 2]  # the leftover does not wait: nothing else expected
+    assert len({o.batch_number for o in outcomes}) == 2
+
+
 def test_batch_waits_for_expected_requests_up_to_the_delay_from_the_first():
     batcher = MicroBatcher(lambda items: list(items), max_batch_size=100, max_delay=0.3)
     for _ in range(3):

@@ -22,6 +22,9 @@ def test_classify_submit_wait_cancel_and_batch(api):
         client.cancel(request_id)
     assert refused.value.code == "already_started" and refused.value.status == 409
 
+    many = client.classify([CAT, TESTDATA / "astronaut.jpg"], model="resnet18", top_k=3)  # one request
+    assert many["images"] == 2 and many["results"][0]["predictions"] == result["predictions"]
+
     batch = client.submit_batch([CAT, TESTDATA / "astronaut.jpg"], model="mobilenet")
     report = client.batch_status(batch["batch_id"], wait=30)
     assert report["counts"]["success"] == 2
