@@ -51,6 +51,12 @@ class InferenceCollector(Collector):
             retries.add_metric([model], count)
         yield retries
 
+        images = CounterMetricFamily("inference_images_classified", "Images classified (a request of `images` counts each one).",
+                                     labels=["model"])
+        for model, count in sorted(metrics.read_images(self.redis).items()):
+            images.add_metric([model], count)
+        yield images
+
         duplicates = CounterMetricFamily("inference_duplicate_runs", "Requests run again after a redelivery.")
         duplicates.add_metric([], int(self.redis.get(jobs.DUPLICATES_KEY) or 0))
         yield duplicates

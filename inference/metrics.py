@@ -18,6 +18,7 @@ RECENT_LATENCIES_KEY = PREFIX + "recent_latencies"  # newest first, for percenti
 RECENT_LIMIT = 5000
 WORKER_FAILURES_KEY = PREFIX + "worker_failed"  # worker hostname -> failed requests
 RETRIES_KEY = PREFIX + "retries"  # model -> retries of transiently failed requests
+IMAGES_KEY = PREFIX + "images"  # model -> images classified (a request may carry many)
 OUTCOMES = ("success", "failed", "expired", "cancelled", "rejected")
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -50,6 +51,7 @@ def record_success(redis: redis_lib.Redis, result: dict, batch_size: int = 1) ->
     model = result["model"]
     pipe = redis.pipeline(transaction=False)
     record_outcome(pipe, model, result.get("priority"), "success")
+    pipe.hincrby(IMAGES_KEY, model, result["images"] - result["failed_images"] if "results" in result else 1)
     if result.get("queue_time") is not None:
         observe(pipe, "queue_wait_seconds", model, result["queue_time"])
         latency = result["finished_at"] - result["submitted_at"]
@@ -110,6 +112,10 @@ def percentile(values: list[float], q: float) -> float | None:
 
 def read_retries(redis: redis_lib.Redis) -> dict[str, int]:
     return _read_counts(redis, RETRIES_KEY)
+
+
+def read_images(redis: redis_lib.Redis) -> dict[str, int]:
+    return _read_counts(redis, IMAGES_KEY)
 
 
 def read_worker_failures(redis: redis_lib.Redis) -> dict[str, int]:

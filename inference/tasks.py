@@ -15,7 +15,7 @@ in one task, the cheapest way to send many: the result then holds `results`, one
 image in order, each `{"predictions": [...]}` or, for a picture that does not decode,
 `{"error": {"code", "message"}}` (the others still succeed). `image_refs` does the same with
 pictures stored in Redis by `inference.jobs.submit(images=...)` (what the API sends): the
-message stays small, and the worker deletes them once classified.
+message stays small, and the worker deletes them once the result is stored.
 
 Returns a JSON object (see `build_result`). Bad input fails at once with an error whose
 `code` names the problem; transient failures retry with exponential backoff and jitter.

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import MODELS, image_b64, image_bytes
+from tests.system import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -88,11 +89,15 @@ def test_multipart_upload(api):
 def test_one_request_of_several_images(api, chelsea_b64, redis_client):
     """`images` (or several `image` files): one request, one task, one result per image in order;
     the pictures travel by reference and are gone from Redis once classified."""
+    from inference import metrics
+
     astronaut = image_b64("astronaut.jpg")
+    images_before = metrics.read_images(redis_client).get("squeezenet", 0)
     response = post(api, "/v1/inference", params={"wait": 30},
                     json={"images": [chelsea_b64, astronaut, chelsea_b64], "model_type": "squeezenet", "top_k": 2})
     assert response.status_code == 200, response.text
-    assert not redis_client.keys(f"inference:image:{response.json()['request_id']}:*")
+    # deleted right after the result is stored, which may be a moment after the answer
+    wait_until(lambda: not redis_client.keys(f"inference:image:{response.json()['request_id']}:*"), 10, what="pictures deleted")
     result = response.json()["result"]
     assert result["images"] == 3 and result["failed_images"] == 0 and "predictions" not in result
     assert [len(r["predictions"]) for r in result["results"]] == [2, 2, 2]
@@ -104,6 +109,8 @@ def test_one_request_of_several_images(api, chelsea_b64, redis_client):
     response = post(api, "/v1/inference", params={"wait": 30}, files=files, data={"model_type": "squeezenet", "top_k": "2"})
     assert response.status_code == 200, response.text
     assert response.json()["result"]["results"] == result["results"][1::-1]
+    wait_until(lambda: metrics.read_images(redis_client).get("squeezenet", 0) == images_before + 6, 10, what="images counted")
+    assert f'inference_images_classified_total{{model="squeezenet"}} {float(images_before + 6)}' in get(api, "/metrics").text
 
 
 def test_any_model_is_served_by_a_live_model(api, chelsea_b64):

@@ -172,7 +172,7 @@ def test_pictures_by_reference_are_read_once_and_deleted(batching_worker, redis_
     assert status["status"] == "success" and result["failed_images"] == 1
     assert_same_predictions(result["results"][0]["predictions"], expected_predictions("astronaut.jpg", 2))
     assert result["results"][1]["error"]["code"] == "image_missing"
-    assert not redis_client.keys(f"inference:image:{request_id}:*")
+    wait_until(lambda: not redis_client.keys(f"inference:image:{request_id}:*"), 10, what="pictures deleted once the result is stored")
 
 
 @pytest.mark.e2e
