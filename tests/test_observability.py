@@ -52,7 +52,10 @@ def test_metrics_count_outcomes_and_timings(api):
     bad = api.post(f"{api.base_url}/v1/inference", json={"data": "%%", "model_type": "squeezenet", "priority": "low"}, timeout=10)
     assert bad.status_code == 400
 
-    after = scrape(api)
+    # Workers record metrics just after the result is stored, so a moment after the answer.
+    after = wait_until(lambda: (lambda now: now if now[success_key] - before.get(success_key, 0) >= 3
+                                and now[latency_key] - before.get(latency_key, 0) >= 3 else None)(scrape(api)), 10,
+                       what="metrics of the three requests")
     assert after[success_key] - before.get(success_key, 0) == 3
     rejected_key = ("inference_requests_total", (("model", "squeezenet"), ("outcome", "rejected"), ("priority", "low")))
     assert after[rejected_key] - before.get(rejected_key, 0) == 1
@@ -69,7 +72,9 @@ def test_metrics_count_outcomes_and_timings(api):
 def test_seed_stats(api):
     before = get(api, "/v1/stats").json()
     classify(api, "resnet18")
-    after = get(api, "/v1/stats").json()
+    # counted a moment after the answer (the worker records metrics once the result is stored)
+    after = wait_until(lambda: (lambda now: now if now["requests_total"] > before["requests_total"] else None)(
+        get(api, "/v1/stats").json()), 10, what="the request counted")
     assert after["requests_total"] == before["requests_total"] + 1
     assert after["requests_success"] == before["requests_success"] + 1
     assert after["workers_active"] == len(MODELS)
@@ -79,9 +84,12 @@ def test_seed_stats(api):
 
 def test_workers_status_reports_load_and_counts(api):
     classify(api, "mobilenet")
-    time.sleep(2.5)  # the worker view is refreshed every WORKER_CACHE_SECONDS
-    workers = {w["model"]: w for w in get(api, "/workers/status").json()["workers"]}
-    mobilenet = workers["mobilenet"]
+
+    def counted():  # each API process refreshes its worker view every WORKER_CACHE_SECONDS
+        workers = {w["model"]: w for w in get(api, "/workers/status").json()["workers"]}
+        return workers if workers["mobilenet"]["processed"] >= 1 else None
+
+    mobilenet = wait_until(counted, 15, interval=0.5, what="the request in the worker's counts")["mobilenet"]
     assert mobilenet["status"] == "ready"
     assert mobilenet["load"] == {"running": 0, "concurrency": 1}
     assert mobilenet["processed"] >= 1 and mobilenet["failed"] >= 0
