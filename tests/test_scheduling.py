@@ -113,13 +113,15 @@ def test_model_without_live_worker(start_extra_api, redis_url, redis_client):
 def test_expired_request_never_runs(api, redis_client, worker_ids):
     data = image_b64()
     with paused(worker_ids["mobilenet"], "mobilenet.low"):
-        late = post(api, "/v1/inference", json={"data": data, "model_type": "mobilenet", "priority": "low", "timeout_ms": 300})
+        late = post(api, "/v1/inference", json={"images": [data, data], "model_type": "mobilenet", "priority": "low", "timeout_ms": 300})
         roomy = post(api, "/v1/inference", json={"data": data, "model_type": "mobilenet", "priority": "low", "timeout_ms": 60_000})
         time.sleep(0.8)
     late_status = get(api, f"/v1/inference/{late.json()['request_id']}", params={"wait": 30}).json()
     assert late_status["status"] == "expired"
     assert "result" not in late_status
     assert redis_client.get(f"inference:claim:{late.json()['request_id']}") is None  # no worker claimed it
+    # its pictures, stored by reference, go with it
+    wait_until(lambda: not redis_client.keys(f"inference:image:{late.json()['request_id']}:*"), 10, what="pictures deleted")
     assert get(api, f"/v1/inference/{roomy.json()['request_id']}", params={"wait": 30}).json()["status"] == "success"
 
 
