@@ -78,7 +78,9 @@ def probe_health(args, stop: threading.Event, results: Results) -> None:
 
 def run(args, console: Console) -> Results:
     image = Path(args.image).read_bytes()
-    payload = json.dumps({"data": base64.b64encode(image).decode(), "model_type": args.model, "priority": args.priority})
+    encoded = base64.b64encode(image).decode()
+    pictures = {"images": [encoded] * args.images_per_request} if args.images_per_request > 1 else {"data": encoded}
+    payload = json.dumps({**pictures, "model_type": args.model, "priority": args.priority})
     results, stop = Results(), threading.Event()
     prober = threading.Thread(target=probe_health, args=(args, stop, results), daemon=True)
     prober.start()
@@ -131,6 +133,8 @@ def summary(args, results: Results) -> dict:
         "priority": args.priority,
         "wall_seconds": round(results.wall_seconds, 3),
         "throughput_rps": round(len(ok) / results.wall_seconds, 2) if results.wall_seconds else 0.0,
+        "images_per_request": args.images_per_request,
+        "images_per_s": round(len(ok) * args.images_per_request / results.wall_seconds, 2) if results.wall_seconds else 0.0,
         "success_rate": round(len(ok) / len(results.samples), 4) if results.samples else 0.0,
         "outcomes": counts,
         "latency_ms": {"p50": ms(percentile(latencies, 50)), "p95": ms(percentile(latencies, 95)),
@@ -155,6 +159,8 @@ def print_summary(console: Console, report: dict) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_row("throughput", f"{report['throughput_rps']} req/s")
+    if report["images_per_request"] > 1:
+        table.add_row(f"images ({report['images_per_request']} per request)", f"{report['images_per_s']} images/s")
     table.add_row("success rate", f"{report['success_rate'] * 100:.1f} %")
     for name, value in report["latency_ms"].items():
         table.add_row(f"latency {name}", f"{value} ms")
@@ -218,6 +224,7 @@ def parse_args(argv=None):
     parser.add_argument("--model", default="any", help="model_type of every request")
     parser.add_argument("--priority", default="normal", choices=["high", "normal", "low"])
     parser.add_argument("--image", default=str(DEFAULT_IMAGE), help="image file to send")
+    parser.add_argument("--images-per-request", type=int, default=1, help="send the image this many times per request (`images`)")
     parser.add_argument("--report", type=Path, help="write a report: .html, .png or .json")
     parser.add_argument("--verbose", action="store_true", help="print every failure")
     return parser.parse_args(argv)

@@ -33,6 +33,8 @@ def test_closed_loop_with_json_and_html_reports(api, tmp_path, capsys):
 def test_burst_mode(api, tmp_path):
     report_path = tmp_path / "burst.json"
     code = load_test.main(["--url", api.base_url, "--requests", "9", "--concurrent", "8", "--burst-mode", "--burst-size", "3",
-                           "--burst-interval", "0.2", "--model", "resnet18", "--priority", "high", "--report", str(report_path)])
+                           "--burst-interval", "0.2", "--model", "resnet18", "--priority", "high", "--images-per-request", "2",
+                           "--report", str(report_path)])
     report = json.loads(report_path.read_text())
     assert code == 0 and report["per_model"] == {"resnet18": 9} and report["mode"].startswith("burst 3")
+    assert report["success_rate"] == 1.0 and report["images_per_request"] == 2 and report["images_per_s"] > report["throughput_rps"]
