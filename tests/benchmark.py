@@ -5,7 +5,10 @@
 (b) forward only: the model on ready tensors at that batch size;
 (c) the system end to end (own Valkey, one resnet18 worker, the API under gunicorn): through
     the REST API and through Celery's apply_async, at saturation and at low load (one request
-    at a time, `?wait`); and the API's submission rate on its own.
+    at a time, `?wait`); and the API's submission rate on its own;
+(d) requests of many images (`--images-per-request`) through both, against the plain script.
+
+On a CUDA machine the plain script decodes with nvJPEG like the worker (`make benchmark-gpu`).
 
 The plain script and the system take turns, round after round; each ratio is taken within a
 round and the table shows medians over rounds. Prints a table of ratios, latencies and CPU per
