@@ -125,6 +125,11 @@ def submit(redis: redis_lib.Redis, *, image_b64: str | None, model: str, priorit
     return Submitted(job, created=True)
 
 
+def is_stored_image(ref: object) -> bool:
+    """A key that store_images writes: the only keys a task's `image_refs` may read or delete."""
+    return isinstance(ref, str) and ref.startswith(IMAGE_PREFIX)
+
+
 def store_images(redis: redis_lib.Redis, request_id: str, images: list[bytes]) -> list[str]:
     """Each picture under its own key, kept no longer than the request's record."""
     keys = [f"{IMAGE_PREFIX}{request_id}:{n}" for n in range(len(images))]

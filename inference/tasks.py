@@ -214,14 +214,14 @@ def check_pictures(image, images, image_refs, most: int) -> None:
         raise InvalidRequest("give one of `image` (one base64 picture), `images` (a list of them) or `image_refs` (Redis keys)")
     if image is None and (not isinstance(given[0], list) or not 1 <= len(given[0]) <= most):
         raise InvalidRequest(f"`images` and `image_refs` must be lists of 1 to {most} pictures (BATCH_SIZE)")
-    if image_refs is not None and not all(isinstance(ref, str) and ref.startswith(jobs.IMAGE_PREFIX) for ref in image_refs):
+    if image_refs is not None and not all(map(jobs.is_stored_image, image_refs)):
         raise InvalidRequest(f"`image_refs` must be keys that jobs.submit wrote (starting with {jobs.IMAGE_PREFIX})")
 
 
 def forget_images(refs: list) -> None:
     """The stored pictures are not needed again (they would expire with the job anyway); only
     keys that jobs.submit writes are touched, whatever a message names."""
-    ours = [ref for ref in refs if isinstance(ref, str) and ref.startswith(jobs.IMAGE_PREFIX)]
+    ours = [ref for ref in refs if jobs.is_stored_image(ref)]
     try:
         if ours:
             redis_client().delete(*ours)

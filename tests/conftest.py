@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.system import LOG_DIR, TESTDATA, Processes, start_api, start_redis, start_worker, wait_for_ready_workers
+from tests.system import LOG_DIR, TESTDATA, Processes, start_api, start_redis, start_worker, wait_for_ready_workers, wait_until
 
 MODELS = ("mobilenet", "resnet18", "efficientnet", "squeezenet")
 _processes = Processes()
@@ -101,6 +101,11 @@ def pool_pids(api: requests.Session, model: str) -> list[int]:
     """The pool processes of `model`'s workers: unchanged pids mean no process crashed."""
     workers = api.get(f"{api.base_url}/workers/status", timeout=10).json()["workers"]
     return [p["pid"] for w in workers if w["model"] == model for p in w["processes"]]
+
+
+def wait_for_pictures_deleted(redis_client, request_id: str) -> None:
+    """A request's pictures stored by reference are deleted a moment after its result is stored."""
+    wait_until(lambda: not redis_client.keys(f"inference:image:{request_id}:*"), 10, what=f"the pictures of {request_id} deleted")
 
 
 def image_bytes(name: str) -> bytes:

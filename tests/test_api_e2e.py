@@ -9,7 +9,7 @@ import uuid
 import pytest
 from PIL import Image
 
-from tests.conftest import MODELS, image_b64, image_bytes
+from tests.conftest import MODELS, image_b64, image_bytes, wait_for_pictures_deleted
 from tests.system import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -96,8 +96,7 @@ def test_one_request_of_several_images(api, chelsea_b64, redis_client):
     response = post(api, "/v1/inference", params={"wait": 30},
                     json={"images": [chelsea_b64, astronaut, chelsea_b64], "model_type": "squeezenet", "top_k": 2})
     assert response.status_code == 200, response.text
-    # deleted right after the result is stored, which may be a moment after the answer
-    wait_until(lambda: not redis_client.keys(f"inference:image:{response.json()['request_id']}:*"), 10, what="pictures deleted")
+    wait_for_pictures_deleted(redis_client, response.json()["request_id"])
     result = response.json()["result"]
     assert result["images"] == 3 and result["failed_images"] == 0 and "predictions" not in result
     assert [len(r["predictions"]) for r in result["results"]] == [2, 2, 2]

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from inference.batching import MicroBatcher
-from tests.conftest import _processes, image_b64, image_bytes
+from tests.conftest import _processes, image_b64, image_bytes, wait_for_pictures_deleted
 from tests.system import start_worker, wait_until
 from tests.test_scheduling import paused
 
@@ -172,7 +172,7 @@ def test_pictures_by_reference_are_read_once_and_deleted(batching_worker, redis_
     assert status["status"] == "success" and result["failed_images"] == 1
     assert_same_predictions(result["results"][0]["predictions"], expected_predictions("astronaut.jpg", 2))
     assert result["results"][1]["error"]["code"] == "image_missing"
-    wait_until(lambda: not redis_client.keys(f"inference:image:{request_id}:*"), 10, what="pictures deleted once the result is stored")
+    wait_for_pictures_deleted(redis_client, request_id)
 
 
 @pytest.mark.e2e

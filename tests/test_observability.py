@@ -52,10 +52,12 @@ def test_metrics_count_outcomes_and_timings(api):
     bad = api.post(f"{api.base_url}/v1/inference", json={"data": "%%", "model_type": "squeezenet", "priority": "low"}, timeout=10)
     assert bad.status_code == 400
 
-    # Workers record metrics just after the result is stored, so a moment after the answer.
-    after = wait_until(lambda: (lambda now: now if now[success_key] - before.get(success_key, 0) >= 3
-                                and now[latency_key] - before.get(latency_key, 0) >= 3 else None)(scrape(api)), 10,
-                       what="metrics of the three requests")
+    def three_counted():  # workers record metrics just after the result is stored: a moment after the answer
+        now = scrape(api)
+        done = now[success_key] - before.get(success_key, 0) >= 3 and now[latency_key] - before.get(latency_key, 0) >= 3
+        return now if done else None
+
+    after = wait_until(three_counted, 10, what="metrics of the three requests")
     assert after[success_key] - before.get(success_key, 0) == 3
     rejected_key = ("inference_requests_total", (("model", "squeezenet"), ("outcome", "rejected"), ("priority", "low")))
     assert after[rejected_key] - before.get(rejected_key, 0) == 1
@@ -72,9 +74,11 @@ def test_metrics_count_outcomes_and_timings(api):
 def test_seed_stats(api):
     before = get(api, "/v1/stats").json()
     classify(api, "resnet18")
-    # counted a moment after the answer (the worker records metrics once the result is stored)
-    after = wait_until(lambda: (lambda now: now if now["requests_total"] > before["requests_total"] else None)(
-        get(api, "/v1/stats").json()), 10, what="the request counted")
+    def counted():  # a moment after the answer: the worker records metrics once the result is stored
+        now = get(api, "/v1/stats").json()
+        return now if now["requests_total"] > before["requests_total"] else None
+
+    after = wait_until(counted, 10, what="the request counted")
     assert after["requests_total"] == before["requests_total"] + 1
     assert after["requests_success"] == before["requests_success"] + 1
     assert after["workers_active"] == len(MODELS)

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from tests.conftest import MODELS, image_b64
+from tests.conftest import MODELS, image_b64, wait_for_pictures_deleted
 from tests.system import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -120,8 +120,7 @@ def test_expired_request_never_runs(api, redis_client, worker_ids):
     assert late_status["status"] == "expired"
     assert "result" not in late_status
     assert redis_client.get(f"inference:claim:{late.json()['request_id']}") is None  # no worker claimed it
-    # its pictures, stored by reference, go with it
-    wait_until(lambda: not redis_client.keys(f"inference:image:{late.json()['request_id']}:*"), 10, what="pictures deleted")
+    wait_for_pictures_deleted(redis_client, late.json()["request_id"])  # its pictures, stored by reference, go with it
     assert get(api, f"/v1/inference/{roomy.json()['request_id']}", params={"wait": 30}).json()["status"] == "success"
 
 
