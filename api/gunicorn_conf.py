@@ -16,5 +16,9 @@ reuse_port = True
 # Longer than the longest wait the API allows, so gunicorn never kills a waiting request.
 timeout = int(max(_s.max_wait_seconds, _s.sync_timeout)) + 30
 graceful_timeout = 10
+# gunicorn's default (2 s) closes idle connections that pooled clients still hold: a request
+# sent just as the API closes one fails with "Remote end closed connection without response".
+# An idle connection costs gthread a file descriptor, not a thread.
+keepalive = _s.api_keepalive
 accesslog = "-"
 loglevel = _s.log_level.lower()

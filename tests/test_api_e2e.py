@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 import uuid
 
 import pytest
@@ -247,3 +248,22 @@ def test_tiny_png_is_classified(api):
     data = base64.b64encode(_png_bytes()).decode()
     response = post(api, "/v1/inference", params={"wait": 20}, json={"data": data, "model_type": "squeezenet"})
     assert response.json()["status"] == "success"
+
+
+def test_an_idle_keep_alive_connection_stays_usable(api):
+    """Pooled clients reuse connections after idling; gunicorn's default keep-alive (2 s) closed
+    them under the client, and a request sent at that moment failed with no response."""
+    from http.client import HTTPConnection
+    from urllib.parse import urlsplit
+
+    address = urlsplit(api.base_url)
+    connection = HTTPConnection(address.hostname, address.port, timeout=10)
+    try:
+        connection.request("GET", "/health")
+        assert connection.getresponse().read()
+        time.sleep(3)  # longer than gunicorn's default keep-alive
+        connection.request("GET", "/health")  # on the same socket: fails if the API closed it
+        response = connection.getresponse()
+        assert response.status == 200 and response.read()
+    finally:
+        connection.close()
