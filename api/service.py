@@ -86,8 +86,7 @@ def validate_item(fields, prefix: str = "") -> InferenceRequest:
             probe_image(raws[-1], settings.max_image_pixels)
         except InvalidRequest as exc:
             raise ApiError(exc.http_status, exc.code, where + exc.message) from None
-    if item.images is not None:
-        item._raw_images = raws  # sent to the worker by reference (jobs.submit)
+    item._raw_images = raws  # sent to the worker by reference (jobs.submit)
     return item
 
 
@@ -129,8 +128,8 @@ def submit_all(items: list[InferenceRequest]) -> list[jobs.Submitted]:
     return [
         jobs.submit(
             redis_client(),
-            image_b64=item.data,
-            images=item._raw_images,
+            image=item._raw_images[0] if item.images is None else None,
+            images=item._raw_images if item.images is not None else None,
             model=model,
             priority=item.priority,
             top_k=item.top_k,

@@ -39,7 +39,7 @@ class ImageTooLarge(InvalidRequest):
 
 
 class ImageMissing(InvalidRequest):
-    """An image sent by reference (`image_refs`) is no longer in Redis."""
+    """An image sent by reference (`image_ref`, `image_refs`) is no longer in Redis."""
 
     code = "image_missing"
     http_status = 410

@@ -13,9 +13,10 @@
 In place of `image`, `images` (a list of up to BATCH_SIZE base64 pictures) classifies several
 in one task, the cheapest way to send many: the result then holds `results`, one entry per
 image in order, each `{"predictions": [...]}` or, for a picture that does not decode,
-`{"error": {"code", "message"}}` (the others still succeed). `image_refs` does the same with
-pictures stored in Redis by `inference.jobs.submit(images=...)` (what the API sends): the
-message stays small, and the worker deletes them once the result is stored.
+`{"error": {"code", "message"}}` (the others still succeed). `image_ref` and `image_refs` are
+`image` and `images` stored in Redis by `inference.jobs.submit(image=...)` / `(images=...)`
+(what the API sends): the message stays small, and the worker deletes them once the result
+is stored.
 
 Returns a JSON object (see `build_result`). Bad input fails at once with an error whose
 `code` names the problem; transient failures retry with exponential backoff and jitter.
@@ -75,7 +76,8 @@ def count_success(sender=None, result=None, **_):
     if getattr(sender, "name", None) == TASK_NAME and isinstance(result, dict):
         record_metrics(metrics.record_success, result, result.get("batch_size", 1))
         # Only now that the result is stored: a run cut short before would find them again.
-        forget_images((sender.request.kwargs or {}).get("image_refs") or [])
+        kwargs = sender.request.kwargs or {}
+        forget_images(stored_pictures(kwargs.get("image_ref"), kwargs.get("image_refs")))
 
 
 @task_retry.connect
@@ -146,7 +148,7 @@ def build_result(*, info, request_id, worker_id, submitted_at, started_at, finis
 )
 def classify(self, image: str | None = None, model: str | None = None, top_k: int | None = None, request_id: str | None = None,
              priority: str | None = None, submitted_at: float | None = None, deadline: float | None = None,
-             images: list[str] | None = None, image_refs: list[str] | None = None) -> dict:
+             images: list[str] | None = None, image_refs: list[str] | None = None, image_ref: str | None = None) -> dict:
     from inference.worker import batcher, loaded_model
 
     several = images if images is not None else image_refs
@@ -163,19 +165,21 @@ def classify(self, image: str | None = None, model: str | None = None, top_k: in
         top_k = settings.default_top_k if top_k is None else top_k
         if not isinstance(top_k, int) or not 1 <= top_k <= settings.max_top_k:
             raise InvalidRequest(f"top_k must be an integer between 1 and {settings.max_top_k}")
-        check_pictures(image, images, image_refs, settings.batch_size)
+        check_pictures(image, images, image_refs, image_ref, settings.batch_size)
         # Several images: a broken (or missing) one fails alone; one image: it fails the request.
-        if image_refs is not None:
-            encoded = fetch_images(image_refs)
+        if image_refs is not None or image_ref is not None:
+            encoded = fetch_images(stored_pictures(image_ref, image_refs))
             if all(isinstance(raw, ImageMissing) for raw in encoded) and already_succeeded(self):
                 raise Ignore()  # redelivered after its first run stored a result: that result stands
+            if several is None and isinstance(encoded[0], ImageMissing):
+                raise encoded[0]
         else:
             encoded = [decode_base64(image)] if images is None else [_or_error(decode_base64, p) for p in images]
         chaos.before_inference()
     except BaseException as exc:
         gatherer.forget(count)
-        if isinstance(image_refs, list) and not isinstance(exc, TransientInferenceError):
-            forget_images(image_refs)  # it will not run again: expired, cancelled or refused
+        if not isinstance(exc, TransientInferenceError):
+            forget_images(stored_pictures(image_ref, image_refs))  # it will not run again: expired, cancelled or refused
         raise
     # The batcher decodes each picture (a corrupt one fails alone) and classifies it.
     if several is None:
@@ -208,14 +212,20 @@ def classify(self, image: str | None = None, model: str | None = None, top_k: in
     return result
 
 
-def check_pictures(image, images, image_refs, most: int) -> None:
-    given = [value for value in (image, images, image_refs) if value is not None]
+def check_pictures(image, images, image_refs, image_ref, most: int) -> None:
+    given = [value for value in (image, images, image_refs, image_ref) if value is not None]
     if len(given) != 1:
-        raise InvalidRequest("give one of `image` (one base64 picture), `images` (a list of them) or `image_refs` (Redis keys)")
-    if image is None and (not isinstance(given[0], list) or not 1 <= len(given[0]) <= most):
+        raise InvalidRequest("give one of `image` (one base64 picture), `images` (a list of them), "
+                             "`image_ref` or `image_refs` (Redis keys)")
+    if (images is not None or image_refs is not None) and (not isinstance(given[0], list) or not 1 <= len(given[0]) <= most):
         raise InvalidRequest(f"`images` and `image_refs` must be lists of 1 to {most} pictures (BATCH_SIZE)")
-    if image_refs is not None and not all(map(jobs.is_stored_image, image_refs)):
-        raise InvalidRequest(f"`image_refs` must be keys that jobs.submit wrote (starting with {jobs.IMAGE_PREFIX})")
+    if not all(map(jobs.is_stored_image, stored_pictures(image_ref, image_refs))):
+        raise InvalidRequest(f"`image_ref` and `image_refs` must be keys that jobs.submit wrote (starting with {jobs.IMAGE_PREFIX})")
+
+
+def stored_pictures(image_ref, image_refs) -> list:
+    """The Redis keys a task names (`image_ref` or `image_refs`), whatever shape a message gave them."""
+    return ([image_ref] if image_ref is not None else []) + (image_refs if isinstance(image_refs, list) else [])
 
 
 def forget_images(refs: list) -> None:

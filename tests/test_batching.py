@@ -160,18 +160,41 @@ def test_pictures_by_reference_are_read_once_and_deleted(batching_worker, redis_
     queues = ("resnet18.high", "resnet18.normal", "resnet18.low")
     with paused(worker_ids["resnet18"], *queues):
         with paused(batching_worker, *queues):
-            submitted = jobs.submit(redis_client, image_b64=None, model="resnet18", priority="normal", top_k=2,
+            submitted = jobs.submit(redis_client, model="resnet18", priority="normal", top_k=2,
                                     images=[image_bytes("astronaut.jpg"), image_bytes("chelsea.jpg")])
             request_id = submitted.job["request_id"]
             # (a worker's BRPOP issued before the pause may take it first and hand it back: wait)
             queued = wait_until(lambda: redis_client.lrange("resnet18.normal", 0, -1), 10, what="the queued message")
             assert len(queued) == 1 and len(queued[0]) < 4000  # keys, not two pictures of 68 and 35 KB
-            redis_client.delete(f"inference:image:{request_id}:1")  # as if it had expired
+            second, = (key for key in redis_client.keys(f"inference:image:{request_id}:*") if key.endswith(b":1"))
+            redis_client.delete(second)  # as if it had expired
         status = jobs.wait_for(redis_client, request_id, 60)
     result = status["result"]
     assert status["status"] == "success" and result["failed_images"] == 1
     assert_same_predictions(result["results"][0]["predictions"], expected_predictions("astronaut.jpg", 2))
     assert result["results"][1]["error"]["code"] == "image_missing"
+    wait_for_pictures_deleted(redis_client, request_id)
+
+
+@pytest.mark.e2e
+def test_one_picture_by_reference_and_a_repeated_id(batching_worker, redis_client, worker_ids):
+    """jobs.submit(image=...), what the API sends: one picture by reference, a one-image result.
+    Submitting the id again leaves the first request's picture alone; a picture gone fails its request."""
+    from inference import jobs
+
+    queues = ("resnet18.high", "resnet18.normal", "resnet18.low")
+    with paused(worker_ids["resnet18"], *queues):
+        with paused(batching_worker, *queues):
+            first = jobs.submit(redis_client, model="resnet18", priority="normal", top_k=2, image=image_bytes("astronaut.jpg"))
+            request_id = first.job["request_id"]
+            again = jobs.submit(redis_client, model="resnet18", priority="normal", image=image_bytes("chelsea.jpg"), request_id=request_id)
+            assert not again.created and len(redis_client.keys(f"inference:image:{request_id}:*")) == 1
+            gone = jobs.submit(redis_client, model="resnet18", priority="normal", image=image_bytes("chelsea.jpg")).job["request_id"]
+            redis_client.delete(*redis_client.keys(f"inference:image:{gone}:*"))  # as if it had expired
+        status, missing = jobs.wait_for(redis_client, request_id, 60), jobs.wait_for(redis_client, gone, 60)
+    assert status["status"] == "success"
+    assert_same_predictions(status["result"]["predictions"], expected_predictions("astronaut.jpg", 2))
+    assert missing["status"] == "failed" and missing["error"]["code"] == "image_missing"
     wait_for_pictures_deleted(redis_client, request_id)
 
 

@@ -187,3 +187,38 @@ def test_a_claimed_request_reads_as_running(redis_client):
     assert jobs.claim_for_run(redis_client, request_id) == jobs.STARTED
     assert jobs.job_status(redis_client, request_id)["status"] == "running"
     assert jobs.cancel(redis_client, request_id) == "started"  # too late to cancel
+
+
+def queued_job(redis_client) -> str:
+    """A job record with no task behind it: it stays queued."""
+    import json
+    import time
+
+    from inference import jobs
+
+    request_id = jobs.new_request_id()
+    job = {"request_id": request_id, "model": "resnet18", "priority": "normal", "submitted_at": time.time()}
+    redis_client.set(jobs.job_key(request_id), json.dumps(job), ex=60)
+    return request_id
+
+
+def test_waits_keep_one_subscriber_and_ignore_earlier_requests_news(redis_client):
+    """A thread's waits share one subscriber connection; a notification for a request it waited
+    on before (one that came just as that wait ended) does not answer the next wait."""
+    import json
+
+    from inference import jobs
+    from inference.celery_app import app
+
+    earlier, later = queued_job(redis_client), queued_job(redis_client)
+    assert jobs.wait_for(redis_client, earlier, 0.2)["status"] == "queued"
+    subscriber = jobs.thread_subscriber(redis_client)
+    connection = subscriber.connection
+    earlier_channel = app.backend.get_key_for_task(earlier)
+    subscriber.subscribe(earlier_channel)  # as if its unsubscribe had not gone through yet
+    try:
+        redis_client.publish(earlier_channel, json.dumps({"status": "SUCCESS", "result": {"predictions": []}, "task_id": earlier}))
+        assert jobs.wait_for(redis_client, later, 0.5)["status"] == "queued"
+        assert jobs.thread_subscriber(redis_client).connection is connection
+    finally:
+        subscriber.unsubscribe(earlier_channel)

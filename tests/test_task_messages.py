@@ -81,6 +81,9 @@ def test_malformed_messages_are_rejected_logged_and_the_worker_keeps_serving(api
     ({"image": image_b64(), "model": "resnet18"}, "WrongWorker"),
     ({"image": image_b64(), "model": "squeezenet", "shell": "rm -rf /"}, "TypeError"),
     ({"image_refs": ["some:other:key"], "model": "squeezenet"}, "InvalidRequest"),  # only keys jobs.submit wrote
+    ({"image_ref": "some:other:key", "model": "squeezenet"}, "InvalidRequest"),
+    ({"image_ref": ["inference:image:x:y:0"], "model": "squeezenet"}, "InvalidRequest"),  # one key, not a list
+    ({"image_ref": "inference:image:x:y:0", "image": "aGVsbG8=", "model": "squeezenet"}, "InvalidRequest"),  # two pictures
     ({"image": image_b64(), "images": [image_b64()], "model": "squeezenet"}, "InvalidRequest"),
 ])
 def test_bad_arguments_fail_the_task_at_once(api, celery_client, redis_client, kwargs, error):
