@@ -29,7 +29,7 @@ def post_inference():
     submitted = submit(parse_single(request))
     request_id = submitted.job["request_id"]
     if wait:
-        status = jobs.wait_for(redis_client(), request_id, wait)
+        status = jobs.wait_for(redis_client(), request_id, wait, just_submitted=submitted.job if submitted.created else None)
     elif submitted.created:
         status = jobs.queued_status(submitted.job)  # the fast path: one round trip less per submission
     else:

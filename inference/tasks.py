@@ -74,10 +74,11 @@ def record_metrics(write, *args) -> None:
 def count_success(sender=None, result=None, **_):
     # After the result is stored and published: the client need not wait for the metrics.
     if getattr(sender, "name", None) == TASK_NAME and isinstance(result, dict):
-        record_metrics(metrics.record_success, result, result.get("batch_size", 1))
-        # Only now that the result is stored: a run cut short before would find them again.
         kwargs = sender.request.kwargs or {}
-        forget_images(stored_pictures(kwargs.get("image_ref"), kwargs.get("image_refs")))
+        # The stored pictures go only now that the result is stored (a run cut short before
+        # would need them again), in the metrics' round trip.
+        pictures = own_pictures(kwargs.get("image_ref"), kwargs.get("image_refs"))
+        record_metrics(metrics.record_success, result, result.get("batch_size", 1), pictures)
 
 
 @task_retry.connect
@@ -96,14 +97,16 @@ def count_failure(sender=None, task_id=None, kwargs=None, **_):
     record_metrics(lambda r: r.hincrby(metrics.WORKER_FAILURES_KEY, sender.request.hostname or "unknown", 1))
 
 
-def skip_unless_runnable(task, request_id: str, deadline: float | None, model: str | None, priority: str | None) -> None:
-    """Drop a request whose deadline passed or that was cancelled, without running it."""
+def skip_unless_runnable(task, request_id: str, deadline: float | None, model: str | None, priority: str | None,
+                         pictures: list[str]) -> list:
+    """Drop a request whose deadline passed or that was cancelled, without running it. Returns
+    its stored `pictures`, read in the claim's round trip (missing ones as ImageMissing)."""
     if deadline is not None and time.time() > deadline:
         task.update_state(state=jobs.EXPIRED, meta={"reason": "not started before its deadline", "deadline": deadline})
         record_metrics(metrics.record, model, priority, "expired")
         log.info("request %s expired before it started; dropped", request_id)
         raise Ignore()
-    claim = jobs.claim_for_run(redis_client(), request_id)
+    claim, stored = jobs.claim_and_read(redis_client(), request_id, pictures)
     if claim == jobs.CANCELLED_CLAIM:
         task.update_state(state=jobs.CANCELLED, meta={"reason": "cancelled by the client"})  # counted by DELETE
         log.info("request %s was cancelled; dropped", request_id)
@@ -113,6 +116,8 @@ def skip_unless_runnable(task, request_id: str, deadline: float | None, model: s
         record_metrics(lambda r: r.incr(jobs.DUPLICATES_KEY))
         log.warning("request %s delivered again (redelivered=%s); running it again",
                     request_id, (task.request.delivery_info or {}).get("redelivered"))
+    return [raw if raw is not None else ImageMissing(f"{ref} is no longer stored (expired, or its request already ran)")
+            for ref, raw in zip(pictures, stored)]
 
 
 def build_result(*, info, request_id, worker_id, submitted_at, started_at, finished_at,
@@ -156,8 +161,7 @@ def classify(self, image: str | None = None, model: str | None = None, top_k: in
     gatherer = batcher()
     gatherer.expect(count)  # a batch being gathered waits for them
     try:
-        skip_unless_runnable(self, self.request.id, deadline, model, priority)
-        started_at = time.time()
+        # A message that cannot run fails before it claims the request or reads a key.
         loaded = loaded_model()
         if model != loaded.spec.name:
             raise WrongWorker(f"task for model {model!r} reached a {loaded.spec.name!r} worker; send it to queue {model}.<priority>")
@@ -166,9 +170,11 @@ def classify(self, image: str | None = None, model: str | None = None, top_k: in
         if not isinstance(top_k, int) or not 1 <= top_k <= settings.max_top_k:
             raise InvalidRequest(f"top_k must be an integer between 1 and {settings.max_top_k}")
         check_pictures(image, images, image_refs, image_ref, settings.batch_size)
+        fetched = skip_unless_runnable(self, self.request.id, deadline, model, priority, stored_pictures(image_ref, image_refs))
+        started_at = time.time()
         # Several images: a broken (or missing) one fails alone; one image: it fails the request.
         if image_refs is not None or image_ref is not None:
-            encoded = fetch_images(stored_pictures(image_ref, image_refs))
+            encoded = fetched
             if all(isinstance(raw, ImageMissing) for raw in encoded) and already_succeeded(self):
                 raise Ignore()  # redelivered after its first run stored a result: that result stands
             if several is None and isinstance(encoded[0], ImageMissing):
@@ -179,7 +185,7 @@ def classify(self, image: str | None = None, model: str | None = None, top_k: in
     except BaseException as exc:
         gatherer.forget(count)
         if not isinstance(exc, TransientInferenceError):
-            forget_images(stored_pictures(image_ref, image_refs))  # it will not run again: expired, cancelled or refused
+            forget_images(own_pictures(image_ref, image_refs))  # it will not run again: expired, cancelled or refused
         raise
     # The batcher decodes each picture (a corrupt one fails alone) and classifies it.
     if several is None:
@@ -228,25 +234,23 @@ def stored_pictures(image_ref, image_refs) -> list:
     return ([image_ref] if image_ref is not None else []) + (image_refs if isinstance(image_refs, list) else [])
 
 
-def forget_images(refs: list) -> None:
-    """The stored pictures are not needed again (they would expire with the job anyway); only
-    keys that jobs.submit writes are touched, whatever a message names."""
-    ours = [ref for ref in refs if jobs.is_stored_image(ref)]
+def own_pictures(image_ref, image_refs) -> list[str]:
+    """The keys a task may delete: those among its pictures that jobs.submit wrote, whatever a
+    message names."""
+    return [ref for ref in stored_pictures(image_ref, image_refs) if jobs.is_stored_image(ref)]
+
+
+def forget_images(refs: list[str]) -> None:
+    """The stored pictures are not needed again (they would expire with the job anyway)."""
     try:
-        if ours:
-            redis_client().delete(*ours)
+        if refs:
+            redis_client().delete(*refs)
     except redis_lib.RedisError as exc:
         log.warning("could not delete the stored pictures (they expire with the job): %s", exc)
 
 
 def already_succeeded(task) -> bool:
     return task.backend.get_task_meta(task.request.id).get("status") == states.SUCCESS
-
-
-def fetch_images(refs: list[str]) -> list:
-    """The pictures of a request sent by reference, in one round trip; a missing one fails alone."""
-    return [raw if raw is not None else ImageMissing(f"{ref} is no longer stored (expired, or its request already ran)")
-            for ref, raw in zip(refs, redis_client().mget(refs))]
 
 
 def _or_error(fn, arg):

@@ -184,8 +184,12 @@ def test_a_claimed_request_reads_as_running(redis_client):
     job = {"request_id": request_id, "model": "resnet18", "priority": "normal", "submitted_at": time.time()}
     redis_client.set(jobs.job_key(request_id), json.dumps(job), ex=60)
     assert jobs.job_status(redis_client, request_id)["status"] == "queued"
-    assert jobs.claim_for_run(redis_client, request_id) == jobs.STARTED
+    assert jobs.claim_and_read(redis_client, request_id, [])[0] == jobs.STARTED
     assert jobs.job_status(redis_client, request_id)["status"] == "running"
+    # A second delivery reads the pictures in the same round trip; a missing one reads as None.
+    picture = f"{jobs.IMAGE_PREFIX}{request_id}:test:0"
+    redis_client.set(picture, b"picture", ex=60)
+    assert jobs.claim_and_read(redis_client, request_id, [picture, picture[:-1] + "1"]) == (jobs.REDELIVERED, [b"picture", None])
     assert jobs.cancel(redis_client, request_id) == "started"  # too late to cancel
 
 
