@@ -81,6 +81,6 @@ worker_concurrency = _s.worker_concurrency
 # Events let Flower and `celery events` show workers and tasks. Not task_send_sent_event: it
 # would cost every submission one more Redis round trip; Flower lists a task from the moment a
 # worker receives it.
-worker_send_task_events = True
+worker_send_task_events = _s.worker_task_events
 task_send_sent_event = False
 worker_hijack_root_logger = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -112,6 +113,17 @@ def test_no_pickle_anywhere():
     assert celeryconfig.worker_prefetch_multiplier == 1
     assert celeryconfig.broker_transport_options["queue_order_strategy"] == "priority"
     assert celeryconfig.worker_proc_alive_timeout > 4
+
+
+def test_task_events_follow_their_setting():
+    import subprocess
+    import sys
+
+    code = "import celeryconfig; print(celeryconfig.worker_send_task_events)"
+    for value, expected in (("false", "False"), ("true", "True")):
+        env = {**os.environ, "WORKER_TASK_EVENTS": value}
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo_root(), env=env, timeout=60)
+        assert out.stdout.strip() == expected, out.stderr
 
 
 def test_worker_consumes_the_configured_priorities_in_order(monkeypatch):
