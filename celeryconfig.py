@@ -9,7 +9,8 @@ from inference.settings import get_settings
 _s = get_settings()
 
 broker_url = _s.redis_url
-result_backend = _s.redis_url
+# Celery's Redis backend, storing each result in one round trip (inference/result_backend.py).
+result_backend = "inference.result_backend:OneTripRedisBackend+" + _s.redis_url
 broker_connection_retry_on_startup = True
 broker_connection_max_retries = None  # workers keep reconnecting until Redis is back
 # Not worker_cancel_long_running_tasks_on_connection_loss: cancelling writes a RETRY state to
