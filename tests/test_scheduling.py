@@ -87,6 +87,7 @@ def test_queue_full_answers_429_and_enqueues_nothing(start_extra_api, redis_clie
         assert refused.json()["error"]["code"] == "queue_full"
         assert redis_client.llen("squeezenet.low") == 3 and redis_client.llen("squeezenet.high") == 0
         assert not redis_client.exists(f"inference:job:{request_id}")
+        assert not redis_client.keys(f"inference:image:{request_id}:*")  # its picture was not left behind
         batch = post(api, "/v1/batch_inference", json={"images": [data, data], "model_type": "squeezenet"})
         assert batch.status_code == 429
         status = get(api, "/queue/status").json()
