@@ -176,14 +176,9 @@ def test_batch_longer_than_batch_size_is_refused(api, redis_client):
 
 def test_a_claimed_request_reads_as_running(redis_client):
     """No STARTED state is written (task_track_started is off): the worker's claim says it."""
-    import json
-    import time
-
     from inference import jobs
 
-    request_id = jobs.new_request_id()
-    job = {"request_id": request_id, "model": "resnet18", "priority": "normal", "submitted_at": time.time()}
-    redis_client.set(jobs.job_key(request_id), json.dumps(job), ex=60)
+    request_id = queued_job(redis_client)
     assert jobs.job_status(redis_client, request_id)["status"] == "queued"
     assert jobs.claim_and_read(redis_client, request_id, [])[0] == jobs.STARTED
     assert jobs.job_status(redis_client, request_id)["status"] == "running"
