@@ -35,17 +35,20 @@ class OneTripRedisBackend(RedisBackend):
     """`result_backend = "inference.result_backend:OneTripRedisBackend+redis://..."`."""
 
     def _store_result(self, task_id, result, state, traceback=None, request=None, **kwargs):
+        # Celery's own, less its read of the stored record: `_set` checks it inside Redis.
         meta = self._get_result_meta(result=result, state=state, traceback=traceback, request=request)
         meta["task_id"] = bytes_to_str(task_id)
-        value = self.encode(meta)
-        if isinstance(value, str) and len(value) > self._MAX_STR_VALUE_SIZE:
-            raise BackendStoreError("value too large for Redis backend", state=state, task_id=task_id)
-        self.ensure(self._store_unless_succeeded, (self.get_key_for_task(task_id), value))
+        try:
+            self._set_with_state(self.get_key_for_task(task_id), self.encode(meta), state)
+        except BackendStoreError as ex:
+            raise BackendStoreError(str(ex), state=state, task_id=task_id) from ex
         return result
 
     @cached_property
     def _store_script(self):
         return self.client.register_script(STORE_UNLESS_SUCCEEDED)  # redis-py reloads it after a Redis restart
 
-    def _store_unless_succeeded(self, key, value) -> bool:
-        return bool(self._store_script(keys=[key], args=[value, int(self.expires or 0)]))
+    def _set(self, key, value) -> None:
+        """What RedisBackend.set runs (after its size check, under its retries): SET with the
+        expiry and PUBLISH, unless the key holds a SUCCESS."""
+        self._store_script(keys=[key], args=[value, int(self.expires or 0)])
