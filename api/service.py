@@ -110,34 +110,44 @@ def resolve_model(model_type: str) -> str:
 
 
 def admit(models: list[str]) -> None:
-    """Back-pressure: 429 when these requests would push a model's queues past QUEUE_SIZE."""
-    settings = get_settings()
+    """Back-pressure for a batch, whole: 429 when its requests would push a model's queues past
+    QUEUE_SIZE. (A single request is admitted in its own submission's round trip.)"""
     wanted = Counter(models)
     depths = jobs.queue_depths(redis_client(), list(wanted), PRIORITIES)
     for model, count in wanted.items():
         queued = sum(depths[model].values())
-        if queued + count > settings.queue_size:
-            raise ApiError(429, "queue_full", f"{model} has {queued} requests queued (QUEUE_SIZE {settings.queue_size}); retry later",
-                           {"Retry-After": str(settings.retry_after)})
+        if queued + count > get_settings().queue_size:
+            raise queue_full(model, queued)
+
+
+def queue_full(model: str, queued: int) -> ApiError:
+    settings = get_settings()
+    return ApiError(429, "queue_full", f"{model} has {queued} requests queued (QUEUE_SIZE {settings.queue_size}); retry later",
+                    {"Retry-After": str(settings.retry_after)})
 
 
 def submit_all(items: list[InferenceRequest]) -> list[jobs.Submitted]:
     models = [resolve_model(item.model_type) for item in items]
-    admit(models)
-    timeout_cap = get_settings().worker_timeout * 1000
-    return [
-        jobs.submit(
-            redis_client(),
-            image=item._raw_images[0] if item.images is None else None,
-            images=item._raw_images if item.images is not None else None,
-            model=model,
-            priority=item.priority,
-            top_k=item.top_k,
-            request_id=item.request_id,
-            timeout_ms=min(item.timeout_ms, timeout_cap) if item.timeout_ms else None,
-        )
-        for item, model in zip(items, models)
-    ]
+    settings = get_settings()
+    if len(items) > 1:
+        admit(models)  # all or nothing
+    try:
+        return [
+            jobs.submit(
+                redis_client(),
+                image=item._raw_images[0] if item.images is None else None,
+                images=item._raw_images if item.images is not None else None,
+                model=model,
+                priority=item.priority,
+                top_k=item.top_k,
+                request_id=item.request_id,
+                timeout_ms=min(item.timeout_ms, settings.worker_timeout * 1000) if item.timeout_ms else None,
+                queue_limit=settings.queue_size if len(items) == 1 else None,
+            )
+            for item, model in zip(items, models)
+        ]
+    except jobs.QueueFull as full:
+        raise queue_full(full.model, full.queued) from None
 
 
 def submit(item: InferenceRequest) -> jobs.Submitted:

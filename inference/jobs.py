@@ -22,12 +22,12 @@ from dataclasses import dataclass
 
 import redis as redis_lib
 from celery import states
-from kombu import Exchange, Queue
 from redis.client import PubSub
 
 from inference import metrics
 from inference.celery_app import app
-from inference.queues import TASK_NAME, queue_name
+from inference.enqueue import enqueue, task_message
+from inference.queues import PRIORITIES, queue_name
 from inference.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -75,26 +75,36 @@ def claim_key(request_id: str) -> str:
     return CLAIM_PREFIX + request_id
 
 
+class QueueFull(Exception):
+    """The model's queues hold `queued` requests, QUEUE_SIZE or more: nothing was written."""
+
+    def __init__(self, model: str, queued: int):
+        super().__init__(f"{model} has {queued} requests queued")
+        self.model, self.queued = model, queued
+
+
 def submit(redis: redis_lib.Redis, *, model: str, priority: str, top_k: int | None = None, request_id: str | None = None,
            timeout_ms: int | None = None, image_b64: str | None = None, image: bytes | None = None,
-           images: list[bytes] | None = None) -> Submitted:
+           images: list[bytes] | None = None, queue_limit: int | None = None) -> Submitted:
     """Record and enqueue one request, of one picture (`image`, raw bytes) or several (`images`),
     both by reference, or of one picture in the message (`image_b64`). `timeout_ms` is a
-    deadline for it to *start*.
+    deadline for it to *start*. With `queue_limit`, raises QueueFull instead when the model's
+    queues hold that many requests already. One Redis round trip (inference/enqueue.py).
 
-    By reference, each picture is stored in Redis as it is (no base64, no JSON), in the same
-    round trip as the job record, and the task carries only the keys; the worker reads them with
-    one MGET and deletes them once done. In the message, every picture crosses kombu's JSON
-    envelope (twice in the API), Celery's two payload decodings and the unacked copy: passes
-    over its base64 that held a GPU worker under 1,000 images/s and cost a CPU worker's
-    consumer ~1 ms per request. (Other services may still send `image`/`images` in the message.)"""
+    By reference, each picture is stored in Redis as it is (no base64, no JSON) beside the job
+    record, and the task carries only the keys; the worker reads them with one MGET and deletes
+    them once done. In the message, every picture crosses kombu's JSON envelope, Celery's two
+    payload decodings and the unacked copy: passes over its base64 that held a GPU worker
+    under 1,000 images/s and cost a CPU worker's consumer ~1 ms per request. (Other services
+    may still send `image`/`images` in the message.)"""
     request_id = request_id or new_request_id()
     submitted_at = time.time()
+    queue = queue_name(model, priority)
     job = {
         "request_id": request_id,
         "model": model,
         "priority": priority,
-        "queue": queue_name(model, priority),
+        "queue": queue,
         "top_k": top_k,
         "submitted_at": submitted_at,
         "deadline": submitted_at + timeout_ms / 1000 if timeout_ms else None,
@@ -102,39 +112,18 @@ def submit(redis: redis_lib.Redis, *, model: str, priority: str, top_k: int | No
     stored = [image] if image is not None else images or []
     # Keys of this submission alone: a second submission of the id must not touch the first's pictures.
     refs = [f"{IMAGE_PREFIX}{request_id}:{uuid.uuid4().hex[:12]}:{n}" for n in range(len(stored))]
-    expires = get_settings().result_expires
-    pipe = redis.pipeline(transaction=False)
-    pipe.set(job_key(request_id), json.dumps(job), nx=True, ex=expires)
-    for key, raw in zip(refs, stored):
-        pipe.set(key, raw, ex=expires)
-    created, *_ = pipe.execute()
-    if not created:
-        if refs:
-            redis.delete(*refs)
-        existing = redis.get(job_key(request_id))
-        return Submitted(json.loads(existing) if existing else job, created=False)
     pictures = {"image_ref": refs[0]} if image is not None else {"image_refs": refs} if images is not None else {"image": image_b64}
-    try:
-        app.send_task(
-            TASK_NAME,
-            task_id=request_id,
-            # Through the default exchange, straight into the list the workers read: a named
-            # exchange costs every publish a lookup of its bindings in Redis (SMEMBERS).
-            queue=Queue(job["queue"], Exchange(""), routing_key=job["queue"]),
-            kwargs={
-                **pictures,
-                "model": model,
-                "top_k": top_k,
-                "request_id": request_id,
-                "priority": priority,
-                "submitted_at": submitted_at,
-                "deadline": job["deadline"],
-            },
-        )
-    except Exception:
-        redis.delete(job_key(request_id), *refs)  # leave nothing half-done behind
-        raise
-    log.info("request %s queued on %s", request_id, job["queue"], extra={"request_id": request_id})
+    kwargs = {**pictures, "model": model, "top_k": top_k, "request_id": request_id, "priority": priority,
+              "submitted_at": submitted_at, "deadline": job["deadline"]}
+    outcome = enqueue(redis, job_key=job_key(request_id), job=json.dumps(job), queue=queue,
+                      message=task_message(request_id, kwargs, queue), expires=get_settings().result_expires,
+                      pictures=dict(zip(refs, stored)), counted_queues=[queue_name(model, p) for p in PRIORITIES] if queue_limit else [],
+                      limit=queue_limit)
+    if outcome.status == "full":
+        raise QueueFull(model, outcome.depth)
+    if outcome.status == "exists":
+        return Submitted(json.loads(outcome.existing) if outcome.existing else job, created=False)
+    log.info("request %s queued on %s", request_id, queue, extra={"request_id": request_id})
     return Submitted(job, created=True)
 
 

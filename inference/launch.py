@@ -65,7 +65,6 @@ def celery_argv(config: dict, name: str | None = None) -> list[str]:
         "--pool", pool,
         "--loglevel", os.environ.get("LOG_LEVEL") or config.get("loglevel", "INFO"),
         "--hostname", name or f"{model}@%h",
-        "--task-events",
     ]
 
 

@@ -54,6 +54,7 @@ def test_launcher_builds_a_pinned_worker_command(monkeypatch):
     assert argv[argv.index("--model") + 1] == "resnet18"
     assert argv[argv.index("--concurrency") + 1] == "2"
     assert argv[argv.index("--hostname") + 1] == "resnet18@%h"
+    assert not {"-E", "--task-events"} & set(argv)  # WORKER_TASK_EVENTS decides (celeryconfig), not the command line
     for variable in ("MAX_BATCH_SIZE", "MODEL_INSTANCES", "WORKER_POOL"):
         monkeypatch.delenv(variable, raising=False)
     batching = celery_argv({"model": "resnet18", "batch_size": 4, "instances": 2})

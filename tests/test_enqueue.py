@@ -1,0 +1,79 @@
+"""inference/enqueue.py: a submission in one round trip writes what Celery's send_task would."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from kombu import Exchange, Queue
+
+from inference import enqueue, jobs
+from inference.celery_app import app
+
+
+def scratch_queue() -> str:
+    return f"test-enqueue-{uuid.uuid4().hex[:8]}"
+
+
+def test_the_message_is_what_send_task_writes(redis_client):
+    """Celery's own publish and ours, side by side in two lists: equal but for the fields
+    that differ per publish (delivery tag) or per process (origin, reply_to)."""
+    queue = scratch_queue()
+    kwargs = {"image_ref": "inference:image:x:y:0", "model": "resnet18", "top_k": 3, "request_id": "r1",
+              "priority": "normal", "submitted_at": 1.5, "deadline": None}
+    task_id = uuid.uuid4().hex
+    app.send_task("inference.classify", task_id=task_id, kwargs=kwargs, queue=Queue(queue, Exchange(""), routing_key=queue))
+    theirs = json.loads(redis_client.rpop(queue))
+    ours = json.loads(enqueue.task_message(task_id, kwargs, queue))
+    for message in (theirs, ours):
+        message["properties"].pop("delivery_tag")
+        message["properties"].pop("reply_to")
+        message["headers"].pop("origin")
+    assert json.loads(ours.pop("body")) == json.loads(theirs.pop("body"))
+    assert ours == theirs
+
+
+def test_one_round_trip_writes_record_pictures_and_message_or_nothing(redis_client):
+    queue, request_id = scratch_queue(), uuid.uuid4().hex
+    key, counted = jobs.job_key(request_id), [f"{queue}.a", f"{queue}.b"]
+
+    def attempt(record: str, limit: int | None, picture: bytes = b"picture"):
+        ref = f"{jobs.IMAGE_PREFIX}{request_id}:{uuid.uuid4().hex[:12]}:0"
+        outcome = enqueue.enqueue(redis_client, job_key=key, job=record, queue=queue, message="message", expires=60,
+                                  pictures={ref: picture}, counted_queues=counted, limit=limit)
+        return outcome, ref
+
+    try:
+        redis_client.rpush(counted[0], "x", "y")
+        redis_client.rpush(counted[1], "z")
+        full, ref = attempt("first", limit=3)
+        assert (full.status, full.depth) == ("full", 3)
+        assert not redis_client.exists(key, ref) and redis_client.llen(queue) == 0
+
+        queued, ref = attempt("first", limit=4)
+        assert queued.status == "queued"
+        assert redis_client.get(key) == b"first" and redis_client.get(ref) == b"picture"
+        assert redis_client.lrange(queue, 0, -1) == [b"message"]
+        assert 0 < redis_client.ttl(key) <= 60 and 0 < redis_client.ttl(ref) <= 60
+
+        again, second_ref = attempt("second", limit=None)  # the same request id: the first stands
+        assert (again.status, again.existing) == ("exists", b"first")
+        assert not redis_client.exists(second_ref) and redis_client.llen(queue) == 1
+    finally:
+        redis_client.delete(key, queue, *counted, *redis_client.keys(f"{jobs.IMAGE_PREFIX}{request_id}:*"))
+
+
+@pytest.mark.parametrize("pictures", [0, 3])
+def test_pictures_and_their_keys_pair_up(redis_client, pictures):
+    """The script reads the pictures' bytes after the counted queues' names: each key gets its own."""
+    queue, request_id = scratch_queue(), uuid.uuid4().hex
+    refs = {f"{jobs.IMAGE_PREFIX}{request_id}:s:{n}": f"bytes {n}".encode() for n in range(pictures)}
+    counted = [f"{queue}.a"]
+    try:
+        outcome = enqueue.enqueue(redis_client, job_key=jobs.job_key(request_id), job="{}", queue=queue, message="m",
+                                  expires=60, pictures=refs, counted_queues=counted, limit=10)
+        assert outcome.status == "queued"
+        assert [redis_client.get(ref) for ref in refs] == list(refs.values())
+    finally:
+        redis_client.delete(jobs.job_key(request_id), queue, *refs)
