@@ -120,6 +120,17 @@ def process_cpu_seconds(pid: int) -> float:
     return total
 
 
+def cpu_per_request(pids: dict[str, int], run) -> tuple[dict, dict[str, float]]:
+    """`run()`'s result, and the CPU each process (and this client) spent per request of it."""
+    def now() -> dict[str, float]:
+        return {name: process_cpu_seconds(pid) for name, pid in pids.items()} | {"client": time.process_time()}
+
+    before = now()
+    result = run()
+    after = now()
+    return result, {name: 1000 * (after[name] - before[name]) / result["count"] for name in after}
+
+
 def rest_load(base: str, payloads: list[str], count: int, concurrency: int) -> dict:
     def one(i):
         t = time.perf_counter()
@@ -255,11 +266,10 @@ def main(argv=None) -> int:
         rest_load(api, payloads, 2 * in_flight, in_flight)  # warm-up
         for _ in track(range(args.rounds), description="rounds: plain script, then the system", console=console):
             one = {"plain_rps": plain.rps(best, args.seconds), "compute_single_ms": plain.compute_single_ms()}
-            cpu_before = {name: process_cpu_seconds(pid) for name, pid in pids.items()} | {"client": time.process_time()}
-            one["rest_saturation"] = rest_load(api, payloads, args.requests, in_flight)
-            cpu_after = {name: process_cpu_seconds(pid) for name, pid in pids.items()} | {"client": time.process_time()}
-            one["cpu_ms_per_request"] = {name: 1000 * (cpu_after[name] - cpu_before[name]) / args.requests for name in cpu_after}
-            one["celery_saturation"] = celery_load(env["REDIS_URL"], singles, args.requests, in_flight)
+            one["rest_saturation"], rest_cpu = cpu_per_request(pids, lambda: rest_load(api, payloads, args.requests, in_flight))
+            one["celery_saturation"], celery_cpu = cpu_per_request(
+                pids, lambda: celery_load(env["REDIS_URL"], singles, args.requests, in_flight))
+            one["cpu_ms_per_request"] = {"rest_saturation": rest_cpu, "celery_saturation": celery_cpu}
             one["rest_low_load"] = rest_load(api, payloads, args.low_load, 1)
             one["celery_low_load"] = celery_load(env["REDIS_URL"], singles, args.low_load, 1)
             one["forward_rps"] = plain.forward_rps(best, args.seconds)
@@ -329,8 +339,9 @@ def summarise(rounds, by_batch, best, eager_rps, sweep, submissions, threads, in
                   "forward_rps": median_of(lambda r: r["forward_rps"]),
                   "compute_single_ms": median_of(lambda r: r["compute_single_ms"])},
         "runs": runs,
-        "cpu_ms_per_request": {name: median_of(lambda r, name=name: r["cpu_ms_per_request"][name])
-                               for name in rounds[0]["cpu_ms_per_request"]},
+        "cpu_ms_per_request": {run: {name: median_of(lambda r, run=run, name=name: r["cpu_ms_per_request"][run][name])
+                                     for name in rounds[0]["cpu_ms_per_request"][run]}
+                               for run in rounds[0]["cpu_ms_per_request"]},
         "concurrency_sweep": {c: {k: v for k, v in r.items() if k != "latencies_ms"} for c, r in sweep.items()},
         "api_submissions_per_s": submissions,
         "ratios": {
@@ -366,10 +377,12 @@ def print_table(report: dict, out: Path) -> None:
             table.add_row(f"{name}, {many['images_per_request']} images per request (x{many['concurrency']})", f"{run['images_per_s']:.1f}",
                           f"{run['vs_plain']:.2f}", "", f"{run['p50_ms']:.1f} (request)", f"{run['p95_ms']:.1f}", "")
     console.print(table)
-    cpu = Table(title="CPU per request at REST saturation (ms)")
-    for name in report["cpu_ms_per_request"]:
+    cpu = Table(title="CPU per request at saturation (ms)")
+    cpu.add_column("run")
+    for name in report["cpu_ms_per_request"]["rest_saturation"]:
         cpu.add_column(name, justify="right")
-    cpu.add_row(*(f"{value:.1f}" for value in report["cpu_ms_per_request"].values()))
+    for run, by_process in report["cpu_ms_per_request"].items():
+        cpu.add_row(run, *(f"{value:.1f}" for value in by_process.values()))
     console.print(cpu)
     for name in ("rest_low_load", "celery_low_load"):
         breakdown = runs[name]["breakdown_ms"]
