@@ -26,18 +26,22 @@ def status_response(status: dict):
 @bp.post("/inference")
 def post_inference():
     wait = wait_seconds(request)
-    submitted = submit(parse_single(request))
-    request_id = submitted.job["request_id"]
+    item = parse_single(request)
     if wait:
-        status = jobs.wait_for(redis_client(), request_id, wait, just_submitted=submitted.job if submitted.created else None)
-    elif submitted.created:
-        status = jobs.queued_status(submitted.job)  # the fast path: one round trip less per submission
+        item.request_id = item.request_id or jobs.new_request_id()
+        # Listening before the task is queued: its result cannot be published unheard, so the
+        # status of a request just submitted needs no read.
+        with jobs.ResultListener(redis_client(), item.request_id) as listener:
+            submitted = submit(item)
+            status = listener.wait(wait, known=jobs.queued_status(submitted.job) if submitted.created else None)
     else:
-        status = jobs.job_status(redis_client(), request_id)
+        submitted = submit(item)
+        # A new request is queued: its status is known without a read.
+        status = jobs.queued_status(submitted.job) if submitted.created else jobs.job_status(redis_client(), submitted.job["request_id"])
     status = status or jobs.queued_status(submitted.job)
     status["duplicate"] = not submitted.created
     response = status_response(status)
-    response.headers["Location"] = url_for("v1.get_inference", request_id=request_id)
+    response.headers["Location"] = url_for("v1.get_inference", request_id=submitted.job["request_id"])
     return response
 
 

@@ -222,3 +222,28 @@ def test_waits_keep_one_subscriber_and_ignore_earlier_requests_news(redis_client
         assert jobs.thread_subscriber(redis_client).connection is connection
     finally:
         subscriber.unsubscribe(earlier_channel)
+
+
+def test_a_wait_reads_the_status_only_when_told_or_after_a_quiet_second(redis_client, monkeypatch):
+    """Listening before the request is queued, a wait needs no status read: the published
+    result answers it. The confirmation of an earlier wait's unsubscribe, waiting on the kept
+    connection, is no reason for a read either."""
+    import json
+    import threading
+
+    from inference import jobs
+    from inference.celery_app import app
+
+    assert jobs.wait_for(redis_client, queued_job(redis_client), 0.1)["status"] == "queued"  # leaves its unsubscribe's reply
+    request_id = queued_job(redis_client)
+    reads = []
+    real_read = jobs.job_status
+    monkeypatch.setattr(jobs, "job_status", lambda *args: reads.append(args) or real_read(*args))
+    result = json.dumps({"status": "SUCCESS", "result": {"predictions": []}, "task_id": request_id})
+    with jobs.ResultListener(redis_client, request_id) as listener:
+        threading.Timer(0.3, redis_client.publish, (app.backend.get_key_for_task(request_id), result)).start()
+        status = listener.wait(5, known=jobs.queued_status(json.loads(redis_client.get(jobs.job_key(request_id)))))
+    assert status["status"] == "success" and reads == []
+    with jobs.ResultListener(redis_client, queued_job(redis_client)) as listener:
+        assert listener.wait(1.5)["status"] == "queued"  # nothing published: a read at the start, one per quiet second
+    assert len(reads) == 3
