@@ -246,7 +246,11 @@ class ResultListener:
         self.pubsub = thread_subscriber(redis)
 
     def __enter__(self) -> ResultListener:
-        self.pubsub.subscribe(self.channel)
+        try:
+            self.pubsub.subscribe(self.channel)
+        except redis_lib.RedisError:
+            release_subscriber(self.pubsub, self.channel)  # closes a broken connection
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
