@@ -20,7 +20,7 @@ class Settings(BaseSettings):
     # Broker and results
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis used as Celery broker and result backend (a password goes in the URL: redis://:pw@host:6379/0).")
     redis_data_dir: str = Field("var/redis", description="Data directory (append-only file) of the embedded Valkey that `make run` starts when REDIS_URL does not answer.")
-    result_expires: int = Field(86400, description="Seconds a result (and the request's job record) is kept in Redis.")
+    result_expires: int = Field(86400, gt=0, description="Seconds a result (and the request's job record) is kept in Redis.")
     visibility_timeout: int = Field(20, description="Seconds before an unacknowledged task (its worker died) is delivered again; must exceed WORKER_TIMEOUT + RETRY_BACKOFF_MAX.")
     restore_interval: float = Field(1.0, description="Seconds between a worker's sweeps for unacknowledged tasks older than VISIBILITY_TIMEOUT (kombu's default sweep is about 100 s).")
 

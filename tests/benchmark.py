@@ -120,10 +120,10 @@ def process_cpu_seconds(pid: int) -> float:
     return total
 
 
-def cpu_per_request(pids: dict[str, int], run) -> tuple[dict, dict[str, float]]:
-    """`run()`'s result, and the CPU each process (and this client) spent per request of it."""
+def cpu_per_request(pids: dict[str, list[int]], run) -> tuple[dict, dict[str, float]]:
+    """`run()`'s result, and the CPU each part (its processes; this client) spent per request of it."""
     def now() -> dict[str, float]:
-        return {name: process_cpu_seconds(pid) for name, pid in pids.items()} | {"client": time.process_time()}
+        return {name: sum(map(process_cpu_seconds, group)) for name, group in pids.items()} | {"client": time.process_time()}
 
     before = now()
     result = run()
@@ -219,6 +219,8 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of (plain script, system), each compared within itself")
     parser.add_argument("--threads", type=int, default=0, help="torch threads in all (0 = all cores)")
     parser.add_argument("--instances", type=int, default=0, help="the worker's MODEL_INSTANCES (0 = its default)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="worker processes for the model, each with its own GIL (on a GPU, all on the one device)")
     parser.add_argument("--low-load", type=int, default=30, help="requests per low-load run (one at a time)")
     parser.add_argument("--submissions", type=int, default=600, help="requests per run of the API's submission rate")
     parser.add_argument("--batch-sizes", default="1,4,8,16", help="the plain script's batch sizes to try (the best is the worker's MAX_BATCH_SIZE)")
@@ -242,24 +244,24 @@ def main(argv=None) -> int:
     best = max(by_batch, key=by_batch.get)
     eager_rps = PlainScript("resnet18", threads, optimize="none").rps(best, args.seconds)
 
-    console.rule(f"the system: Valkey, one resnet18 worker (batch {best}, {instances} instance(s)), the API")
+    console.rule(f"the system: Valkey, {args.workers} resnet18 worker(s) (batch {best}, {instances} instance(s) each), the API")
     procs = Processes()
     env = {**os.environ, "MODEL_WEIGHTS": "random", "QUEUE_SIZE": "100000", "NO_WORKER_POLICY": "queue",
            "LOG_LEVEL": "WARNING", "MAX_BATCH_SIZE": str(best), "MAX_BATCH_DELAY_MS": "10",
            "MODEL_INSTANCES": str(instances),
-           # On a CPU, the plain script's threads shared among the instances; on a GPU the worker's own choice (1).
-           **({"TORCH_THREADS": str(max(1, threads // instances))} if plain.loaded.device == "cpu" else {}),
+           # On a CPU, the plain script's threads shared among the workers' instances; on a GPU the worker's own choice (1).
+           **({"TORCH_THREADS": str(max(1, threads // (instances * args.workers)))} if plain.loaded.device == "cpu" else {}),
            "BATCH_SIZE": str(max(32, args.images_per_request)), "MAX_CONTENT_LENGTH": str(64 * 1024 * 1024)}
     per_request = args.images_per_request
     in_flight = min(4 * best, 64)  # single-image saturation: enough to fill a batch and the next
     rounds, sweep, many = [], {}, {}
     try:
         env["REDIS_URL"] = start_redis(procs, env, name="bench-redis")
-        start_worker(procs, "resnet18", env, name="bench@%h")
+        workers = [start_worker(procs, "resnet18", env, name=f"bench{n}@%h") for n in range(args.workers)]
         api = start_api(procs, {**env, "API_WORKERS": str(args.api_workers)}, name="bench-api")
-        wait_until(lambda: requests.get(f"{api}/workers/status", timeout=5).json()["ready"] >= 1, 120, what="worker")
-        pids = {"worker": procs.procs["worker-bench@%h"].pid, "api": procs.procs["bench-api"].pid,
-                "redis": procs.procs["bench-redis"].pid}
+        wait_until(lambda: requests.get(f"{api}/workers/status", timeout=5).json()["ready"] >= args.workers, 120, what="workers")
+        pids = {"worker": [procs.procs[f"worker-{name}"].pid for name in workers], "api": [procs.procs["bench-api"].pid],
+                "redis": [procs.procs["bench-redis"].pid]}
         images_b64 = [base64.b64encode(p.read_bytes()).decode() for p in IMAGES]
         payloads = [json.dumps({"data": b, "model_type": "resnet18"}) for b in images_b64]
         singles = [{"image": b} for b in images_b64]
@@ -287,7 +289,7 @@ def main(argv=None) -> int:
         procs.stop_all()
 
     report = summarise(rounds, by_batch, best, eager_rps, sweep, submissions, threads, instances)
-    report["machine"].update(device=device_name(plain.loaded.device), api_workers=args.api_workers)
+    report["machine"].update(device=device_name(plain.loaded.device), api_workers=args.api_workers, workers=args.workers)
     report["batched_submissions"] = many
     (out / "benchmark.json").write_text(json.dumps(report, indent=2))
     print_table(report, out)
@@ -359,7 +361,7 @@ def summarise(rounds, by_batch, best, eager_rps, sweep, submissions, threads, in
 def print_table(report: dict, out: Path) -> None:
     plain, runs, ratios, machine = report["plain"], report["runs"], report["ratios"], report["machine"]
     table = Table(title=f"resnet18 on {machine['device']}, {machine['cores']} cores, {machine['torch_threads']} torch threads, "
-                        f"{machine['model_instances']} instance(s); medians of {machine['rounds']} rounds")
+                        f"{machine['workers']} worker(s) of {machine['model_instances']} instance(s); medians of {machine['rounds']} rounds")
     for column in ("what", "images/s", "vs plain", "vs forward", "p50 ms", "p95 ms", "p99 ms"):
         table.add_column(column, justify="right" if column != "what" else "left")
     table.add_row(f"plain script (batch {plain['best_batch_size']})", f"{plain['plain_rps']:.1f}", "1.00",

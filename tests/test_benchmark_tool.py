@@ -18,11 +18,12 @@ pytestmark = pytest.mark.e2e
 def test_benchmark_runs_and_reports(tmp_path):
     out = subprocess.run([sys.executable, "tests/benchmark.py", "--rounds", "1", "--requests", "16", "--seconds", "0.3",
                           "--low-load", "5", "--submissions", "40", "--images-per-request", "4", "--many-requests", "3",
-                          "--many-concurrency", "2", "--out", str(tmp_path)],
+                          "--many-concurrency", "2", "--workers", "2", "--out", str(tmp_path)],
                          cwd=repo_root(), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     report = json.loads((tmp_path / "benchmark.json").read_text())
     assert report["plain"]["best_batch_size"] in (1, 4, 8, 16) and report["plain"]["plain_rps"] > 0
+    assert report["machine"]["workers"] == 2  # both started and ready, or the run would have timed out
     for name in ("rest_saturation", "celery_saturation", "rest_low_load", "celery_low_load"):
         assert report["runs"][name]["rps"] > 0
         assert set(report["runs"][name]["breakdown_ms"]) >= {"queued", "model", "to_client"}

@@ -78,6 +78,10 @@ def test_settings_read_the_environment(monkeypatch):
     monkeypatch.setenv("MODEL_WEIGHTS", "bogus")
     with pytest.raises(ValidationError):
         Settings()
+    monkeypatch.setenv("MODEL_WEIGHTS", "random")
+    monkeypatch.setenv("RESULT_EXPIRES", "0")  # Redis refuses EX 0: every submission would fail
+    with pytest.raises(ValidationError):
+        Settings()
 
 
 def test_request_schema():
