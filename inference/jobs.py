@@ -1,9 +1,9 @@
 """Submitting requests and reading their state: shared by the API and Python clients.
 
 Celery reports every unknown id as PENDING forever, so each accepted request also gets a
-job record (`inference:job:<id>`, kept as long as results) written *before* the task is sent:
-an id without one was never submitted (404). The record is written with SET NX, so a
-request id submitted twice yields the first request and never a second task.
+job record (`inference:job:<id>`, kept as long as results), written in the same script that
+queues the task: an id without one was never submitted (404). The record is written with SET
+NX, so a request id submitted twice yields the first request and never a second task.
 
 Cancellation and start race for one claim key (`inference:claim:<id>`, SET NX): the worker
 claims "started" before it runs a request, a DELETE claims "cancelled". Whoever comes first
