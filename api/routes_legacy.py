@@ -11,7 +11,7 @@ import uuid
 from flask import Blueprint, jsonify, request
 
 from api.errors import error_response
-from api.service import parse_batch, parse_single, redis_client, submit, submit_all
+from api.service import parse_batch, parse_single, redis_client, submit_all, submit_and_wait
 from inference import jobs
 from inference.errors import http_status_of
 from inference.settings import get_settings
@@ -34,9 +34,9 @@ def seed_shape(status: dict) -> dict:
 
 @bp.post("/inference")
 def sync_inference():
-    submitted = submit(parse_single(request))
+    submitted, status = submit_and_wait(parse_single(request), get_settings().sync_timeout)
     request_id = submitted.job["request_id"]
-    status = jobs.wait_for(redis_client(), request_id, get_settings().sync_timeout)
+    status = status or jobs.queued_status(submitted.job)
     if status["status"] == "success":
         return jsonify(seed_shape(status))
     if status["status"] == "failed":

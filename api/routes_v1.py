@@ -8,7 +8,7 @@ import time
 from flask import Blueprint, jsonify, request, url_for
 
 from api.errors import ApiError
-from api.service import parse_batch, parse_single, redis_client, submit, submit_all, wait_seconds
+from api.service import parse_batch, parse_single, redis_client, submit, submit_all, submit_and_wait, wait_seconds
 from inference import jobs
 
 bp = Blueprint("v1", __name__, url_prefix="/v1")
@@ -28,12 +28,7 @@ def post_inference():
     wait = wait_seconds(request)
     item = parse_single(request)
     if wait:
-        item.request_id = item.request_id or jobs.new_request_id()
-        # Listening before the task is queued: its result cannot be published unheard, so the
-        # status of a request just submitted needs no read.
-        with jobs.ResultListener(redis_client(), item.request_id) as listener:
-            submitted = submit(item)
-            status = listener.wait(wait, known=jobs.queued_status(submitted.job) if submitted.created else None)
+        submitted, status = submit_and_wait(item, wait)
     else:
         submitted = submit(item)
         # A new request is queued: its status is known without a read.
