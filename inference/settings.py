@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     weights_download: bool = Field(False, description="Let `auto`/`pretrained` download missing weights into TORCH_HOME (needs internet).")
     worker_model: str = Field("", description="Model a worker serves when `--model` is not given (set by the launcher).")
     worker_concurrency: int = Field(1, description="Worker processes per model worker (each loads its own copy of the model).")
-    worker_task_events: bool = Field(True, description="Workers send task events: Flower's task list and task metrics, `celery events`. Off, each request costs the worker three Redis publishes less (heartbeats still go: Flower and /workers/status still see the workers).")
+    worker_task_events: bool = Field(True, description="Workers send task events: Flower's task list and task metrics, `celery events`. Off, each request costs the worker three Redis publishes less, until a monitor turns them on (Flower sends `enable_events` every 5 s); heartbeats go either way (Flower and /workers/status still see the workers).")
     worker_priorities: str = Field("high,normal,low", description="Priorities a worker consumes, comma-separated (always in high, normal, low order).")
     worker_device: str = Field("auto", description="Where a worker runs its model: `auto` (CUDA when available), `cpu`, `cuda`, `cuda:1`...")
     model_optimize: Literal["auto", "jit", "none"] = Field("auto", description="`jit`: TorchScript-trace each model and optimise it for inference (batch norm folded, oneDNN on CPU; the forward pass runs without holding the GIL); `none`: plain eager PyTorch; `auto`: jit on CPU, eager on CUDA (where TorchScript was no faster and re-specialises for every new batch size).")
