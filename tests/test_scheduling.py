@@ -245,5 +245,5 @@ def test_a_wait_reads_the_status_only_when_told_or_after_a_quiet_second(redis_cl
         status = listener.wait(5, known=jobs.queued_status(json.loads(redis_client.get(jobs.job_key(request_id)))))
     assert status["status"] == "success" and reads == []
     with jobs.ResultListener(redis_client, queued_job(redis_client)) as listener:
-        assert listener.wait(1.5)["status"] == "queued"  # nothing published: a read at the start, one per quiet second
-    assert len(reads) == 3
+        assert listener.wait(0.5)["status"] == "queued"  # nothing published: a read at the start, one after the quiet wait
+    assert len(reads) <= 3  # 2, one of slack; each confirmation read as news would make it 4 or more
