@@ -91,9 +91,11 @@ def test_workers_status_reports_load_and_counts(api):
 
     def counted():  # each API process refreshes its worker view every WORKER_CACHE_SECONDS
         workers = {w["model"]: w for w in get(api, "/workers/status").json()["workers"]}
-        return workers if workers["mobilenet"]["processed"] >= 1 else None
+        # Counted from its start; still `running` for a moment after its result is out (ack, metrics).
+        done = workers["mobilenet"]["processed"] >= 1 and workers["mobilenet"]["load"]["running"] == 0
+        return workers if done else None
 
-    mobilenet = wait_until(counted, 15, interval=0.5, what="the request in the worker's counts")["mobilenet"]
+    mobilenet = wait_until(counted, 15, interval=0.5, what="the request in the worker's counts, and done")["mobilenet"]
     assert mobilenet["status"] == "ready"
     assert mobilenet["load"] == {"running": 0, "concurrency": 1}
     assert mobilenet["processed"] >= 1 and mobilenet["failed"] >= 0
