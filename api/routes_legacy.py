@@ -36,7 +36,6 @@ def seed_shape(status: dict) -> dict:
 def sync_inference():
     submitted, status = submit_and_wait(parse_single(request), get_settings().sync_timeout)
     request_id = submitted.job["request_id"]
-    status = status or jobs.queued_status(submitted.job)
     if status["status"] == "success":
         return jsonify(seed_shape(status))
     if status["status"] == "failed":

@@ -154,14 +154,15 @@ def submit(item: InferenceRequest) -> jobs.Submitted:
     return submit_all([item])[0]
 
 
-def submit_and_wait(item: InferenceRequest, wait: float) -> tuple[jobs.Submitted, dict | None]:
-    """Submit one request and wait up to `wait` s for its result. Listening starts before the
+def submit_and_wait(item: InferenceRequest, wait: float) -> tuple[jobs.Submitted, dict]:
+    """Submit one request and wait up to `wait` s for its status. Listening starts before the
     task is queued, so its result cannot be published unheard and the status of a request just
     submitted needs no read."""
     item.request_id = item.request_id or jobs.new_request_id()
     with jobs.ResultListener(redis_client(), item.request_id) as listener:
         submitted = submit(item)
-        return submitted, listener.wait(wait, known=jobs.queued_status(submitted.job) if submitted.created else None)
+        status = listener.wait(wait, known=jobs.queued_status(submitted.job) if submitted.created else None)
+    return submitted, status or jobs.queued_status(submitted.job)  # None: its record expired meanwhile
 
 
 def wait_seconds(req: Request = request) -> float:

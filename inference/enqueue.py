@@ -73,7 +73,8 @@ def task_message(task_id: str, kwargs: dict, queue: str) -> str:
 def enqueue(redis: redis_lib.Redis, *, job_key: str, job: str, queue: str, message: str, expires: int,
             pictures: dict[str, bytes], counted_queues: list[str], limit: int | None) -> Outcome:
     """Write the job record, the pictures (key -> bytes) and push the message, unless the record
-    exists or `counted_queues` hold `limit` requests or more (limit None: no limit)."""
+    exists or `counted_queues` hold `limit` requests or more (limit None: no limit, none counted)."""
+    counted_queues = counted_queues if limit else []
     script = redis.register_script(ENQUEUE)  # only hashes the text; redis-py loads it again after a Redis restart
     reply = script(keys=[job_key, queue, *counted_queues, *pictures],
                    args=[job, message, expires, limit or 0, len(counted_queues), *pictures.values()])

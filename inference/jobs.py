@@ -117,7 +117,7 @@ def submit(redis: redis_lib.Redis, *, model: str, priority: str, top_k: int | No
               "submitted_at": submitted_at, "deadline": job["deadline"]}
     outcome = enqueue(redis, job_key=job_key(request_id), job=json.dumps(job), queue=queue,
                       message=task_message(request_id, kwargs, queue), expires=get_settings().result_expires,
-                      pictures=dict(zip(refs, stored)), counted_queues=[queue_name(model, p) for p in PRIORITIES] if queue_limit else [],
+                      pictures=dict(zip(refs, stored)), counted_queues=[queue_name(model, p) for p in PRIORITIES],
                       limit=queue_limit)
     if outcome.status == "full":
         raise QueueFull(model, outcome.depth)
