@@ -12,9 +12,13 @@ task its own predictions. Batch size 1 is the same code path (the batch closes a
 (a corrupt image found while decoding, say); a request that fails before it is submitted calls
 `forget()`.
 
-All model work (warm-up included) runs in the batcher's one thread: torch's OpenMP thread team
-belongs to the thread that uses it, and a second team (say, the main thread's, left spinning
-after a warm-up) competes with the first for the same cores.
+All model work (warm-up included) runs in the batcher's threads (one per model instance):
+torch's OpenMP thread team belongs to the thread that uses it, and a second team (say, the main
+thread's, left spinning after a warm-up) competes with the first for the same cores.
+
+With several instances, `share_cores(n)` runs in an instance's thread before each batch, with
+the number of instances about to run side by side (1 when this batch runs alone): the worker
+gives a lone batch every core and each of n busy instances its share (adaptive intra-op threads).
 """
 
 from __future__ import annotations
@@ -45,16 +49,20 @@ class BatchOutcome:
 class MicroBatcher:
     def __init__(self, run_batch: Callable[[list[Any]], list[Any]], max_batch_size: int, max_delay: float,
                  initializer: Callable[[], None] | None = None, instances: int = 1,
-                 instance_initializer: Callable[[], None] | None = None):
+                 instance_initializer: Callable[[], None] | None = None,
+                 share_cores: Callable[[int], None] | None = None):
         """`instances` threads run batches side by side (model instances, as Triton calls them):
         the first runs `initializer` (say, load and warm up the model), every other one
-        `instance_initializer` (warm up in its own thread) before it serves."""
+        `instance_initializer` (warm up in its own thread) before it serves. `share_cores`: see
+        the module's docstring."""
         self.run_batch = run_batch
         self.max_batch_size = max(1, max_batch_size)
         self.max_delay = max(0.0, max_delay)
         self._initializer = initializer
         self._instances = max(1, instances)
         self._instance_initializer = instance_initializer
+        self._share_cores = share_cores
+        self._running = 0  # instances running a batch
         self._ready = threading.Event()
         self._init_error: BaseException | None = None
         self._cond = threading.Condition()
@@ -81,7 +89,7 @@ class MicroBatcher:
         if count:
             with self._cond:
                 self._expected -= count
-                self._cond.notify()
+                self._cond.notify_all()
 
     def submit(self, payload: Any, expected: bool = False) -> Future:
         return self.submit_many([payload], expected)[0]
@@ -94,15 +102,17 @@ class MicroBatcher:
             self._pending.extend(items)
             if expected:
                 self._expected -= len(items)
-            self._cond.notify()
+            self._cond.notify_all()
         return [item.future for item in items]
 
     def run(self, payload: Any, timeout: float | None = None, expected: bool = False) -> BatchOutcome:
         return self.submit(payload, expected).result(timeout)
 
-    def _gather(self) -> tuple[int, list[BatchItem]]:
+    def _gather(self, instance: int) -> tuple[int, list[BatchItem], int]:
         with self._cond:
-            self._cond.wait_for(lambda: self._pending)
+            # Instance n takes a batch only while n others run one: at low load the same instance
+            # (and its warm OpenMP team) serves every request, instead of each in turn.
+            self._cond.wait_for(lambda: self._pending and self._running >= instance)
             closes_at = time.monotonic() + self.max_delay  # counted from the batch's first request
             while len(self._pending) < self.max_batch_size and self._expected > 0:
                 remaining = closes_at - time.monotonic()
@@ -112,8 +122,16 @@ class MicroBatcher:
             self._batches += 1
             batch = [self._pending.popleft() for _ in range(min(self.max_batch_size, len(self._pending)))]
             if self._pending:
-                self._cond.notify()  # more than a batch waits: wake another instance for it
-            return self._batches, batch
+                self._cond.notify_all()  # more than a batch waits: wake another instance for it
+            self._running += 1
+            # Side by side soon: the running instances, this one included, and an idle one for
+            # each batch still waiting.
+            waiting_batches = -(-len(self._pending) // self.max_batch_size)
+            return self._batches, batch, min(self._instances, self._running + waiting_batches)
+
+    def _done(self) -> None:
+        with self._cond:
+            self._running -= 1
 
     def _start(self) -> None:
         """Thread 0: initialise, start the other instances, wait until each is warm, serve."""
@@ -123,7 +141,7 @@ class MicroBatcher:
                 self._initializer()
             warmed = [threading.Event() for _ in range(self._instances - 1)]
             for n, warm in enumerate(warmed, start=1):
-                threading.Thread(target=self._warm_then_serve, args=(errors, warm), name=f"micro-batcher-{n}", daemon=True).start()
+                threading.Thread(target=self._warm_then_serve, args=(errors, warm, n), name=f"micro-batcher-{n}", daemon=True).start()
             for warm in warmed:
                 warm.wait()
         except BaseException as exc:
@@ -131,9 +149,9 @@ class MicroBatcher:
         self._init_error = errors[0] if errors else None
         self._ready.set()
         if self._init_error is None:
-            self._serve()
+            self._serve(0)
 
-    def _warm_then_serve(self, errors: list[BaseException], warm: threading.Event) -> None:
+    def _warm_then_serve(self, errors: list[BaseException], warm: threading.Event, instance: int) -> None:
         try:
             if self._instance_initializer is not None:
                 self._instance_initializer()
@@ -144,18 +162,22 @@ class MicroBatcher:
             warm.set()
         self._ready.wait()
         if self._init_error is None:
-            self._serve()
+            self._serve(instance)
 
-    def _serve(self) -> None:
+    def _serve(self, instance: int) -> None:
         while True:
-            number, batch = self._gather()
+            number, batch, side_by_side = self._gather(instance)
             started = time.perf_counter()
             try:
+                if self._share_cores is not None:
+                    self._share_cores(side_by_side)
                 outputs = self.run_batch([item.payload for item in batch])
             except BaseException as exc:  # the whole forward pass failed: every request learns why
                 for item in batch:
                     item.future.set_exception(exc)
                 continue
+            finally:
+                self._done()
             seconds = time.perf_counter() - started
             for item, output in zip(batch, outputs):
                 if isinstance(output, BaseException):  # this request alone failed (say, a corrupt image)

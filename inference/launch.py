@@ -55,8 +55,9 @@ def celery_argv(config: dict, name: str | None = None) -> list[str]:
     batch_size = int(os.environ.get("MAX_BATCH_SIZE") or config.get("batch_size", 1))
     if batch_size > 1:
         # A batch gathers requests that run at once: threads in one process holding one model.
-        # Twice what the model instances hold, so the next batches are ready when one ends.
-        instances = int(os.environ.get("MODEL_INSTANCES") or config.get("instances", 1))
+        # Twice what the model instances hold, so the next batches are ready when one ends
+        # (auto, 0, picks at most 2).
+        instances = int(os.environ.get("MODEL_INSTANCES") or config.get("instances", 0)) or 2
         pool, concurrency = "threads", max(concurrency, 2 * batch_size * instances)
     return [
         sys.executable, "-m", "celery", "-A", "inference", "worker",

@@ -218,7 +218,7 @@ def main(argv=None) -> int:
     parser.add_argument("--requests", type=int, default=160, help="requests per saturation run")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of (plain script, system), each compared within itself")
     parser.add_argument("--threads", type=int, default=0, help="torch threads in all (0 = all cores)")
-    parser.add_argument("--instances", type=int, default=0, help="the worker's MODEL_INSTANCES (0 = its default)")
+    parser.add_argument("--instances", type=int, default=0, help="the worker's MODEL_INSTANCES (0 = what the worker picks on its own)")
     parser.add_argument("--workers", type=int, default=1,
                         help="worker processes for the model, each with its own GIL (on a GPU, all on the one device)")
     parser.add_argument("--low-load", type=int, default=30, help="requests per low-load run (one at a time)")
@@ -232,9 +232,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=OUT, help="where the JSON and the charts go")
     args = parser.parse_args(argv)
     from inference.settings import cpu_count, get_settings
+    from inference.worker import auto_instances
 
     threads = args.threads or cpu_count()
-    instances = args.instances or get_settings().model_instances
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     console.rule(f"plain script (resnet18, random weights, {threads} torch threads)")
@@ -243,6 +243,9 @@ def main(argv=None) -> int:
     by_batch = {size: plain.rps(size, args.seconds) for size in track(sizes, description="by batch size", console=console)}
     best = max(by_batch, key=by_batch.get)
     eager_rps = PlainScript("resnet18", threads, optimize="none").rps(best, args.seconds)
+    # As the worker picks them (instances batch; without batching, the prefork pool runs one).
+    instances = args.instances or get_settings().model_instances or (auto_instances(plain.loaded.device, threads // args.workers)
+                                                                      if best > 1 else 1)
 
     console.rule(f"the system: Valkey, {args.workers} resnet18 worker(s) (batch {best}, {instances} instance(s) each), the API")
     procs = Processes()

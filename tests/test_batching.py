@@ -82,6 +82,34 @@ def test_instances_run_batches_side_by_side():
     assert max(most) == 3 and time.monotonic() - started < 0.5  # three at once, not 0.6 s in a row
 
 
+def test_a_lone_batch_takes_every_core_and_side_by_side_batches_share_them():
+    """`share_cores(n)` before each batch, in the instance's thread: 1 when the batch runs alone
+    (one request at a time always runs on the first instance, whose threads stay warm), n when
+    n instances run batches at once."""
+    import threading
+
+    shares, gate = [], threading.Event()
+
+    def wait_for_gate(items):
+        gate.wait(5)
+        return list(items)
+
+    batcher = MicroBatcher(wait_for_gate, max_batch_size=1, max_delay=0, instances=2,
+                           share_cores=lambda n: shares.append((threading.current_thread().name, n)))
+    batcher.wait_ready(5)
+    gate.set()
+    for i in range(5):
+        assert batcher.run(i, timeout=5).output == i
+    assert shares == [("micro-batcher-0", 1)] * 5
+    shares.clear()
+    gate.clear()
+    futures = batcher.submit_many([0, 1])  # both waiting at once
+    wait_until(lambda: len(shares) == 2, 5, interval=0.01, what="two batches started")
+    gate.set()
+    assert [f.result(timeout=5).output for f in futures] == [0, 1]
+    assert sorted(shares) == [("micro-batcher-0", 2), ("micro-batcher-1", 2)]
+
+
 def test_a_failing_instance_initializer_fails_the_start():
     def broken():
         raise RuntimeError("no memory for a second copy")
@@ -150,6 +178,17 @@ def test_batching_worker_batches_real_requests(batching_worker, redis_client, wo
     assert [len(s["result"]["predictions"]) for s in good] == [1, 2, 3, 4, 5, 6]  # each its own top_k
     for status, image_name in zip(good, ["chelsea.jpg", "astronaut.jpg"] * 3):
         assert_same_predictions(status["result"]["predictions"], expected_predictions(image_name, 6)[: len(status["result"]["predictions"])])
+
+
+@pytest.mark.e2e
+def test_a_batching_worker_on_this_cpu_runs_two_instances_with_adaptive_threads(api, batching_worker):
+    """MODEL_INSTANCES auto on a machine of 2 cores or more (one instance on a single core); the worker reports it."""
+    from inference.settings import cpu_count
+
+    workers = api.get(f"{api.base_url}/workers/status", timeout=5).json()["workers"]
+    process, = next(w for w in workers if w["worker_id"] == batching_worker)["processes"]
+    two = cpu_count() >= 2
+    assert process["instances"] == (2 if two else 1) and process["adaptive_threads"] is two
 
 
 @pytest.mark.e2e

@@ -61,6 +61,8 @@ def test_launcher_builds_a_pinned_worker_command(monkeypatch):
     # Batching needs threads; twice what the instances hold keeps the next batches ready.
     assert batching[batching.index("--pool") + 1] == "threads"
     assert batching[batching.index("--concurrency") + 1] == "16"
+    auto = celery_argv({"model": "resnet18", "batch_size": 4, "instances": 0})
+    assert auto[auto.index("--concurrency") + 1] == "16"  # auto: room for the two instances it may pick
 
 
 def test_readme_lists_every_setting():
@@ -181,6 +183,8 @@ def test_torch_threads_share_the_cores_among_every_model_copy(monkeypatch):
         monkeypatch.delenv(variable, raising=False)
     cases = [({}, 16), ({"HOST_WORKERS": "4"}, 4), ({"HOST_WORKERS": "4", "WORKER_CONCURRENCY": "2"}, 2),
              ({"WORKER_POOL": "threads", "MODEL_INSTANCES": "2", "HOST_WORKERS": "2"}, 4),
+             ({"WORKER_POOL": "threads", "MODEL_INSTANCES": "4"}, 4),
+             ({"WORKER_POOL": "threads"}, 8),  # auto: two instances on a CPU
              ({"HOST_WORKERS": "32"}, 1), ({"HOST_WORKERS": "4", "TORCH_THREADS": "3"}, 3)]
     for env, threads in cases:
         for name, value in env.items():
@@ -188,6 +192,27 @@ def test_torch_threads_share_the_cores_among_every_model_copy(monkeypatch):
         get_settings.cache_clear()
         assert worker.torch_threads() == threads, env
         assert worker.torch_threads("cuda:0") == (3 if "TORCH_THREADS" in env else 1), env  # GPU models: CPU work is small
+        for name in env:
+            monkeypatch.delenv(name)
+    get_settings.cache_clear()
+
+
+def test_model_instances_auto_two_on_a_cpu_with_cores_to_share(monkeypatch):
+    from inference import worker
+    from inference.settings import get_settings
+
+    for variable in ("HOST_WORKERS", "WORKER_POOL", "MODEL_INSTANCES"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(worker, "cpu_count", lambda: 2)
+    cases = [({"WORKER_POOL": "threads"}, "cpu", 2), ({"WORKER_POOL": "threads"}, "cuda", 1),
+             ({"WORKER_POOL": "threads", "HOST_WORKERS": "2"}, "cpu", 1),  # one core each: nothing to share
+             ({"WORKER_POOL": "threads", "MODEL_INSTANCES": "3"}, "cuda", 3),
+             ({"WORKER_POOL": "prefork", "MODEL_INSTANCES": "3"}, "cpu", 1)]  # one model copy per pool process
+    for env, device, instances in cases:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+        assert worker.model_instances(device) == instances, (env, device)
         for name in env:
             monkeypatch.delenv(name)
     get_settings.cache_clear()
