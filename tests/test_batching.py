@@ -133,7 +133,8 @@ def batching_worker(api):
     """A second resnet18 worker with MAX_BATCH_SIZE=8; tests pause the first one's queues."""
     import os
 
-    env = {**os.environ, "MAX_BATCH_SIZE": "8", "MAX_BATCH_DELAY_MS": "300"}
+    # Its own thread budget (TORCH_THREADS unset: the cores), so MODEL_INSTANCES auto picks 2 here.
+    env = {**os.environ, "MAX_BATCH_SIZE": "8", "MAX_BATCH_DELAY_MS": "300", "TORCH_THREADS": "0"}
     name = start_worker(_processes, "resnet18", env, name=f"resnet18-batch-{os.getpid()}@%h")
     try:
         worker = wait_until(lambda: next((w for w in api.get(f"{api.base_url}/workers/status", timeout=5).json()["workers"]

@@ -201,11 +201,12 @@ def test_model_instances_auto_two_on_a_cpu_with_cores_to_share(monkeypatch):
     from inference import worker
     from inference.settings import get_settings
 
-    for variable in ("HOST_WORKERS", "WORKER_POOL", "MODEL_INSTANCES"):
+    for variable in ("HOST_WORKERS", "WORKER_POOL", "MODEL_INSTANCES", "TORCH_THREADS"):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setattr(worker, "cpu_count", lambda: 2)
     cases = [({"WORKER_POOL": "threads"}, "cpu", 2), ({"WORKER_POOL": "threads"}, "cuda", 1),
              ({"WORKER_POOL": "threads", "HOST_WORKERS": "2"}, "cpu", 1),  # one core each: nothing to share
+             ({"WORKER_POOL": "threads", "TORCH_THREADS": "2"}, "cpu", 1),  # threads pinned per copy: not doubled
              ({"WORKER_POOL": "threads", "MODEL_INSTANCES": "3"}, "cuda", 3),
              ({"WORKER_POOL": "prefork", "MODEL_INSTANCES": "3"}, "cpu", 1)]  # one model copy per pool process
     for env, device, instances in cases:
