@@ -197,6 +197,28 @@ def test_torch_threads_share_the_cores_among_every_model_copy(monkeypatch):
     get_settings.cache_clear()
 
 
+def test_adaptive_threads_set_torch_threads_of_the_calling_thread_only():
+    """What model instances rely on: OpenMP's thread count is per thread, so an instance that
+    shares the cores does not change what another one (or the main thread) runs with."""
+    import threading
+
+    import torch
+
+    from inference.worker import adaptive_threads
+
+    share_cores, seen, before = adaptive_threads(4), {}, torch.get_num_threads()
+
+    def instance(side_by_side: int) -> None:
+        share_cores(side_by_side)
+        seen[side_by_side] = torch.get_num_threads()
+
+    for side_by_side in (1, 2, 8):
+        thread = threading.Thread(target=instance, args=(side_by_side,))
+        thread.start()
+        thread.join()
+    assert seen == {1: 4, 2: 2, 8: 1} and torch.get_num_threads() == before
+
+
 def test_model_instances_auto_two_on_a_cpu_with_cores_to_share(monkeypatch):
     from inference import worker
     from inference.settings import get_settings
