@@ -150,7 +150,7 @@ def load_model_in_process(**_):
     if settings.max_batch_size > 1 and torch_threads() > 1:  # PIL decoding: CPU cores, whatever the device
         _decoders = ThreadPoolExecutor(torch_threads(), thread_name_prefix="decode", initializer=one_torch_thread)
     instances = model_instances(device)
-    share_cores = adaptive_threads(torch_threads(device) * instances) if instances > 1 and device == "cpu" else None
+    share_cores = adaptive_threads(lone_batch_threads(instances)) if instances > 1 and device == "cpu" else None
     _batcher = MicroBatcher(decode_and_classify, settings.max_batch_size, settings.max_batch_delay_ms / 1000,
                             initializer=load_here, instances=instances, instance_initializer=lambda: loaded_model().warm_up(),
                             share_cores=share_cores)
@@ -164,6 +164,13 @@ def load_model_in_process(**_):
     state_dir = os.environ.get(STATE_DIR_ENV)
     if state_dir:
         Path(state_dir, f"{os.getpid()}.json").write_text(json.dumps({**info, "ready_at": time.time()}))
+
+
+def lone_batch_threads(instances: int) -> int:
+    """The torch threads a batch running alone in a CPU worker may take: every instance's,
+    within the worker's share of the cores (3 instances on 2 cores: 2, not 3)."""
+    per_instance = torch_threads()
+    return max(per_instance, min(per_instance * instances, cpu_count() // get_settings().host_workers))
 
 
 def adaptive_threads(process_threads: int):

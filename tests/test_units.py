@@ -219,6 +219,26 @@ def test_adaptive_threads_set_torch_threads_of_the_calling_thread_only():
     assert seen == {1: 4, 2: 2, 8: 1} and torch.get_num_threads() == before
 
 
+def test_a_lone_batch_takes_every_instances_threads_within_the_cores(monkeypatch):
+    from inference import worker
+    from inference.settings import get_settings
+
+    for variable in ("HOST_WORKERS", "MODEL_INSTANCES", "TORCH_THREADS"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("WORKER_POOL", "threads")
+    monkeypatch.setattr(worker, "cpu_count", lambda: 2)
+    cases = [({"MODEL_INSTANCES": "2"}, 2, 2), ({"MODEL_INSTANCES": "3"}, 3, 2),  # never more threads than cores
+             ({"MODEL_INSTANCES": "2", "TORCH_THREADS": "4"}, 2, 4)]  # as pinned, at least
+    for env, instances, threads in cases:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+        assert worker.lone_batch_threads(instances) == threads, env
+        for name in env:
+            monkeypatch.delenv(name)
+    get_settings.cache_clear()
+
+
 def test_model_instances_auto_two_on_a_cpu_with_cores_to_share(monkeypatch):
     from inference import worker
     from inference.settings import get_settings
