@@ -114,9 +114,8 @@ def model_instances(device: str = "cpu") -> int:
 
 
 def auto_instances(device: str, cores: int) -> int:
-    """On a CPU with cores to share, two instances with adaptive threads (see `adaptive_threads`):
-    at saturation on 2 cores, 0.88-0.90x of the plain script against 0.80-0.82x for one
-    instance of 2 threads, at the same latency one request at a time. Elsewhere one."""
+    """On a CPU with cores to share, two instances with adaptive threads (see `adaptive_threads`;
+    what they gained is in the README's Performance section). Elsewhere one."""
     return 2 if device == "cpu" and cores >= 2 else 1
 
 
