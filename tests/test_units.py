@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 
@@ -12,8 +13,21 @@ from api.schemas import InferenceRequest
 from inference.errors import http_status_of
 from inference.queues import model_queues, queue_name, route_task
 from inference.registry import MODELS, get_spec
-from inference.settings import Settings, markdown_table
+from inference.settings import Settings, get_settings, markdown_table
 from tests.conftest import repo_root
+
+WORKER_SHARE_VARIABLES = ("TORCH_THREADS", "HOST_WORKERS", "WORKER_POOL", "WORKER_CONCURRENCY", "MODEL_INSTANCES")
+
+
+@contextlib.contextmanager
+def settings_from(monkeypatch, env: dict):
+    """Settings read with `env` set, for the block only."""
+    with monkeypatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        get_settings.cache_clear()
+        yield
+    get_settings.cache_clear()
 
 
 def test_queue_names_and_order():
@@ -144,7 +158,6 @@ def test_task_events_follow_their_setting():
 
 
 def test_worker_consumes_the_configured_priorities_in_order(monkeypatch):
-    from inference.settings import get_settings
     from inference.worker import worker_queues
 
     monkeypatch.setenv("WORKER_PRIORITIES", "low, high")
@@ -176,10 +189,9 @@ def test_worker_configs_become_environment(monkeypatch):
 
 def test_torch_threads_share_the_cores_among_every_model_copy(monkeypatch):
     from inference import worker
-    from inference.settings import get_settings
 
     monkeypatch.setattr(worker, "cpu_count", lambda: 16)
-    for variable in ("TORCH_THREADS", "HOST_WORKERS", "WORKER_POOL", "WORKER_CONCURRENCY", "MODEL_INSTANCES"):
+    for variable in WORKER_SHARE_VARIABLES:
         monkeypatch.delenv(variable, raising=False)
     cases = [({}, 16), ({"HOST_WORKERS": "4"}, 4), ({"HOST_WORKERS": "4", "WORKER_CONCURRENCY": "2"}, 2),
              ({"WORKER_POOL": "threads", "MODEL_INSTANCES": "2", "HOST_WORKERS": "2"}, 4),
@@ -187,14 +199,9 @@ def test_torch_threads_share_the_cores_among_every_model_copy(monkeypatch):
              ({"WORKER_POOL": "threads"}, 8),  # auto: two instances on a CPU
              ({"HOST_WORKERS": "32"}, 1), ({"HOST_WORKERS": "4", "TORCH_THREADS": "3"}, 3)]
     for env, threads in cases:
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        get_settings.cache_clear()
-        assert worker.torch_threads() == threads, env
-        assert worker.torch_threads("cuda:0") == (3 if "TORCH_THREADS" in env else 1), env  # GPU models: CPU work is small
-        for name in env:
-            monkeypatch.delenv(name)
-    get_settings.cache_clear()
+        with settings_from(monkeypatch, env):
+            assert worker.torch_threads() == threads, env
+            assert worker.torch_threads("cuda:0") == (3 if "TORCH_THREADS" in env else 1), env  # GPU models: CPU work is small
 
 
 def test_adaptive_threads_set_torch_threads_of_the_calling_thread_only():
@@ -221,29 +228,21 @@ def test_adaptive_threads_set_torch_threads_of_the_calling_thread_only():
 
 def test_a_lone_batch_takes_every_instances_threads_within_the_cores(monkeypatch):
     from inference import worker
-    from inference.settings import get_settings
 
-    for variable in ("HOST_WORKERS", "MODEL_INSTANCES", "TORCH_THREADS"):
+    for variable in WORKER_SHARE_VARIABLES:
         monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv("WORKER_POOL", "threads")
     monkeypatch.setattr(worker, "cpu_count", lambda: 2)
     cases = [({"MODEL_INSTANCES": "2"}, 2, 2), ({"MODEL_INSTANCES": "3"}, 3, 2),  # never more threads than cores
              ({"MODEL_INSTANCES": "2", "TORCH_THREADS": "4"}, 2, 4)]  # as pinned, at least
     for env, instances, threads in cases:
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        get_settings.cache_clear()
-        assert worker.lone_batch_threads(instances) == threads, env
-        for name in env:
-            monkeypatch.delenv(name)
-    get_settings.cache_clear()
+        with settings_from(monkeypatch, {"WORKER_POOL": "threads", **env}):
+            assert worker.lone_batch_threads(instances) == threads, env
 
 
 def test_model_instances_auto_two_on_a_cpu_with_cores_to_share(monkeypatch):
     from inference import worker
-    from inference.settings import get_settings
 
-    for variable in ("HOST_WORKERS", "WORKER_POOL", "MODEL_INSTANCES", "TORCH_THREADS"):
+    for variable in WORKER_SHARE_VARIABLES:
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setattr(worker, "cpu_count", lambda: 2)
     cases = [({"WORKER_POOL": "threads"}, "cpu", 2), ({"WORKER_POOL": "threads"}, "cuda", 1),
@@ -252,13 +251,8 @@ def test_model_instances_auto_two_on_a_cpu_with_cores_to_share(monkeypatch):
              ({"WORKER_POOL": "threads", "MODEL_INSTANCES": "3"}, "cuda", 3),
              ({"WORKER_POOL": "prefork", "MODEL_INSTANCES": "3"}, "cpu", 1)]  # one model copy per pool process
     for env, device, instances in cases:
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        get_settings.cache_clear()
-        assert worker.model_instances(device) == instances, (env, device)
-        for name in env:
-            monkeypatch.delenv(name)
-    get_settings.cache_clear()
+        with settings_from(monkeypatch, env):
+            assert worker.model_instances(device) == instances, (env, device)
 
 
 def test_procfile_tells_workers_how_many_share_the_machine():
