@@ -12,9 +12,9 @@ On a CUDA machine the plain script decodes with nvJPEG like the worker (`make be
 
 Each round runs the plain script, the system, and the plain script again; each ratio is taken
 within a round, against the mean of the plain runs around the system's, and the table shows
-medians over rounds. Prints a table of ratios, latencies and CPU per
-request by process, writes benchmark-results/benchmark.json and PNG charts. Everything runs
-here, now, on this machine: the ratios are what to compare, not the absolutes.
+medians over rounds. Prints a table of ratios, latencies and CPU per request by process,
+writes benchmark-results/benchmark.json and PNG charts. Everything runs here, now, on this
+machine: the ratios are what to compare, not the absolutes.
 """
 
 from __future__ import annotations
