@@ -46,6 +46,7 @@ class PinToModel(bootsteps.StartStopStep):
     """Applies `--model`: selects the model's queues and tells pool processes what to load."""
 
     def __init__(self, worker, model=None, **options):
+        openmp_wait_policy()  # before torch loads, here or in the pool processes
         model = model or get_settings().worker_model
         if not model:
             raise SystemExit("a worker serves one model: pass --model NAME or set WORKER_MODEL")
@@ -70,6 +71,13 @@ class PinToModel(bootsteps.StartStopStep):
 
 
 app.steps["worker"].add(PinToModel)
+
+
+def openmp_wait_policy() -> None:
+    """GOMP_SPINCOUNT for this process's torch (its OpenMP runtime reads it once, as it loads),
+    unless the environment already says how idle torch threads wait."""
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ.setdefault("GOMP_SPINCOUNT", str(get_settings().gomp_spincount))
 
 
 def worker_queues(model: str) -> list[str]:
@@ -156,7 +164,7 @@ def load_model_in_process(**_):
     _batcher.wait_ready(settings.worker_proc_alive_timeout)  # ready only after load and warm-up
     info = loaded_model().info
     info.update(max_batch_size=settings.max_batch_size, max_batch_delay_ms=settings.max_batch_delay_ms, pool=settings.worker_pool,
-                instances=instances, adaptive_threads=share_cores is not None)
+                instances=instances, adaptive_threads=share_cores is not None, gomp_spincount=os.environ.get("GOMP_SPINCOUNT"))
     if info["weights"] == "random":
         log.warning("!!! %s (model %s, process %s) !!!", info["weights_warning"], info["model"], os.getpid())
     log.info("model ready: %s", json.dumps(info))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import time
 
 import pytest
@@ -184,12 +185,15 @@ def test_batching_worker_batches_real_requests(batching_worker, redis_client, wo
 @pytest.mark.e2e
 def test_a_batching_worker_on_this_cpu_runs_two_instances_with_adaptive_threads(api, batching_worker):
     """MODEL_INSTANCES auto on a machine of 2 cores or more (one instance on a single core); the worker reports it."""
-    from inference.settings import cpu_count
+    from inference.settings import Settings, cpu_count
 
     workers = api.get(f"{api.base_url}/workers/status", timeout=5).json()["workers"]
     process, = next(w for w in workers if w["worker_id"] == batching_worker)["processes"]
     two = cpu_count() >= 2
     assert process["instances"] == (2 if two else 1) and process["adaptive_threads"] is two
+    # Its torch threads spin briefly when idle (GOMP_SPINCOUNT exported before torch loaded).
+    if "OMP_WAIT_POLICY" not in os.environ:
+        assert process["gomp_spincount"] == os.environ.get("GOMP_SPINCOUNT", str(Settings.model_fields["gomp_spincount"].default))
 
 
 @pytest.mark.e2e

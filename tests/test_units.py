@@ -265,3 +265,33 @@ def test_optimize_auto_is_torchscript_on_cpu_and_eager_on_cuda():
 
     assert resolve_optimize("auto", "cpu") == "jit" and resolve_optimize("auto", "cuda:0") == "none"
     assert resolve_optimize("jit", "cuda") == "jit" and resolve_optimize("none", "cpu") == "none"
+
+
+def test_sustained_throughput_leaves_out_ramp_up_and_drain():
+    from tests.benchmark import sustained_rps
+
+    steady = [0.1 * n for n in range(60)]  # an answer every 0.1 s
+    assert sustained_rps(steady, concurrency=10) == pytest.approx(10.0)
+    # A slow start and a slow drain (each within the first and last `concurrency` answers) do not count...
+    edges = [-5.0 + 0.1 * n for n in range(9)] + steady[9:50] + [100.0 + n for n in range(10)]
+    assert sustained_rps(edges, concurrency=10) == pytest.approx(10.0)
+    # ...but a slow middle does, and a run too short to have a middle has no sustained rate.
+    assert sustained_rps(steady[:30] + [t + 3.0 for t in steady[30:]], concurrency=10) < 9.0
+    assert sustained_rps(steady[:29], concurrency=10) is None
+
+
+def test_workers_torch_threads_spin_briefly_unless_the_environment_says_otherwise(monkeypatch):
+    from inference.worker import openmp_wait_policy
+
+    for variable in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY"):
+        monkeypatch.setenv(variable, "")  # recorded, so that the test leaves the environment as it was
+        monkeypatch.delenv(variable)
+    openmp_wait_policy()
+    assert os.environ["GOMP_SPINCOUNT"] == str(Settings.model_fields["gomp_spincount"].default)
+    monkeypatch.setenv("GOMP_SPINCOUNT", "5")
+    openmp_wait_policy()
+    assert os.environ["GOMP_SPINCOUNT"] == "5"  # the user's own value stands
+    monkeypatch.delenv("GOMP_SPINCOUNT")
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
+    openmp_wait_policy()
+    assert "GOMP_SPINCOUNT" not in os.environ  # it would override the user's wait policy
