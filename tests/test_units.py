@@ -286,7 +286,8 @@ def test_workers_torch_threads_spin_briefly_unless_the_environment_says_otherwis
     for variable in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY"):
         monkeypatch.setenv(variable, "")  # recorded, so that the test leaves the environment as it was
         monkeypatch.delenv(variable)
-    openmp_wait_policy()
+    with settings_from(monkeypatch, {}):  # read again without them
+        openmp_wait_policy()
     assert os.environ["GOMP_SPINCOUNT"] == str(Settings.model_fields["gomp_spincount"].default)
     monkeypatch.setenv("GOMP_SPINCOUNT", "5")
     openmp_wait_policy()
