@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from api.auth import register_auth
 from api.errors import register_error_handlers
 from api.prometheus import InferenceCollector
+from api.request import WholeBodyRequest
 from api.workers import WorkerDirectory
 from inference.logging_setup import configure_api_logging
 from inference.settings import get_settings
@@ -20,6 +21,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     settings = get_settings()
     configure_api_logging()
     app = Flask(__name__)
+    app.request_class = WholeBodyRequest
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_content_length,
         STARTED_AT=time.time(),

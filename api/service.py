@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 from collections import Counter
 
+import pybase64
 import redis
 from flask import Request, current_app, request
 from pydantic import ValidationError
@@ -37,7 +37,7 @@ def parse_single(req: Request) -> InferenceRequest:
         if not all(uploads):
             raise ApiError(400, "invalid_image", "an uploaded image is empty")
         fields: dict = {k: v for k, v in req.form.items() if v != ""}
-        encoded = [base64.b64encode(raw).decode() for raw in uploads]
+        encoded = [pybase64.b64encode(raw).decode() for raw in uploads]
         # Several `image` files: one request for all of them, as with `images` in JSON.
         fields.update({"data": encoded[0]} if len(encoded) == 1 else {"images": encoded})
         return validate_item(fields)

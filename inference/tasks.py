@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import Future
 
 import redis as redis_lib
 from celery import states
@@ -192,9 +191,13 @@ def classify(self, image: str | None = None, model: str | None = None, top_k: in
         outcomes: list = [gatherer.run((encoded[0], top_k), timeout=settings.worker_timeout, expected=True)]
     else:
         gatherer.forget(sum(isinstance(raw, InvalidRequest) for raw in encoded))
-        futures = iter(gatherer.submit_many([(raw, top_k) for raw in encoded if not isinstance(raw, InvalidRequest)], expected=True))
-        waiting = [raw if isinstance(raw, InvalidRequest) else next(futures) for raw in encoded]
-        outcomes = [_or_error(lambda f: f.result(settings.worker_timeout), f) if isinstance(f, Future) else f for f in waiting]
+        submitted = gatherer.submit_many([(raw, top_k) for raw in encoded if not isinstance(raw, InvalidRequest)], expected=True)
+        ran = iter(submitted.outcomes(settings.worker_timeout))
+        outcomes = [raw if isinstance(raw, InvalidRequest) else next(ran) for raw in encoded]
+        # A picture that did not decode fails alone; anything else fails the request.
+        failed = next((o for o in outcomes if isinstance(o, BaseException) and not isinstance(o, InvalidRequest)), None)
+        if failed is not None:
+            raise failed
     done = [o for o in outcomes if isinstance(o, BatchOutcome)]
     result = build_result(
         info=loaded.info,

@@ -90,7 +90,7 @@ class PlainScript:
         """Decode + preprocess + forward + top-k, batch after batch."""
         done, started = 0, time.perf_counter()
         while time.perf_counter() - started < seconds:
-            self.loaded.postprocess(self.loaded.forward(self.inputs(batch_size)), 5)
+            self.loaded.postprocess(self.loaded.scores(self.inputs(batch_size)), 5)
             done += batch_size
         return done / (time.perf_counter() - started)
 
@@ -108,7 +108,7 @@ class PlainScript:
         times = []
         for _ in range(repeats):
             started = time.perf_counter()
-            self.loaded.postprocess(self.loaded.forward(self.inputs(1)), 5)
+            self.loaded.postprocess(self.loaded.scores(self.inputs(1)), 5)
             times.append(time.perf_counter() - started)
         return statistics.median(times) * 1000
 

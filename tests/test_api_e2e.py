@@ -184,6 +184,26 @@ def _bomb_b64() -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
+
+def test_a_body_of_known_length_and_a_chunked_one_read_alike(api, chelsea_b64):
+    """A body of known length is read in one piece (api/request.py), one sent in chunks without
+    a length as werkzeug reads it: both whole, both classified."""
+    import json
+
+    body = json.dumps({"images": [chelsea_b64] * 24, "model_type": "squeezenet", "top_k": 2}).encode()  # ~1.1 MB
+
+    def in_pieces():
+        for start in range(0, len(body), 100_000):
+            yield body[start:start + 100_000]
+
+    answers = [post(api, "/v1/inference", params={"wait": 30}, data=data, headers={"Content-Type": "application/json"})
+               for data in (body, in_pieces())]
+    for response in answers:
+        assert response.status_code == 200, response.text
+        result = response.json()["result"]
+        assert result["images"] == 24 and result["failed_images"] == 0
+    assert answers[0].json()["result"]["results"] == answers[1].json()["result"]["results"]
+
 BAD_REQUESTS = {
     "unknown model": ({"json": {"data": "{chelsea}", "model_type": "vgg16"}}, 400, "unknown_model"),
     "wrong priority": ({"json": {"data": "{chelsea}", "priority": "urgent"}}, 400, "invalid_priority"),

@@ -30,10 +30,32 @@ def test_a_request_of_several_items_is_split_into_full_batches_in_order():
     batcher = MicroBatcher(lambda items: [i * 10 for i in items], max_batch_size=3, max_delay=5.0, instances=2)
     batcher.wait_ready(5)
     batcher.expect(5)
-    outcomes = [f.result(timeout=5) for f in batcher.submit_many([1, 2, 3, 4, 5], expected=True)]
+    outcomes = batcher.submit_many([1, 2, 3, 4, 5], expected=True).outcomes(timeout=5)
     assert [o.output for o in outcomes] == [10, 20, 30, 40, 50]
     assert [o.batch_size for o in outcomes] == [3, 3, 3, 2, 2]  # the leftover does not wait: nothing else expected
     assert len({o.batch_number for o in outcomes}) == 2
+
+
+def test_a_submission_gives_each_item_its_outcome_or_its_own_error():
+    import threading
+
+    gate = threading.Event()
+
+    def odd_ones_fail(items):
+        gate.wait(5)
+        return [ValueError(f"item {i}") if i % 2 else i * 10 for i in items]
+
+    batcher = MicroBatcher(odd_ones_fail, max_batch_size=2, max_delay=0)
+    submitted = batcher.submit_many([0, 1, 2, 3, 4])
+    with pytest.raises(TimeoutError):
+        submitted.outcomes(timeout=0.1)  # still running: the caller's wait is bounded
+    assert not submitted.done()
+    gate.set()
+    got = submitted.outcomes(timeout=5)
+    assert [str(o) if isinstance(o, ValueError) else o.output for o in got] == [0, "item 1", 20, "item 3", 40]
+    with pytest.raises(ValueError, match="item 5"):
+        batcher.submit(5).result(timeout=5)
+    assert batcher.submit_many([]).outcomes(timeout=0) == []
 
 
 def test_batch_waits_for_expected_requests_up_to_the_delay_from_the_first():
@@ -104,10 +126,10 @@ def test_a_lone_batch_takes_every_core_and_side_by_side_batches_share_them():
     assert shares == [("micro-batcher-0", 1)] * 5
     shares.clear()
     gate.clear()
-    futures = batcher.submit_many([0, 1])  # both waiting at once
+    submitted = batcher.submit_many([0, 1])  # both waiting at once
     wait_until(lambda: len(shares) == 2, 5, interval=0.01, what="two batches started")
     gate.set()
-    assert [f.result(timeout=5).output for f in futures] == [0, 1]
+    assert [o.output for o in submitted.outcomes(timeout=5)] == [0, 1]
     assert sorted(shares) == [("micro-batcher-0", 2), ("micro-batcher-1", 2)]
 
 

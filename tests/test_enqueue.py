@@ -77,3 +77,17 @@ def test_pictures_and_their_keys_pair_up(redis_client, pictures):
         assert [redis_client.get(ref) for ref in refs] == list(refs.values())
     finally:
         redis_client.delete(jobs.job_key(request_id), queue, *refs)
+
+
+def test_a_redis_that_lost_its_scripts_still_takes_the_submission(redis_client):
+    """A restarted Redis holds no scripts: enqueue loads it again and sends it all once more."""
+    queue, request_id = scratch_queue(), uuid.uuid4().hex
+    ref = f"{jobs.IMAGE_PREFIX}{request_id}:s:0"
+    redis_client.script_flush()
+    try:
+        outcome = enqueue.enqueue(redis_client, job_key=jobs.job_key(request_id), job="{}", queue=queue, message="m",
+                                  expires=60, pictures={ref: b"picture"}, counted_queues=[queue], limit=10)
+        assert outcome.status == "queued"
+        assert redis_client.get(ref) == b"picture" and redis_client.lrange(queue, 0, -1) == [b"m"]
+    finally:
+        redis_client.delete(jobs.job_key(request_id), queue, ref)
