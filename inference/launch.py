@@ -5,6 +5,13 @@ Reads worker_configs/<name>.toml and execs
 Environment variables (WORKER_CONCURRENCY, TORCH_THREADS, ...) win over the file.
 With `--restart` it stays as a supervisor and starts the worker again whenever it dies (the
 Procfile uses this: honcho would otherwise stop the whole system when one worker crashes).
+
+`replicas = N` (WORKER_REPLICAS) runs N such Celery workers for the config, nodes
+`<name>-1@host` ... `<name>-N@host`, each with its own GIL, model copy and batcher, all on the
+config's device, supervised as one: a signal goes to all of them, and without `--restart` one
+that dies takes the others down with it. One process's GIL cannot keep a GPU busy with requests
+of many pictures (see the README's Performance section); on a CPU, instances in one process
+share the cores better.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ ENV_OF_KEY = {
     "optimize": "MODEL_OPTIMIZE",
     "channels_last": "WORKER_CHANNELS_LAST",
     "fp16": "WORKER_FP16",
+    "replicas": "WORKER_REPLICAS",
 }
 
 
@@ -82,33 +90,66 @@ def main(argv: list[str] | None = None) -> None:
             os.environ.setdefault(env, ",".join(value) if isinstance(value, list) else str(value))
     for key, value in config.get("chaos", {}).items():
         os.environ.setdefault(f"CHAOS_{key.upper()}", str(value))
+    replicas = int(os.environ.get("WORKER_REPLICAS") or 1)
+    if replicas > 1:
+        # Their torch threads share the cores as those of as many workers would.
+        os.environ["HOST_WORKERS"] = str(int(os.environ.get("HOST_WORKERS") or 1) * replicas)
+        name = args.name or f"{os.environ.get('WORKER_MODEL') or config['model']}@%h"
+        raise SystemExit(supervise([celery_argv(config, replica_name(name, n)) for n in range(1, replicas + 1)], args.restart))
     cmd = celery_argv(config, args.name)
     if args.restart:
-        raise SystemExit(supervise(cmd))
+        raise SystemExit(supervise([cmd], restart=True))
     os.execv(cmd[0], cmd)
 
 
-def supervise(cmd: list[str], pause: float = 2.0) -> int:
-    """Run the worker; start it again after it dies; pass SIGTERM/SIGINT on and stop."""
+def replica_name(name: str, n: int) -> str:
+    """The node name of a config's nth replica: resnet18@%h -> resnet18-2@%h."""
+    node, at, host = name.partition("@")
+    return f"{node}-{n}{at}{host}"
+
+
+def supervise(cmds: list[list[str]], restart: bool, pause: float = 2.0) -> int:
+    """Run one worker per command, as one unit: SIGTERM/SIGINT go to all of them, and this
+    returns once they are gone. One that dies on its own is started again (`restart`), or
+    stops the others (its exit code is returned)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     stopping = False
-    child: subprocess.Popen | None = None
+    running: dict[int, tuple[list[str], subprocess.Popen]] = {}
+
+    def start(cmd: list[str]) -> None:
+        child = subprocess.Popen(cmd)
+        running[child.pid] = (cmd, child)
 
     def stop(signum, _frame):
         nonlocal stopping
         stopping = True
-        if child and child.poll() is None:
-            child.send_signal(signum)
+        for _, child in running.values():
+            if child.poll() is None:
+                child.send_signal(signum)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    while True:
-        child = subprocess.Popen(cmd)
-        code = child.wait()
+    for cmd in cmds:
+        start(cmd)
+    code = 0
+    while running:
+        pid, status = os.wait()
+        if pid not in running:
+            continue
+        cmd, child = running.pop(pid)
+        child.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        code = code or child.returncode
         if stopping:
-            return code
-        log.warning("worker exited with %s; starting it again in %.0f s", code, pause)
-        time.sleep(pause)
+            continue
+        if restart:
+            log.warning("worker %s exited with %s; starting it again in %.0f s", cmd[-1], child.returncode, pause)
+            time.sleep(pause)
+            if not stopping:
+                start(cmd)
+        else:
+            log.warning("worker %s exited with %s; stopping the others", cmd[-1], child.returncode)
+            stop(signal.SIGTERM, None)
+    return code
 
 
 if __name__ == "__main__":

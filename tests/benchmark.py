@@ -267,7 +267,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads in all (0 = all cores)")
     parser.add_argument("--instances", type=int, default=0, help="the worker's MODEL_INSTANCES (0 = what the worker picks on its own)")
     parser.add_argument("--workers", type=int, default=1,
-                        help="worker processes for the model, each with its own GIL (on a GPU, all on the one device)")
+                        help="the worker's replicas (WORKER_REPLICAS): worker processes for the model, each with its own GIL "
+                             "(on a GPU, all on the one device)")
     parser.add_argument("--low-load", type=int, default=30, help="requests per low-load run (one at a time)")
     parser.add_argument("--submissions", type=int, default=600, help="requests per run of the API's submission rate")
     parser.add_argument("--batch-sizes", default="1,4,8,16", help="the plain script's batch sizes to try (the best is the worker's MAX_BATCH_SIZE)")
@@ -298,7 +299,7 @@ def main(argv=None) -> int:
     procs = Processes()
     env = {**os.environ, "MODEL_WEIGHTS": "random", "QUEUE_SIZE": "100000", "NO_WORKER_POLICY": "queue",
            "LOG_LEVEL": "WARNING", "MAX_BATCH_SIZE": str(best), "MAX_BATCH_DELAY_MS": "10",
-           "MODEL_INSTANCES": str(instances),
+           "MODEL_INSTANCES": str(instances), "WORKER_REPLICAS": str(args.workers),
            # On a CPU, the plain script's threads shared among the workers' instances; on a GPU the worker's own choice (1).
            **({"TORCH_THREADS": str(max(1, threads // (instances * args.workers)))} if plain.loaded.device == "cpu" else {}),
            "BATCH_SIZE": str(max(32, args.images_per_request)), "MAX_CONTENT_LENGTH": str(64 * 1024 * 1024)}
@@ -307,10 +308,10 @@ def main(argv=None) -> int:
     rounds, sweep, many = [], {}, {}
     try:
         env["REDIS_URL"] = start_redis(procs, env, name="bench-redis")
-        workers = [start_worker(procs, "resnet18", env, name=f"bench{n}@%h") for n in range(args.workers)]
+        worker = start_worker(procs, "resnet18", env, name="bench@%h")
         api = start_api(procs, {**env, "API_WORKERS": str(args.api_workers)}, name="bench-api")
         wait_until(lambda: requests.get(f"{api}/workers/status", timeout=5).json()["ready"] >= args.workers, 120, what="workers")
-        pids = {"worker": [procs.procs[f"worker-{name}"].pid for name in workers], "api": [procs.procs["bench-api"].pid],
+        pids = {"worker": [procs.procs[f"worker-{worker}"].pid], "api": [procs.procs["bench-api"].pid],
                 "redis": [procs.procs["bench-redis"].pid]}
         images_b64 = [base64.b64encode(p.read_bytes()).decode() for p in IMAGES]
         payloads = [json.dumps({"data": b, "model_type": "resnet18"}) for b in images_b64]
