@@ -118,14 +118,16 @@ def supervise(cmds: list[list[str]], restart: bool, pause: float = 2.0) -> int:
 
     def start(cmd: list[str]) -> None:
         child = subprocess.Popen(cmd)
-        running[child.pid] = (cmd, child)
+        running[child.pid] = (cmd, child)  # held: a dropped Popen of a live child is reaped by the next Popen()
 
     def stop(signum, _frame):
         nonlocal stopping
         stopping = True
-        for _, child in running.values():
-            if child.poll() is None:
-                child.send_signal(signum)
+        for pid in list(running):
+            try:
+                os.kill(pid, signum)  # not Popen.send_signal: its poll() could reap a child os.wait() waits for
+            except ProcessLookupError:
+                pass
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -138,16 +140,16 @@ def supervise(cmds: list[list[str]], restart: bool, pause: float = 2.0) -> int:
             continue
         cmd, child = running.pop(pid)
         child.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-        code = code or child.returncode
         if stopping:
-            continue
-        if restart:
+            code = code or child.returncode
+        elif restart:
             log.warning("worker %s exited with %s; starting it again in %.0f s", cmd[-1], child.returncode, pause)
             time.sleep(pause)
             if not stopping:
                 start(cmd)
         else:
             log.warning("worker %s exited with %s; stopping the others", cmd[-1], child.returncode)
+            code = child.returncode
             stop(signal.SIGTERM, None)
     return code
 
