@@ -56,8 +56,10 @@ def read_config(name_or_path: str) -> dict:
         return tomllib.load(fh)
 
 
-def celery_argv(config: dict, name: str | None = None) -> list[str]:
+def celery_argv(config: dict, name: str | None = None, replica: int | None = None) -> list[str]:
+    """The `celery worker` command for a config; `replica` n names its node <name>-n@host."""
     model = os.environ.get("WORKER_MODEL") or config["model"]
+    hostname = name or f"{model}@%h"
     concurrency = int(os.environ.get("WORKER_CONCURRENCY") or config.get("concurrency", 1))
     pool = os.environ.get("WORKER_POOL") or config.get("pool", "prefork")
     batch_size = int(os.environ.get("MAX_BATCH_SIZE") or config.get("batch_size", 1))
@@ -73,7 +75,7 @@ def celery_argv(config: dict, name: str | None = None) -> list[str]:
         "--concurrency", str(concurrency),
         "--pool", pool,
         "--loglevel", os.environ.get("LOG_LEVEL") or config.get("loglevel", "INFO"),
-        "--hostname", name or f"{model}@%h",
+        "--hostname", replica_name(hostname, replica) if replica else hostname,
     ]
 
 
@@ -94,8 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     if replicas > 1:
         # Their torch threads share the cores as those of as many workers would.
         os.environ["HOST_WORKERS"] = str(int(os.environ.get("HOST_WORKERS") or 1) * replicas)
-        name = args.name or f"{os.environ.get('WORKER_MODEL') or config['model']}@%h"
-        raise SystemExit(supervise([celery_argv(config, replica_name(name, n)) for n in range(1, replicas + 1)], args.restart))
+        raise SystemExit(supervise([celery_argv(config, args.name, replica=n) for n in range(1, replicas + 1)], args.restart))
     cmd = celery_argv(config, args.name)
     if args.restart:
         raise SystemExit(supervise([cmd], restart=True))

@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from inference.metrics import percentile  # noqa: E402
-from tests.system import Processes, start_api, start_redis, start_worker, wait_until  # noqa: E402
+from tests.system import Processes, process_stats, start_api, start_redis, start_worker, wait_until  # noqa: E402
 
 if TYPE_CHECKING:
     import torch
@@ -115,15 +115,9 @@ class PlainScript:
 
 def process_cpu_seconds(pid: int) -> float:
     """CPU time of a process and every process in its session (a worker's pool, gunicorn's workers)."""
-    total = 0.0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == pid:  # session id: the test helpers start each server in its own session
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+    # Session id: the test helpers start each server in its own session.
+    ticks = sum(int(fields[11]) + int(fields[12]) for _, fields in process_stats() if int(fields[3]) == pid)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_per_request(pids: dict[str, list[int]], run) -> tuple[dict, dict[str, float]]:

@@ -23,6 +23,16 @@ TESTDATA = ROOT / "tests" / "data"
 LOG_DIR = Path(os.environ.get("TEST_LOG_DIR", tempfile.gettempdir())) / "inference-test-logs"
 
 
+def process_stats():
+    """(pid, fields of /proc/<pid>/stat after the command name) of every process: fields[1] is
+    the parent, fields[3] the session, fields[11] and [12] user and system CPU in clock ticks."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            yield int(stat.parent.name), stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

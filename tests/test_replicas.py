@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import _processes, image_b64
-from tests.system import start_worker, wait_until
+from tests.system import process_stats, start_worker, wait_until
 from tests.test_scheduling import paused
 
 
@@ -22,15 +22,7 @@ def test_replicas_are_named_after_the_config_node():
 
 
 def children_of(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
+    return [child for child, fields in process_stats() if int(fields[1]) == pid]
 
 
 @pytest.mark.e2e
