@@ -51,7 +51,7 @@ benchmark: setup  ## the system against a plain script, same machine, same run; 
 
 benchmark-gpu: setup  ## the same on a CUDA machine: requests of 128 images, two worker replicas (the H100 figures in the README)
 	WORKER_FP16=true $(BIN)/python tests/benchmark.py --batch-sizes 64,128,256 --rounds 1 --requests 512 --low-load 20 \
-	  --submissions 300 --images-per-request 128 --many-requests 64 --many-concurrency 16 --instances 2 --workers 2 --seconds 2 --api-workers 8
+	  --submissions 300 --images-per-request 128 --many-requests 128 --many-concurrency 16 --instances 2 --workers 2 --seconds 2 --api-workers 8
 
 load-test: setup  ## 200 requests, 16 at a time, against the running system (`make run`); HTML report in reports/
 	mkdir -p reports

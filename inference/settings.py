@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(0, ge=0, description="Requests per minute allowed to each API key (counted in Redis, shared by all API processes); 0 = no limit.")
 
     # Operations
-    log_level: str = Field("INFO", description="Log level of API and workers.")
+    log_level: str = Field("INFO", description="Log level of API and workers. At INFO and DEBUG the API also writes an access log line per HTTP request.")
     log_format: Literal["text", "json"] = Field("text", description="`json`: one JSON object per log line (with `request_id` where known).")
     flower_address: str = Field("127.0.0.1", description="Address Flower binds to.")
     flower_port: int = Field(5555, description="Port of Flower.")

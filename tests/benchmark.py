@@ -365,6 +365,10 @@ def batched_submissions(plain: PlainScript, api: str, redis_url: str, images_b64
     n = args.images_per_request
     pictures = [images_b64[i % len(images_b64)] for i in range(n)]
     payload = [json.dumps({"images": pictures, "model_type": "resnet18"})]
+    # A warm-up wave each, as the one-image runs have: the first requests of this size meet
+    # cold paths (batch shapes, buffers) that a service running for a while has left behind.
+    celery_load(redis_url, [{"images": pictures}], args.many_concurrency, args.many_concurrency)
+    rest_load(api, payload, args.many_concurrency, args.many_concurrency)
     plain_rps = plain.rps(best, args.seconds)
     runs = {"apply_async": celery_load(redis_url, [{"images": pictures}], args.many_requests, args.many_concurrency),
             "rest": rest_load(api, payload, args.many_requests, args.many_concurrency)}

@@ -4,14 +4,16 @@ on CUDA; here, on the CPU, the same code with libjpeg-turbo), everything else th
 from __future__ import annotations
 
 import io
+import random
 
 import pytest
 import torch
 from PIL import Image
 
 from inference import tensor_decode, worker
-from inference.errors import InvalidImage
-from inference.imaging import load_rgb
+from inference.errors import InvalidImage, InvalidRequest
+from inference.imaging import load_rgb, open_checked
+from inference.jpeg_headers import read_layout
 from inference.registry import MODELS as SPECS
 from inference.settings import get_settings
 from tests.conftest import image_bytes
@@ -47,6 +49,56 @@ def test_only_plain_jpegs_take_the_tensor_path():
     assert not tensor_decode.suits_tensor_decoding(rotated_jpeg(), LIMIT)  # PIL applies EXIF orientation
     assert not tensor_decode.suits_tensor_decoding(image_bytes("chelsea.jpg"), 1000)  # over the pixel limit: PIL says why
     assert not tensor_decode.suits_tensor_decoding(b"\xff\xd8 not really", LIMIT)
+
+
+def header_variants() -> dict[str, bytes]:
+    """JPEGs (and not) whose headers differ in every way the fast reader looks at."""
+    cat = Image.open(io.BytesIO(image_bytes("chelsea.jpg")))
+    variants = {"cat": image_bytes("chelsea.jpg"), "astronaut": image_bytes("astronaut.jpg"),
+                "grey": encoded(cat.convert("L")), "cmyk": encoded(cat.convert("CMYK")), "png": encoded(cat, "PNG"),
+                "progressive": encoded(cat, progressive=True), "comment": encoded(cat, comment=b"a cat"),
+                "restarts": encoded(cat, restart_marker_blocks=4), "icc": encoded(cat, icc_profile=b"\0" * 300),
+                "xmp_rotated": encoded(cat, xmp=b'<x:xmpmeta><rdf:Description tiff:Orientation="6"/></x:xmpmeta>'),
+                "tiny": encoded(cat.resize((1, 1))), "truncated": image_bytes("chelsea.jpg")[:300], "empty": b""}
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[tensor_decode.EXIF_ORIENTATION] = orientation
+        exif[0x010F] = "a camera"  # Make: the orientation is not the only entry
+        variants[f"exif_{orientation}"] = encoded(cat, exif=exif)
+    exif = Image.Exif()
+    exif[0x010F] = "a camera"
+    variants["exif_without_orientation"] = encoded(cat, exif=exif)
+    return variants
+
+
+@pytest.mark.parametrize("max_pixels", [LIMIT, 451 * 300, 451 * 300 - 1, 1000])
+def test_the_fast_header_check_answers_as_pil(max_pixels):
+    for name, raw in header_variants().items():
+        assert tensor_decode.suits_tensor_decoding(raw, max_pixels) == tensor_decode.suits_by_pil(raw, max_pixels), name
+    layout = read_layout(image_bytes("chelsea.jpg"))
+    assert layout == (451, 300, 3, 1)
+    assert read_layout(header_variants()["exif_6"]).orientation == 6
+    assert read_layout(header_variants()["png"]) is None and read_layout(header_variants()["xmp_rotated"]) is None
+
+
+def test_the_fast_header_check_never_passes_what_pil_reads_otherwise():
+    """Corrupt headers: whatever the fast reader lets through, PIL either reads as a plain JPEG
+    too or cannot read at all (then the tensor decoder refuses it, or decodes what it can)."""
+    rng = random.Random(7)
+    sources = list(header_variants().values())
+    let_through = answered = 0
+    for _ in range(3000):
+        raw = bytearray(rng.choice(sources))
+        for _ in range(rng.randint(1, 3)):
+            if len(raw) > 4:
+                raw[rng.randrange(2, min(len(raw), 700))] = rng.randrange(256)
+        raw = bytes(raw)
+        answered += read_layout(raw) is not None
+        if tensor_decode.suits_tensor_decoding(raw, LIMIT) and not tensor_decode.suits_by_pil(raw, LIMIT):
+            let_through += 1
+            with pytest.raises(InvalidRequest):
+                open_checked(raw, LIMIT)
+    assert answered > 1000 and let_through < 300  # the fast reader answered most; both caught most corruptions
 
 
 def test_a_broken_jpeg_does_not_spoil_the_batch():

@@ -157,6 +157,17 @@ def test_task_events_follow_their_setting():
         assert out.stdout.strip() == expected, out.stderr
 
 
+def test_the_access_log_follows_the_log_level():
+    import subprocess
+    import sys
+
+    code = "import sys; sys.path.insert(0, 'api'); import gunicorn_conf; print(gunicorn_conf.accesslog)"
+    for level, expected in (("INFO", "-"), ("debug", "-"), ("WARNING", "None"), ("ERROR", "None")):
+        env = {**os.environ, "LOG_LEVEL": level}
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo_root(), env=env, timeout=60)
+        assert out.stdout.strip() == expected, out.stderr
+
+
 def test_worker_consumes_the_configured_priorities_in_order(monkeypatch):
     from inference.worker import worker_queues
 
