@@ -57,7 +57,11 @@ def task_message(task_id: str, kwargs: dict, queue: str) -> str:
     """`inference.classify` with these keyword arguments, as kombu's Redis transport stores it
     in `queue`'s list (what `send_task(..., queue=Queue(queue, Exchange(""), routing_key=queue))`
     writes, through the default exchange)."""
-    message = app.amqp.create_task_message(task_id, TASK_NAME, (), kwargs)
+    # The arguments as Flower and `celery inspect` show them: Celery's saferepr (a streaming repr
+    # in Python) took ~8 % of the API's CPU per submission; repr is C. Cut at Celery's own limit
+    # (`image` may hold a whole picture in base64).
+    kwargsrepr = repr(kwargs)[: app.amqp.kwargsrepr_maxsize]
+    message = app.amqp.create_task_message(task_id, TASK_NAME, (), kwargs, argsrepr="()", kwargsrepr=kwargsrepr)
     return json.dumps({
         "body": json.dumps(message.body),
         "content-encoding": "utf-8",

@@ -4,9 +4,9 @@ At thousands of images a second a GPU outruns any CPU decoding with PIL; torchvi
 a whole list of JPEGs in one call on the GPU, and the preprocessing (resize, crop, normalise)
 then runs there too, on each group of same-sized pictures at once. Every picture is first
 checked from its headers alone (format, pixel limit, decompression bombs), with PIL's answers
-(inference/jpeg_headers.py reads the common case faster); only plain JPEGs (RGB or greyscale, no EXIF rotation) go this way, the rest
-(PNG, CMYK, rotated photos...) and any JPEG this decoder refuses take the PIL path, which also
-gives a corrupt picture its error.
+(inference/jpeg_headers.py reads the common case faster); only plain JPEGs (RGB or greyscale,
+no EXIF rotation) go this way, the rest (PNG, CMYK, rotated photos...) and any JPEG this
+decoder refuses take the PIL path, which also gives a corrupt picture its error.
 
 Imported in worker processes only (torch).
 """

@@ -84,7 +84,7 @@ def test_redis_refuses_clients_without_the_password(redis_url):
         redis.Redis(host=parsed.hostname, port=parsed.port).ping()
 
 
-def test_flower_asks_for_a_login_and_reaches_redis_with_its_password(system, tmp_path):
+def test_flower_asks_for_a_login_reaches_redis_and_turns_task_events_on(system, api, tmp_path):
     procs, port = Processes(), free_port()
     env = {**os.environ, "FLOWER_PORT": str(port), "FLOWER_DB": str(tmp_path / "flower.db")}
     env.pop("FLOWER_BASIC_AUTH", None)
@@ -102,5 +102,15 @@ def test_flower_asks_for_a_login_and_reaches_redis_with_its_password(system, tmp
         # Flower asks the workers over the password-protected broker.
         workers = requests.get(f"{url}/api/workers", params={"refresh": 1}, auth=(user, password), timeout=30).json()
         assert {name.split("-test-")[0] for name in workers} >= {"mobilenet", "resnet18", "efficientnet", "squeezenet"}
+        # Workers start without task events (WORKER_TASK_EVENTS); Flower turns them on, then lists tasks.
+        sent: list[str] = []
+
+        def listed() -> bool:
+            body = {"data": image_b64(), "model_type": "squeezenet"}
+            sent.append(api.post(f"{api.base_url}/v1/inference?wait=20", json=body, timeout=30).json()["request_id"])
+            tasks = requests.get(f"{url}/api/tasks", auth=(user, password), timeout=10).json()
+            return any(request_id in tasks for request_id in sent)
+
+        wait_until(listed, 60, interval=1.0, what="Flower to list a task once it turned the workers' events on")
     finally:
         procs.stop_all()
