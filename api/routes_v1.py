@@ -14,11 +14,12 @@ from inference import jobs
 bp = Blueprint("v1", __name__, url_prefix="/v1")
 
 
-def status_response(status: dict):
+def status_response(status: dict, location: bool = False):
+    """200 once final, else 202 with the URL to poll (`location`: that URL either way)."""
     final = status["status"] in jobs.FINAL_STATUSES
     response = jsonify(status)
     response.status_code = 200 if final else 202
-    if not final:
+    if location or not final:
         response.headers["Location"] = url_for("v1.get_inference", request_id=status["request_id"])
     return response
 
@@ -35,9 +36,7 @@ def post_inference():
         status = jobs.queued_status(submitted.job) if submitted.created else jobs.job_status(redis_client(), submitted.job["request_id"])
     status = status or jobs.queued_status(submitted.job)
     status["duplicate"] = not submitted.created
-    response = status_response(status)
-    response.headers["Location"] = url_for("v1.get_inference", request_id=submitted.job["request_id"])
-    return response
+    return status_response(status, location=True)
 
 
 @bp.get("/inference/<request_id>")

@@ -10,6 +10,7 @@ import pybase64
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from inference.errors import ImageTooLarge, InvalidBase64, InvalidImage
+from inference.jpeg_headers import JpegLayout, read_layout
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")
 
@@ -52,8 +53,23 @@ def open_checked(raw: bytes, max_pixels: int) -> Image.Image:
     return img
 
 
+def plain_jpeg_layout(raw: bytes, max_pixels: int) -> JpegLayout | None:
+    """A greyscale or colour JPEG within the pixel limits, read from its markers (a few us, where
+    PIL's header parsing takes ~40); None where PIL must look: anything else, or over a limit
+    (PIL says why)."""
+    layout = read_layout(raw)
+    if layout is None or layout.components not in (1, 3):
+        return None
+    # open_checked's limits: the caller's, and PIL's bomb warning, which counts as too large.
+    limit = min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels)
+    return layout if 0 < layout.width * layout.height <= limit else None
+
+
 def probe_image(raw: bytes, max_pixels: int) -> dict:
     """Cheap check (headers only) that `raw` is an allowed image within the pixel limit."""
+    layout = plain_jpeg_layout(raw, max_pixels)
+    if layout is not None:
+        return {"format": "JPEG", "width": layout.width, "height": layout.height, "mode": "RGB" if layout.components == 3 else "L"}
     img = open_checked(raw, max_pixels)
     return {"format": img.format, "width": img.width, "height": img.height, "mode": img.mode}
 

@@ -16,12 +16,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from inference.errors import InvalidRequest
-from inference.imaging import open_checked
-from inference.jpeg_headers import read_layout
+from inference.imaging import open_checked, plain_jpeg_layout
 from inference.settings import get_settings
 
 EXIF_ORIENTATION = 0x0112
@@ -36,11 +34,9 @@ def used_for(device: str) -> bool:
 def suits_tensor_decoding(raw: bytes, max_pixels: int) -> bool:
     """A plain JPEG (the headers say so) that decodes the same here as with PIL. The common case
     is read from the markers directly (inference/jpeg_headers.py), anything else by PIL."""
-    layout = read_layout(raw)
+    layout = plain_jpeg_layout(raw, max_pixels)
     if layout is not None:
-        # PIL's limits as open_checked applies them: its bomb warning counts as too large.
-        limit = min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels)
-        return layout.components in (1, 3) and layout.orientation == 1 and 0 < layout.width * layout.height <= limit
+        return layout.orientation == 1  # PIL turns a rotated photo upright
     return suits_by_pil(raw, max_pixels)
 
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import base64
 import gc
+import io
 import os
 import shutil
 from pathlib import Path
 
 import pytest
 import requests
+from PIL import Image
 
 from tests.system import LOG_DIR, TESTDATA, Processes, start_api, start_redis, start_worker, wait_for_ready_workers, wait_until
 
@@ -114,6 +116,38 @@ def image_bytes(name: str) -> bytes:
 
 def image_b64(name: str = "chelsea.jpg") -> str:
     return base64.b64encode(image_bytes(name)).decode()
+
+
+def encoded(img: Image.Image, fmt: str = "JPEG", **save) -> bytes:
+    out = io.BytesIO()
+    img.save(out, fmt, **save)
+    return out.getvalue()
+
+
+def rotated_jpeg() -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # EXIF orientation: "rotate 90 degrees to display"
+    return encoded(Image.open(io.BytesIO(image_bytes("chelsea.jpg"))), exif=exif)
+
+
+def header_variants() -> dict[str, bytes]:
+    """JPEGs (and not) whose headers differ in every way the fast reader looks at."""
+    cat = Image.open(io.BytesIO(image_bytes("chelsea.jpg")))
+    variants = {"cat": image_bytes("chelsea.jpg"), "astronaut": image_bytes("astronaut.jpg"),
+                "grey": encoded(cat.convert("L")), "cmyk": encoded(cat.convert("CMYK")), "png": encoded(cat, "PNG"),
+                "progressive": encoded(cat, progressive=True), "comment": encoded(cat, comment=b"a cat"),
+                "restarts": encoded(cat, restart_marker_blocks=4), "icc": encoded(cat, icc_profile=b"\0" * 300),
+                "xmp_rotated": encoded(cat, xmp=b'<x:xmpmeta><rdf:Description tiff:Orientation="6"/></x:xmpmeta>'),
+                "tiny": encoded(cat.resize((1, 1))), "truncated": image_bytes("chelsea.jpg")[:300], "empty": b""}
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation  # EXIF orientation
+        exif[0x010F] = "a camera"  # Make: the orientation is not the only entry
+        variants[f"exif_{orientation}"] = encoded(cat, exif=exif)
+    exif = Image.Exif()
+    exif[0x010F] = "a camera"
+    variants["exif_without_orientation"] = encoded(cat, exif=exif)
+    return variants
 
 
 @pytest.fixture

@@ -32,7 +32,9 @@ def test_benchmark_runs_and_reports(tmp_path):
         assert set(report["cpu_ms_per_request"][run]) == {"worker", "api", "redis", "client"}
         assert report["cpu_ms_per_request"][run]["worker"] > 0  # the worker's pool is counted with it
     assert report["cpu_ms_per_request"]["rest_saturation"]["api"] > report["cpu_ms_per_request"]["celery_saturation"]["api"]
-    assert set(report["ratios"]) >= {"rest_saturation_vs_plain", "celery_saturation_vs_plain", "low_load_overhead_ms"}
+    assert set(report["ratios"]) >= {"rest_saturation_vs_plain", "celery_saturation_vs_plain", "low_load_overhead_ms",
+                                     "low_load_overhead_paced_ms"}
+    assert report["plain"]["compute_single_paced_ms"] > 0
     assert report["api_submissions_per_s"] > 0
     many = report["batched_submissions"]
     assert many["images_per_request"] == 4

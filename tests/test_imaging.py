@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from inference.errors import ImageTooLarge, InvalidBase64, InvalidImage
-from inference.imaging import decode_base64, load_rgb, probe_image
-from tests.conftest import image_bytes
+from inference.imaging import decode_base64, load_rgb, open_checked, probe_image
+from tests.conftest import header_variants, image_bytes
 
 LIMIT = 40_000_000
 
@@ -45,6 +45,22 @@ def test_exif_orientation_is_applied():
 def test_real_photographs_decode():
     assert load_rgb(image_bytes("chelsea.jpg"), LIMIT).size == (451, 300)
     assert probe_image(image_bytes("astronaut.jpg"), LIMIT) == {"format": "JPEG", "width": 512, "height": 512, "mode": "RGB"}
+
+
+@pytest.mark.parametrize("limit", [LIMIT, 451 * 300, 451 * 300 - 1])
+def test_probe_answers_as_pil_does(limit):
+    """A plain JPEG's headers are read from its markers, the rest by PIL: the same answers."""
+    for name, raw in header_variants().items():
+        try:
+            img = open_checked(raw, limit)
+            want: object = {"format": img.format, "width": img.width, "height": img.height, "mode": img.mode}
+        except (ImageTooLarge, InvalidImage) as exc:
+            want = type(exc)
+        try:
+            got: object = probe_image(raw, limit)
+        except (ImageTooLarge, InvalidImage) as exc:
+            got = type(exc)
+        assert got == want, name
 
 
 def test_data_url_prefix_accepted():

@@ -16,7 +16,7 @@ from inference.imaging import load_rgb, open_checked
 from inference.jpeg_headers import read_layout
 from inference.registry import MODELS as SPECS
 from inference.settings import get_settings
-from tests.conftest import image_bytes
+from tests.conftest import encoded, header_variants, image_bytes, rotated_jpeg
 
 LIMIT = 10**8
 
@@ -28,18 +28,6 @@ def resnet():
     return model_runtime.load(SPECS["resnet18"], "random", 0, threads=1)
 
 
-def encoded(img: Image.Image, fmt: str = "JPEG", **save) -> bytes:
-    out = io.BytesIO()
-    img.save(out, fmt, **save)
-    return out.getvalue()
-
-
-def rotated_jpeg() -> bytes:
-    exif = Image.Exif()
-    exif[tensor_decode.EXIF_ORIENTATION] = 6  # "rotate 90 degrees to display"
-    return encoded(Image.open(io.BytesIO(image_bytes("chelsea.jpg"))), exif=exif)
-
-
 def test_only_plain_jpegs_take_the_tensor_path():
     cat = Image.open(io.BytesIO(image_bytes("chelsea.jpg")))
     assert tensor_decode.suits_tensor_decoding(image_bytes("chelsea.jpg"), LIMIT)
@@ -49,26 +37,6 @@ def test_only_plain_jpegs_take_the_tensor_path():
     assert not tensor_decode.suits_tensor_decoding(rotated_jpeg(), LIMIT)  # PIL applies EXIF orientation
     assert not tensor_decode.suits_tensor_decoding(image_bytes("chelsea.jpg"), 1000)  # over the pixel limit: PIL says why
     assert not tensor_decode.suits_tensor_decoding(b"\xff\xd8 not really", LIMIT)
-
-
-def header_variants() -> dict[str, bytes]:
-    """JPEGs (and not) whose headers differ in every way the fast reader looks at."""
-    cat = Image.open(io.BytesIO(image_bytes("chelsea.jpg")))
-    variants = {"cat": image_bytes("chelsea.jpg"), "astronaut": image_bytes("astronaut.jpg"),
-                "grey": encoded(cat.convert("L")), "cmyk": encoded(cat.convert("CMYK")), "png": encoded(cat, "PNG"),
-                "progressive": encoded(cat, progressive=True), "comment": encoded(cat, comment=b"a cat"),
-                "restarts": encoded(cat, restart_marker_blocks=4), "icc": encoded(cat, icc_profile=b"\0" * 300),
-                "xmp_rotated": encoded(cat, xmp=b'<x:xmpmeta><rdf:Description tiff:Orientation="6"/></x:xmpmeta>'),
-                "tiny": encoded(cat.resize((1, 1))), "truncated": image_bytes("chelsea.jpg")[:300], "empty": b""}
-    for orientation in range(1, 9):
-        exif = Image.Exif()
-        exif[tensor_decode.EXIF_ORIENTATION] = orientation
-        exif[0x010F] = "a camera"  # Make: the orientation is not the only entry
-        variants[f"exif_{orientation}"] = encoded(cat, exif=exif)
-    exif = Image.Exif()
-    exif[0x010F] = "a camera"
-    variants["exif_without_orientation"] = encoded(cat, exif=exif)
-    return variants
 
 
 @pytest.mark.parametrize("max_pixels", [LIMIT, 451 * 300, 451 * 300 - 1, 1000])
