@@ -5,12 +5,14 @@ not speed."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 
 import pytest
 
-from tests.conftest import repo_root
+from tests.conftest import image_b64, repo_root
 
 pytestmark = pytest.mark.e2e
 
@@ -42,3 +44,20 @@ def test_benchmark_runs_and_reports(tmp_path):
         assert many[name]["ok"] == many[name]["requests"] == 3 and many[name]["images_per_s"] > 0
     assert (tmp_path / "latency.png").stat().st_size > 0 and (tmp_path / "throughput.png").stat().st_size > 0
     assert "saturation: REST" in out.stdout and "all but the model" in out.stdout
+
+
+def test_the_client_reopens_a_connection_the_api_closed_while_idle():
+    from tests.benchmark import post_json
+    from tests.system import Processes, start_api, start_redis
+
+    procs = Processes()
+    env = {**os.environ, "API_KEEPALIVE": "1", "NO_WORKER_POLICY": "queue", "API_WORKERS": "1"}
+    try:
+        env["REDIS_URL"] = start_redis(procs, env, name="keepalive-redis")
+        base = start_api(procs, env, name="keepalive-api")
+        body = json.dumps({"data": image_b64(), "model_type": "squeezenet"})
+        assert post_json(base, "/v1/inference", body, timeout=10)[0] == 202
+        time.sleep(3)  # the API closes the idle connection after API_KEEPALIVE s
+        assert post_json(base, "/v1/inference", body, timeout=10)[0] == 202
+    finally:
+        procs.stop_all()
