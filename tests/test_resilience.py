@@ -24,7 +24,7 @@ from inference.client import InferenceClient
 from inference.jobs import DUPLICATES_KEY
 from tests import loadgen
 from tests.conftest import image_b64
-from tests.system import TESTDATA, Processes, free_port, start_api, start_redis, start_worker, wait_until
+from tests.system import LOG_DIR, TESTDATA, Processes, free_port, start_api, start_redis, start_worker, wait_until
 
 pytestmark = pytest.mark.e2e
 SCALE = int(os.environ.get("RESILIENCE_SCALE", "1"))
@@ -86,6 +86,11 @@ class Cluster:
 
     def duplicates(self):
         return int(self.redis.get(DUPLICATES_KEY) or 0)
+
+    def log_tail(self, model, lines=60):
+        """The end of `model`'s worker log, for a failure's message (CI keeps only what pytest prints)."""
+        path = LOG_DIR / f"{self.process_name(model)}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else f"{path}: missing"
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +170,9 @@ def test_redis_restart_mid_load(cluster):
     report.recovery_seconds = time.monotonic() - stopped_at
     report_line(report, "Redis restarted")
     assert len(report.accepted) == 12 * SCALE, report.refusals
-    assert report.lost == 0, report.not_succeeded(cluster.api)
+    # Seen once on a slow machine: after the restart the worker answered control messages but took
+    # no task (Celery's "stops consuming after reconnection" class); its log says what it did.
+    assert report.lost == 0, f"{report.not_succeeded(cluster.api)}\n--- squeezenet worker log ---\n{cluster.log_tail('squeezenet')}"
 
 
 def test_worker_that_keeps_failing_backs_off_then_fails(cluster):
