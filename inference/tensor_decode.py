@@ -20,9 +20,8 @@ from torchvision.io import ImageReadMode, decode_jpeg
 
 from inference.errors import InvalidRequest
 from inference.imaging import open_checked, plain_jpeg_layout
+from inference.jpeg_headers import ORIENTATION_TAG
 from inference.settings import get_settings
-
-EXIF_ORIENTATION = 0x0112
 
 
 def used_for(device: str) -> bool:
@@ -45,7 +44,7 @@ def suits_by_pil(raw: bytes, max_pixels: int) -> bool:
         img = open_checked(raw, max_pixels)
     except InvalidRequest:
         return False  # the PIL path reports why
-    return img.format == "JPEG" and img.mode in ("RGB", "L") and img.getexif().get(EXIF_ORIENTATION, 1) == 1
+    return img.format == "JPEG" and img.mode in ("RGB", "L") and img.getexif().get(ORIENTATION_TAG, 1) == 1
 
 
 @torch.inference_mode()  # views without autograd's bookkeeping: the split took ~40 % less

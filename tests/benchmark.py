@@ -126,10 +126,10 @@ def process_cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_per_request(pids: dict[str, list[int]], run) -> tuple[dict, dict[str, float]]:
+def cpu_per_request(pids: dict[str, int], run) -> tuple[dict, dict[str, float]]:
     """`run()`'s result, and the CPU each part (its processes; this client) spent per request of it."""
     def now() -> dict[str, float]:
-        return {name: sum(map(process_cpu_seconds, group)) for name, group in pids.items()} | {"client": time.process_time()}
+        return {name: process_cpu_seconds(pid) for name, pid in pids.items()} | {"client": time.process_time()}
 
     before = now()
     result = run()
@@ -167,13 +167,11 @@ def post_json(base: str, path: str, body: str, timeout: float) -> tuple[int, dic
             connection.request("POST", path, body=body, headers={"Content-Type": "application/json"})
             response = connection.getresponse()
             return response.status, json.loads(response.read())
-        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
-            connections.pop(base).close()
-            if not reused or attempt:
-                raise
-        except (OSError, http.client.HTTPException):
+        except (OSError, http.client.HTTPException) as exc:
             connections.pop(base).close()  # the next request opens a fresh one
-            raise
+            closed_while_idle = isinstance(exc, (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected))
+            if not (closed_while_idle and reused and not attempt):
+                raise
     raise AssertionError("unreachable")
 
 
@@ -320,8 +318,8 @@ def main(argv=None) -> int:
         worker = start_worker(procs, "resnet18", env, name="bench@%h")
         api = start_api(procs, {**env, "API_WORKERS": str(args.api_workers)}, name="bench-api")
         wait_until(lambda: requests.get(f"{api}/workers/status", timeout=5).json()["ready"] >= args.workers, 120, what="workers")
-        pids = {"worker": [procs.procs[f"worker-{worker}"].pid], "api": [procs.procs["bench-api"].pid],
-                "redis": [procs.procs["bench-redis"].pid]}
+        pids = {"worker": procs.procs[f"worker-{worker}"].pid, "api": procs.procs["bench-api"].pid,
+                "redis": procs.procs["bench-redis"].pid}
         images_b64 = [base64.b64encode(p.read_bytes()).decode() for p in IMAGES]
         payloads = [json.dumps({"data": b, "model_type": "resnet18"}) for b in images_b64]
         singles = [{"image": b} for b in images_b64]

@@ -125,13 +125,17 @@ def encoded(img: Image.Image, fmt: str = "JPEG", **save) -> bytes:
 
 
 def rotated_jpeg() -> bytes:
+    from inference.jpeg_headers import ORIENTATION_TAG  # not at import: `inference` reads REDIS_URL (see above)
+
     exif = Image.Exif()
-    exif[0x0112] = 6  # EXIF orientation: "rotate 90 degrees to display"
+    exif[ORIENTATION_TAG] = 6  # "rotate 90 degrees to display"
     return encoded(Image.open(io.BytesIO(image_bytes("chelsea.jpg"))), exif=exif)
 
 
 def header_variants() -> dict[str, bytes]:
     """JPEGs (and not) whose headers differ in every way the fast reader looks at."""
+    from inference.jpeg_headers import ORIENTATION_TAG
+
     cat = Image.open(io.BytesIO(image_bytes("chelsea.jpg")))
     variants = {"cat": image_bytes("chelsea.jpg"), "astronaut": image_bytes("astronaut.jpg"),
                 "grey": encoded(cat.convert("L")), "cmyk": encoded(cat.convert("CMYK")), "png": encoded(cat, "PNG"),
@@ -141,7 +145,7 @@ def header_variants() -> dict[str, bytes]:
                 "tiny": encoded(cat.resize((1, 1))), "truncated": image_bytes("chelsea.jpg")[:300], "empty": b""}
     for orientation in range(1, 9):
         exif = Image.Exif()
-        exif[0x0112] = orientation  # EXIF orientation
+        exif[ORIENTATION_TAG] = orientation
         exif[0x010F] = "a camera"  # Make: the orientation is not the only entry
         variants[f"exif_{orientation}"] = encoded(cat, exif=exif)
     exif = Image.Exif()
