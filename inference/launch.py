@@ -63,10 +63,10 @@ def celery_argv(config: dict, name: str | None = None, replica: int | None = Non
     concurrency = int(os.environ.get("WORKER_CONCURRENCY") or config.get("concurrency", 1))
     pool = os.environ.get("WORKER_POOL") or config.get("pool", "prefork")
     batch_size = int(os.environ.get("MAX_BATCH_SIZE") or config.get("batch_size", 1))
-    if batch_size > 1:
+    if batch_size > 1 or pool == "threads":
         # A batch gathers requests that run at once: threads in one process holding one model.
         # Twice what the model instances hold, so the next batches are ready when one ends
-        # (auto, 0, picks at most 2).
+        # (auto, 0, picks at most 2); at batch size 1 too, where the instances run side by side.
         instances = int(os.environ.get("MODEL_INSTANCES") or config.get("instances", 0)) or 2
         pool, concurrency = "threads", max(concurrency, 2 * batch_size * instances)
     return [

@@ -35,8 +35,9 @@ def test_benchmark_runs_and_reports(tmp_path):
         assert report["cpu_ms_per_request"][run]["worker"] > 0  # the worker's pool is counted with it
     assert report["cpu_ms_per_request"]["rest_saturation"]["api"] > report["cpu_ms_per_request"]["celery_saturation"]["api"]
     assert set(report["ratios"]) >= {"rest_saturation_vs_plain", "celery_saturation_vs_plain", "low_load_overhead_ms",
-                                     "low_load_overhead_paced_ms"}
-    assert report["plain"]["compute_single_paced_ms"] > 0
+                                     "celery_low_load_overhead_ms"}
+    assert report["plain"]["compute_single_ms"] > 0
+    assert len(report["per_round"][0]["plain_rps_around"]) == 3  # plain, REST, plain, apply_async, plain
     assert report["api_submissions_per_s"] > 0
     many = report["batched_submissions"]
     assert many["images_per_request"] == 4
@@ -61,3 +62,27 @@ def test_the_client_reopens_a_connection_the_api_closed_while_idle():
         assert post_json(base, "/v1/inference", body, timeout=10)[0] == 202
     finally:
         procs.stop_all()
+
+
+def test_one_request_at_a_time_alternates_with_the_plain_script_in_blocks():
+    from tests.benchmark import LOW_LOAD_BLOCK, one_at_a_time
+
+    order: list[str] = []
+
+    class Plain:
+        def single_passes_ms(self, count):
+            order.extend(["plain"] * count)
+            return [10.0] * count
+
+    def sender(name):
+        def one(i):
+            order.append(name)
+            return 0.012, True, None, time.time()
+        return one
+
+    count = 2 * LOW_LOAD_BLOCK + 1  # the last block is short
+    runs, passes = one_at_a_time(Plain(), {"rest": sender("rest"), "celery": sender("celery")}, count)
+    blocks = [name for n, name in enumerate(order) if n == 0 or order[n - 1] != name]
+    assert blocks == ["plain"] + ["rest", "plain", "celery", "plain"] * 3
+    assert order.count("rest") == order.count("celery") == count and len(passes) == order.count("plain")
+    assert runs["rest"]["ok"] == count and runs["rest"]["p50_ms"] == 12.0

@@ -77,6 +77,8 @@ def test_launcher_builds_a_pinned_worker_command(monkeypatch):
     assert batching[batching.index("--concurrency") + 1] == "16"
     auto = celery_argv({"model": "resnet18", "batch_size": 4, "instances": 0})
     assert auto[auto.index("--concurrency") + 1] == "16"  # auto: room for the two instances it may pick
+    side_by_side = celery_argv({"model": "resnet18", "pool": "threads", "batch_size": 1})
+    assert side_by_side[side_by_side.index("--concurrency") + 1] == "4"  # batch 1 on threads: the instances run side by side
 
 
 def test_readme_lists_every_setting():
