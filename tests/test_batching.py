@@ -219,6 +219,35 @@ def test_a_batching_worker_on_this_cpu_runs_two_instances_with_adaptive_threads(
 
 
 @pytest.mark.e2e
+def test_batch_size_one_on_the_threads_pool_runs_two_instances(api, batching_worker, redis_client, worker_ids):
+    """`pool = "threads"` at batch size 1 (what `make benchmark` runs when the plain script's best
+    batch is 1): the launcher gives the pool a task thread for each instance and one waiting
+    beside it, and every request still runs alone in its forward pass."""
+    from inference import jobs
+    from inference.settings import cpu_count
+
+    env = {**os.environ, "WORKER_POOL": "threads", "MAX_BATCH_SIZE": "1", "TORCH_THREADS": "0"}
+    name = start_worker(_processes, "resnet18", env, name=f"resnet18-side-{os.getpid()}@%h")
+    try:
+        worker = wait_until(lambda: next((w for w in api.get(f"{api.base_url}/workers/status", timeout=5).json()["workers"]
+                                          if w["worker_id"].startswith("resnet18-side") and w.get("ready_processes")), None),
+                            120, interval=0.5, what="threads-pool worker")
+        process, = worker["processes"]
+        instances = 2 if cpu_count() >= 2 else 1
+        assert process["pool"] == "threads" and process["instances"] == instances and process["max_batch_size"] == 1
+        assert worker["concurrency"] == 2 * instances
+        queues = ("resnet18.high", "resnet18.normal", "resnet18.low")
+        with paused(worker_ids["resnet18"], *queues), paused(batching_worker, *queues):
+            ids = [jobs.submit(redis_client, image_b64=image_b64(), model="resnet18", priority="normal").job["request_id"]
+                   for _ in range(4)]
+            statuses = [jobs.wait_for(redis_client, rid, 60) for rid in ids]
+        assert [s["status"] for s in statuses] == ["success"] * 4
+        assert all(s["result"]["worker_id"].startswith("resnet18-side") and s["result"]["batch_size"] == 1 for s in statuses)
+    finally:
+        _processes.stop(f"worker-{name}")
+
+
+@pytest.mark.e2e
 def test_pictures_by_reference_are_read_once_and_deleted(batching_worker, redis_client, worker_ids):
     """jobs.submit(images=...): the message carries keys; a picture gone from Redis fails alone."""
     from inference import jobs
