@@ -151,21 +151,30 @@ def test_batch_size_one_runs_at_once_and_errors_reach_every_request():
         batcher.run("x", timeout=2)  # would time out if size 1 waited for the delay
 
 
+def ready_resnet18_worker(api, prefix: str, env: dict) -> tuple[str, dict]:
+    """Start a resnet18 worker named <prefix>-<pid>@host with `env`; once its model is ready, its
+    process name (to stop it) and its entry in /workers/status."""
+    name = start_worker(_processes, "resnet18", env, name=f"{prefix}-{os.getpid()}@%h")
+    try:
+        worker = wait_until(lambda: next((w for w in api.get(f"{api.base_url}/workers/status", timeout=5).json()["workers"]
+                                          if w["worker_id"].startswith(prefix) and w.get("ready_processes")), None),
+                            120, interval=0.5, what=prefix)
+    except BaseException:
+        _processes.stop(f"worker-{name}")
+        raise
+    return f"worker-{name}", worker
+
+
 @pytest.fixture(scope="module")
 def batching_worker(api):
     """A second resnet18 worker with MAX_BATCH_SIZE=8; tests pause the first one's queues."""
-    import os
-
     # Its own thread budget (TORCH_THREADS unset: the cores), so MODEL_INSTANCES auto picks 2 here.
     env = {**os.environ, "MAX_BATCH_SIZE": "8", "MAX_BATCH_DELAY_MS": "300", "TORCH_THREADS": "0"}
-    name = start_worker(_processes, "resnet18", env, name=f"resnet18-batch-{os.getpid()}@%h")
+    process_name, worker = ready_resnet18_worker(api, "resnet18-batch", env)
     try:
-        worker = wait_until(lambda: next((w for w in api.get(f"{api.base_url}/workers/status", timeout=5).json()["workers"]
-                                          if w["worker_id"].startswith("resnet18-batch") and w.get("ready_processes")), None),
-                            120, interval=0.5, what="batching worker")
         yield worker["worker_id"]
     finally:
-        _processes.stop(f"worker-{name}")
+        _processes.stop(process_name)
 
 
 def expected_predictions(image_name: str, top_k: int) -> list[dict]:
@@ -227,11 +236,8 @@ def test_batch_size_one_on_the_threads_pool_runs_two_instances(api, batching_wor
     from inference.settings import cpu_count
 
     env = {**os.environ, "WORKER_POOL": "threads", "MAX_BATCH_SIZE": "1", "TORCH_THREADS": "0"}
-    name = start_worker(_processes, "resnet18", env, name=f"resnet18-side-{os.getpid()}@%h")
+    process_name, worker = ready_resnet18_worker(api, "resnet18-side", env)
     try:
-        worker = wait_until(lambda: next((w for w in api.get(f"{api.base_url}/workers/status", timeout=5).json()["workers"]
-                                          if w["worker_id"].startswith("resnet18-side") and w.get("ready_processes")), None),
-                            120, interval=0.5, what="threads-pool worker")
         process, = worker["processes"]
         instances = 2 if cpu_count() >= 2 else 1
         assert process["pool"] == "threads" and process["instances"] == instances and process["max_batch_size"] == 1
@@ -244,7 +250,7 @@ def test_batch_size_one_on_the_threads_pool_runs_two_instances(api, batching_wor
         assert [s["status"] for s in statuses] == ["success"] * 4
         assert all(s["result"]["worker_id"].startswith("resnet18-side") and s["result"]["batch_size"] == 1 for s in statuses)
     finally:
-        _processes.stop(f"worker-{name}")
+        _processes.stop(process_name)
 
 
 @pytest.mark.e2e
