@@ -10,11 +10,12 @@
 
 On a CUDA machine the plain script decodes with nvJPEG like the worker (`make benchmark-gpu`).
 
-Each round runs the plain script between each two of the system's runs (plain, REST, plain,
-apply_async, plain); each ratio is taken against the plain runs on either side of the system's,
-and the table shows medians over rounds. One request at a time alternates the same way, in
-blocks of a few requests with blocks of the plain script's one-image pass between them. Prints a table of ratios, latencies and CPU per request by process,
-writes benchmark-results/benchmark.json and PNG charts. Everything runs here, now, on this
+Each round runs the plain script before, between and after the system's saturation runs
+(plain, REST, plain, apply_async, plain); each ratio is taken against the plain runs on either
+side of the system's, and the table shows medians over rounds. One request at a time
+alternates in blocks of LOW_LOAD_BLOCK requests with blocks of the plain script's one-image
+pass. Prints a table of ratios, latencies and CPU per request by process, writes
+benchmark-results/benchmark.json and PNG charts. Everything runs here, now, on this
 machine: the ratios are what to compare, not the absolutes.
 """
 
@@ -367,9 +368,9 @@ def main(argv=None) -> int:
         singles = [{"image": b} for b in images_b64]
         rest_load(api, payloads, 2 * in_flight, in_flight)  # warm-up (and the client threads' connections)
         celery_load(env["REDIS_URL"], singles, 2 * in_flight, in_flight)
-        for _ in track(range(args.rounds), description="rounds: plain script, the system, plain script", console=console):
-            # The system's runs sit between two of the plain script's, whose mean they are compared
-            # with: the machine's drift within a round (5-10 % here) cancels out.
+        for _ in track(range(args.rounds), description="rounds: plain, REST, plain, apply_async, plain; one at a time", console=console):
+            # Each saturation run sits between two of the plain script's, whose mean it is compared
+            # with: the machine's drift over the seconds of a run (5-10 % here) cancels out.
             one: dict = {"plain_rps_around": [plain.rps(best, args.seconds)]}
             one["rest_saturation"], rest_cpu = cpu_per_request(pids, lambda: rest_load(api, payloads, args.requests, in_flight))
             one["plain_rps_around"].append(plain.rps(best, args.seconds))
@@ -377,7 +378,6 @@ def main(argv=None) -> int:
                 pids, lambda: celery_load(env["REDIS_URL"], singles, args.requests, in_flight))
             one["plain_rps_around"].append(plain.rps(best, args.seconds))
             one["cpu_ms_per_request"] = {"rest_saturation": rest_cpu, "celery_saturation": celery_cpu}
-            # Each saturation run against the plain runs on either side of it.
             before_rest, between, after_celery = one["plain_rps_around"]
             one["plain_rps_for"] = {"rest_saturation": (before_rest + between) / 2, "celery_saturation": (between + after_celery) / 2}
             one["plain_rps"] = statistics.mean(one["plain_rps_around"])
