@@ -117,13 +117,20 @@ def test_error_codes_map_to_statuses():
     assert http_status_of("TimeLimitExceeded") == 502
 
 
-def test_api_never_imports_torch():
+def printed_in_a_fresh_python(code: str, **env: str) -> tuple[str, str]:
+    """What `code` prints (and its stderr) in a new interpreter at the repository's root with
+    `env` added: settings are read once, at import."""
     import subprocess
     import sys
 
-    code = "import sys, api; api.create_app(); print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo_root(), timeout=60)
-    assert out.stdout.strip() == "False", out.stderr
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo_root(),
+                         env={**os.environ, **env}, timeout=60)
+    return out.stdout.strip(), out.stderr
+
+
+def test_api_never_imports_torch():
+    printed, errors = printed_in_a_fresh_python("import sys, api; api.create_app(); print('torch' in sys.modules)")
+    assert printed == "False", errors
 
 
 def test_no_pickle_anywhere():
@@ -149,25 +156,17 @@ def test_redis_replies_are_parsed_in_c():
 
 
 def test_task_events_follow_their_setting():
-    import subprocess
-    import sys
-
     code = "import celeryconfig; print(celeryconfig.worker_send_task_events)"
     for value, expected in (("false", "False"), ("true", "True")):
-        env = {**os.environ, "WORKER_TASK_EVENTS": value}
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo_root(), env=env, timeout=60)
-        assert out.stdout.strip() == expected, out.stderr
+        printed, errors = printed_in_a_fresh_python(code, WORKER_TASK_EVENTS=value)
+        assert printed == expected, errors
 
 
 def test_the_access_log_follows_the_log_level():
-    import subprocess
-    import sys
-
     code = "import sys; sys.path.insert(0, 'api'); import gunicorn_conf; print(gunicorn_conf.accesslog)"
     for level, expected in (("INFO", "-"), ("debug", "-"), ("WARNING", "None"), ("ERROR", "None")):
-        env = {**os.environ, "LOG_LEVEL": level}
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo_root(), env=env, timeout=60)
-        assert out.stdout.strip() == expected, out.stderr
+        printed, errors = printed_in_a_fresh_python(code, LOG_LEVEL=level)
+        assert printed == expected, errors
 
 
 def test_worker_consumes_the_configured_priorities_in_order(monkeypatch):
