@@ -41,12 +41,13 @@ def test_only_plain_jpegs_take_the_tensor_path():
 
 @pytest.mark.parametrize("max_pixels", [LIMIT, 451 * 300, 451 * 300 - 1, 1000])
 def test_the_fast_header_check_answers_as_pil(max_pixels):
-    for name, raw in header_variants().items():
+    variants = header_variants()
+    for name, raw in variants.items():
         assert tensor_decode.suits_tensor_decoding(raw, max_pixels) == tensor_decode.suits_by_pil(raw, max_pixels), name
     layout = read_layout(image_bytes("chelsea.jpg"))
     assert layout == (451, 300, 3, 1)
-    assert read_layout(header_variants()["exif_6"]).orientation == 6
-    assert read_layout(header_variants()["png"]) is None and read_layout(header_variants()["xmp_rotated"]) is None
+    assert read_layout(variants["exif_6"]).orientation == 6
+    assert read_layout(variants["png"]) is None and read_layout(variants["xmp_rotated"]) is None
 
 
 def test_the_fast_header_check_never_passes_what_pil_reads_otherwise():
