@@ -10,8 +10,9 @@ from prometheus_client import CollectorRegistry
 
 from api.auth import register_auth
 from api.errors import register_error_handlers
+from api.memory import MemoryGauge
 from api.prometheus import InferenceCollector
-from api.request import WholeBodyRequest
+from api.request import StrictJSONProvider, WholeBodyRequest
 from api.workers import WorkerDirectory
 from inference.logging_setup import configure_api_logging
 from inference.settings import get_settings
@@ -22,6 +23,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     configure_api_logging()
     app = Flask(__name__)
     app.request_class = WholeBodyRequest
+    app.json = StrictJSONProvider(app)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_content_length,
         STARTED_AT=time.time(),
@@ -33,6 +35,7 @@ def create_app(overrides: dict | None = None) -> Flask:
         settings.redis_url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30
     )
     app.extensions["workers"] = WorkerDirectory()
+    app.extensions["memory"] = MemoryGauge(app.extensions["redis"])
     registry = CollectorRegistry()
     registry.register(InferenceCollector(app.extensions["redis"], app.extensions["workers"]))
     app.extensions["prometheus"] = registry

@@ -1,6 +1,14 @@
-"""API keys: with API_KEYS set, every endpoint but liveness and the page shells wants
-`Authorization: Bearer <key>` or `X-API-Key: <key>`; keys are compared in constant time.
-RATE_LIMIT_PER_MINUTE caps each key with a fixed one-minute window counted in Redis."""
+"""API keys, tenants and rate limits.
+
+With API_KEYS set, every endpoint but liveness and the page shells wants `Authorization: Bearer
+<key>` or `X-API-Key: <key>`; keys are compared in constant time. Each key is a tenant
+(`g.tenant`, a digest of the key): its request and batch ids are scoped to it (`jobs.scoped_id`)
+and its requests in flight are bounded (MAX_IN_FLIGHT_PER_KEY). A client address that fails
+AUTH_FAILURES_PER_MINUTE times in a minute is refused until the minute ends.
+RATE_LIMIT_PER_MINUTE caps each key, or without keys each client address, with a fixed
+one-minute window counted in Redis (shared by all API processes). Behind a proxy, the client
+address is the proxy's unless the proxy is trusted to say otherwise (werkzeug's ProxyFix).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +16,7 @@ import hashlib
 import hmac
 import time
 
-from flask import Flask, current_app, request
+from flask import Flask, current_app, g, request
 
 from api.errors import error_response
 from inference.settings import get_settings
@@ -31,33 +39,60 @@ def key_is_valid(key: str, keys: list[str]) -> bool:
     return bool(key) and any(matches)
 
 
-def over_rate_limit(key: str, limit: int) -> int:
-    """0 if this request is within the key's limit, else the seconds until its window ends."""
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def tenant() -> str:
+    """The caller's tenant: a digest of its API key; "" without API keys."""
+    return g.get("tenant", "")
+
+
+def window(name: str) -> tuple[str, int]:
+    """The Redis counter of `name` for this minute, and the seconds left in the minute."""
     now = time.time()
-    window = int(now // 60)
-    counter = f"inference:ratelimit:{hashlib.sha256(key.encode()).hexdigest()[:16]}:{window}"
-    pipe = current_app.extensions["redis"].pipeline()
-    count, _ = pipe.incr(counter).expire(counter, 120).execute()
-    return 0 if count <= limit else max(1, int((window + 1) * 60 - now))
+    minute = int(now // 60)
+    return f"inference:ratelimit:{name}:{minute}", max(1, int((minute + 1) * 60 - now))
+
+
+def count_one(name: str) -> tuple[int, int]:
+    """One more event under `name` this minute: (events this minute, seconds left in it)."""
+    counter, left = window(name)
+    count, _ = current_app.extensions["redis"].pipeline().incr(counter).expire(counter, 120).execute()
+    return count, left
+
+
+def counted(name: str) -> tuple[int, int]:
+    counter, left = window(name)
+    return int(current_app.extensions["redis"].get(counter) or 0), left
 
 
 def register_auth(app: Flask) -> None:
     settings = get_settings()
     keys = [k.strip() for k in settings.api_keys.split(",") if k.strip()]
-    if not keys:
-        return
 
     @app.before_request
-    def require_key():
+    def authenticate():
         if request.endpoint in OPEN_ENDPOINTS or request.method == "OPTIONS":
             return None
-        key = presented_key()
-        if not key_is_valid(key, keys):
-            return error_response(401, "unauthorized", "send an API key: Authorization: Bearer <key> or X-API-Key: <key>",
-                                  {"WWW-Authenticate": 'Bearer realm="inference"'})
+        address = request.remote_addr or "unknown"
+        if keys:
+            if settings.auth_failures_per_minute:
+                failures, left = counted(f"authfail:{digest(address)}")
+                if failures >= settings.auth_failures_per_minute:
+                    return error_response(429, "too_many_auth_failures", f"{failures} failed authentications from this "
+                                          "address this minute; retry later", {"Retry-After": str(left)})
+            key = presented_key()
+            if not key_is_valid(key, keys):
+                if settings.auth_failures_per_minute:
+                    count_one(f"authfail:{digest(address)}")
+                return error_response(401, "unauthorized", "send an API key: Authorization: Bearer <key> or X-API-Key: <key>",
+                                      {"WWW-Authenticate": 'Bearer realm="inference"'})
+            g.tenant = digest(key)
         if settings.rate_limit_per_minute:
-            wait = over_rate_limit(key, settings.rate_limit_per_minute)
-            if wait:
+            who = f"key:{g.tenant}" if keys else f"address:{digest(address)}"
+            count, left = count_one(who)
+            if count > settings.rate_limit_per_minute:
                 return error_response(429, "rate_limited", f"more than {settings.rate_limit_per_minute} requests a minute "
-                                      "for this key; retry later", {"Retry-After": str(wait)})
+                                      f"for this {'key' if keys else 'address'}; retry later", {"Retry-After": str(left)})
         return None

@@ -13,10 +13,54 @@ from werkzeug.exceptions import HTTPException
 
 from inference import metrics
 from inference.errors import InferenceError
+from inference.errors import vocabulary as worker_vocabulary
 from inference.queues import PRIORITIES
 from inference.registry import ANY_MODEL, model_names
 
 log = logging.getLogger(__name__)
+
+# Every code the API itself answers with (the worker's, for failed requests, are in
+# inference/errors.py); `vocabulary()` is both, and the README lists them all.
+API_CODES = {
+    "invalid_request": "the request is not what the endpoint takes",
+    "invalid_json": "the body is not a JSON object (malformed, nested too deeply, duplicate keys, NaN...), or not what its Content-Type says",
+    "missing_data": "neither `data` nor `images`",
+    "missing_image": "a multipart request without an `image` file",
+    "unknown_model": "`model_type` names no model",
+    "invalid_priority": "`priority` is not high, normal or low",
+    "invalid_request_id": "`request_id` is not 1-128 of A-Z a-z 0-9 . _ : -",
+    "invalid_top_k": "`top_k` is not between 1 and MAX_TOP_K",
+    "invalid_timeout": "`timeout_ms` is not a positive integer",
+    "invalid_wait": "`?wait` is not a non-negative number",
+    "empty_batch": "a batch of no requests",
+    "batch_too_large": "more than BATCH_SIZE requests or images",
+    "body_too_large": "a body over MAX_CONTENT_LENGTH",
+    "unauthorized": "no valid API key",
+    "not_found": "no such request, batch or route (or another key's)",
+    "method_not_allowed": "the route does not take this method",
+    "already_started": "DELETE of a request that has started",
+    "rate_limited": "over RATE_LIMIT_PER_MINUTE",
+    "too_many_auth_failures": "over AUTH_FAILURES_PER_MINUTE failed authentications from this address",
+    "too_many_in_flight": "the key has MAX_IN_FLIGHT_PER_KEY requests queued or running",
+    "queue_full": "the model's queues hold QUEUE_SIZE requests",
+    "memory_full": "Redis is near its maxmemory (REDIS_MEMORY_HIGH_WATER)",
+    "no_worker": "no live worker serves the model (NO_WORKER_POLICY=reject)",
+    "no_such_worker": "POST /simulate/crash names no live worker",
+    "broker_unavailable": "Redis does not answer",
+    "timeout": "the synchronous endpoints: no result within SYNC_TIMEOUT",
+    "expired": "the synchronous endpoints: the request was not started before its deadline",
+    "cancelled": "the synchronous endpoints: the request was cancelled",
+    "http_error": "any other HTTP error (its status says which)",
+    "internal_error": "a bug: see the API's log",
+}
+CODE_OF_HTTP_STATUS = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+
+
+def vocabulary() -> dict[str, str]:
+    """Every error code a client can see: the API's own and a failed request's."""
+    return {**API_CODES, **{code: f"a failed request (HTTP {status} from the synchronous endpoints)"
+                            for code, status in worker_vocabulary().items() if code not in API_CODES}}
+
 
 # pydantic field -> error code, so clients can tell a bad model from a bad priority
 CODE_OF_FIELD = {"model_type": "unknown_model", "priority": "invalid_priority", "data": "missing_data",
@@ -78,6 +122,10 @@ def count_rejection() -> None:
         log.debug("rejection not counted: %s", exc)
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, redis.ResponseError) and str(exc).startswith("OOM")
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
@@ -101,12 +149,14 @@ def register_error_handlers(app: Flask) -> None:
         count_rejection()
         if exc.code == 413:
             discard_body()
-        code = "body_too_large" if exc.code == 413 else (exc.name or "error").lower().replace(" ", "_")
-        return error_response(exc.code or 500, code, exc.description or exc.name)
+        return error_response(exc.code or 500, CODE_OF_HTTP_STATUS.get(exc.code or 500, "http_error"), exc.description or exc.name)
 
     @app.errorhandler(redis.RedisError)
     @app.errorhandler(OperationalError)
     def _broker_down(exc):
+        if is_out_of_memory(exc):  # maxmemory reached: api/memory.py admits less before that
+            log.warning("Redis is full: %s", exc)
+            return error_response(503, "memory_full", "Redis is full (maxmemory); retry later", {"Retry-After": "2"})
         log.warning("Redis unavailable: %s", exc)
         return error_response(503, "broker_unavailable", "the queue (Redis) is unavailable; retry later", {"Retry-After": "2"})
 

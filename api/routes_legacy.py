@@ -51,9 +51,9 @@ def sync_inference():
 @bp.post("/batch_inference")
 def sync_batch_inference():
     started = time.time()
-    ids = [s.job["request_id"] for s in submit_all(parse_batch(request))]
+    ids = [s.task_id for s in submit_all(parse_batch(request))]
     deadline = time.monotonic() + get_settings().sync_timeout
-    results = [seed_shape(jobs.wait_for(redis_client(), rid, max(0.0, deadline - time.monotonic()))) for rid in ids]
+    results = [seed_shape(jobs.wait_for(redis_client(), task_id, max(0.0, deadline - time.monotonic()))) for task_id in ids]
     return jsonify({
         "batch_id": uuid.uuid4().hex,
         "total": len(results),

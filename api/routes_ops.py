@@ -134,6 +134,9 @@ def queue_status():
         "queue_size": jobs.total_queued(depths),
         "max_size": max_size,  # per model
         "queues": {m: {**d, "total": sum(d.values()), "max_size": max_size} for m, d in depths.items()},
+        # Admission by memory (api/memory.py): new pictures are refused above `admit_below`.
+        "redis_memory": {"used": redis_client().info("memory")["used_memory"],
+                         "admit_below": current_app.extensions["memory"].limit() or None},
     })
 
 

@@ -9,12 +9,14 @@ import redis
 from flask import Request, current_app, request
 from pydantic import ValidationError
 
+from api.auth import tenant
 from api.errors import ApiError, validation_error
+from api.memory import memory_full
 from api.routing import choose_model
 from api.schemas import BatchRequest, InferenceRequest
 from inference import jobs
 from inference.errors import InvalidRequest
-from inference.imaging import decode_base64, probe_image
+from inference.imaging import check_request_pixels, decode_base64, probe_image
 from inference.queues import PRIORITIES
 from inference.registry import ANY_MODEL
 from inference.settings import get_settings
@@ -45,7 +47,7 @@ def parse_single(req: Request) -> InferenceRequest:
 
 
 def json_body(req: Request) -> dict:
-    body = req.get_json(silent=True)
+    body = req.get_json()  # malformed: 400 invalid_json (api/request.py)
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "send a JSON object (Content-Type: application/json) or a multipart form")
     return body
@@ -78,14 +80,19 @@ def validate_item(fields, prefix: str = "") -> InferenceRequest:
     if item.images is not None and len(item.images) > settings.batch_size:
         raise ApiError(413, "batch_too_large", f"{prefix}a request holds at most {settings.batch_size} images (BATCH_SIZE)")
     # Every picture is checked here, so a request the API accepts has no broken image in it.
-    raws = []
+    raws, sizes = [], []
     for n, data in enumerate([item.data] if item.images is None else item.images):
         where = prefix if item.images is None else f"{prefix}images[{n}]: "
         try:
             raws.append(decode_base64(data))
-            probe_image(raws[-1], settings.max_image_pixels)
+            probed = probe_image(raws[-1], settings.max_image_pixels)
         except InvalidRequest as exc:
             raise ApiError(exc.http_status, exc.code, where + exc.message) from None
+        sizes.append((probed["width"], probed["height"]))
+    try:
+        check_request_pixels(sizes)
+    except InvalidRequest as exc:
+        raise ApiError(exc.http_status, exc.code, prefix + exc.message) from None
     item._raw_images = raws  # sent to the worker by reference (jobs.submit)
     return item
 
@@ -111,13 +118,27 @@ def resolve_model(model_type: str) -> str:
 
 def admit(models: list[str]) -> None:
     """Back-pressure for a batch, whole: 429 when its requests would push a model's queues past
-    QUEUE_SIZE. (A single request is admitted in its own submission's round trip.)"""
+    QUEUE_SIZE, or its tenant past MAX_IN_FLIGHT_PER_KEY. (A single request is admitted in its
+    own submission's round trip.)"""
     wanted = Counter(models)
     depths = jobs.queue_depths(redis_client(), list(wanted), PRIORITIES)
     for model, count in wanted.items():
         queued = sum(depths[model].values())
         if queued + count > get_settings().queue_size:
             raise queue_full(model, queued)
+    most = in_flight_limit()
+    if most and jobs.in_flight(redis_client(), tenant()) + len(models) > most:
+        raise too_many_in_flight(jobs.in_flight(redis_client(), tenant()))
+
+
+def in_flight_limit() -> int:
+    return get_settings().max_in_flight_per_key if tenant() else 0
+
+
+def too_many_in_flight(count: int) -> ApiError:
+    settings = get_settings()
+    return ApiError(429, "too_many_in_flight", f"this key has {count} requests queued or running (MAX_IN_FLIGHT_PER_KEY "
+                    f"{settings.max_in_flight_per_key}); retry when some have finished", {"Retry-After": str(settings.retry_after)})
 
 
 def queue_full(model: str, queued: int) -> ApiError:
@@ -129,8 +150,10 @@ def queue_full(model: str, queued: int) -> ApiError:
 def submit_all(items: list[InferenceRequest]) -> list[jobs.Submitted]:
     models = [resolve_model(item.model_type) for item in items]
     settings = get_settings()
+    memory = current_app.extensions["memory"]
     if len(items) > 1:
         admit(models)  # all or nothing
+        memory.admit_batch(sum(len(raw) for item in items for raw in item._raw_images))
     try:
         return [
             jobs.submit(
@@ -143,11 +166,18 @@ def submit_all(items: list[InferenceRequest]) -> list[jobs.Submitted]:
                 request_id=item.request_id,
                 timeout_ms=min(item.timeout_ms, settings.worker_timeout * 1000) if item.timeout_ms else None,
                 queue_limit=settings.queue_size if len(items) == 1 else None,
+                tenant=tenant(),
+                in_flight_limit=in_flight_limit() if len(items) == 1 else 0,
+                memory_limit=memory.limit() if len(items) == 1 else 0,
             )
             for item, model in zip(items, models)
         ]
     except jobs.QueueFull as full:
         raise queue_full(full.model, full.queued) from None
+    except jobs.TooManyInFlight as busy:
+        raise too_many_in_flight(busy.in_flight) from None
+    except jobs.MemoryFull as full:
+        raise memory_full(full.used) from None
 
 
 def submit(item: InferenceRequest) -> jobs.Submitted:
@@ -159,10 +189,15 @@ def submit_and_wait(item: InferenceRequest, wait: float) -> tuple[jobs.Submitted
     task is queued, so its result cannot be published unheard and the status of a request just
     submitted needs no read."""
     item.request_id = item.request_id or jobs.new_request_id()
-    with jobs.ResultListener(redis_client(), item.request_id) as listener:
+    with jobs.ResultListener(redis_client(), scoped(item.request_id)) as listener:
         submitted = submit(item)
         status = listener.wait(wait, known=jobs.queued_status(submitted.job) if submitted.created else None)
     return submitted, status or jobs.queued_status(submitted.job)  # None: its record expired meanwhile
+
+
+def scoped(request_id: str) -> str:
+    """The task id of the caller's request (or batch) id: each API key's ids are its own."""
+    return jobs.scoped_id(tenant(), request_id)
 
 
 def wait_seconds(req: Request = request) -> float:

@@ -9,7 +9,9 @@
     client.cancel(request_id)
 
 `429` and `503` answers (and dropped connections) are retried after Retry-After, with
-exponential backoff and jitter. Services on the same Redis can skip HTTP and call the task
+exponential backoff and jitter. Every submission carries a request id made here (unless the
+caller gives one), so a retry after a connection dropped once the API had accepted the
+request returns that request (`duplicate`) and never queues it twice. Services on the same Redis can skip HTTP and call the task
 with Celery's `send_task` (see the README).
 
 CLI: `python -m inference.client classify PATH [PATH ...] --model resnet18` (files or folders).
@@ -21,6 +23,7 @@ import argparse
 import base64
 import random
 import time
+import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -88,8 +91,9 @@ class InferenceClient:
                request_id: str | None = None, timeout_ms: int | None = None) -> str:
         """One image, or a list of them as one request (its result holds `results`, in order)."""
         pictures = {"images": [self.encode(i) for i in image]} if isinstance(image, list) else {"data": self.encode(image)}
-        body: dict[str, str | int | list[str]] = {**pictures, "model_type": model, "priority": priority}
-        body.update({k: v for k, v in (("top_k", top_k), ("request_id", request_id), ("timeout_ms", timeout_ms)) if v is not None})
+        body: dict[str, str | int | list[str]] = {**pictures, "model_type": model, "priority": priority,
+                                                  "request_id": request_id or uuid.uuid4().hex}
+        body.update({k: v for k, v in (("top_k", top_k), ("timeout_ms", timeout_ms)) if v is not None})
         return self._request("POST", "/v1/inference", json=body)[1]["request_id"]
 
     def status(self, request_id: str, wait: float = 0) -> dict:
@@ -113,7 +117,8 @@ class InferenceClient:
         return status["result"]
 
     def submit_batch(self, images: Iterable[bytes | str | Path], *, model: str = "any", priority: str = "normal") -> dict:
-        body = {"requests": [{"data": self.encode(i), "model_type": model, "priority": priority} for i in images]}
+        body = {"requests": [{"data": self.encode(i), "model_type": model, "priority": priority, "request_id": uuid.uuid4().hex}
+                             for i in images]}
         return self._request("POST", "/v1/batch_inference", json=body)[1]
 
     def batch_status(self, batch_id: str, wait: float = 0) -> dict:

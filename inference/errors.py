@@ -38,6 +38,19 @@ class ImageTooLarge(InvalidRequest):
     http_status = 413
 
 
+class ImageTooComplex(InvalidRequest):
+    """Decoding it would cost far more than its pixels suggest (a JPEG of thousands of scans)."""
+
+    code = "image_too_complex"
+
+
+class TooManyPixels(InvalidRequest):
+    """A request's pictures together are over MAX_REQUEST_PIXELS."""
+
+    code = "too_many_pixels"
+    http_status = 413
+
+
 class ImageMissing(InvalidRequest):
     """An image sent by reference (`image_ref`, `image_refs`) is no longer in Redis."""
 
@@ -60,10 +73,59 @@ class WeightsUnavailable(InferenceError):
     http_status = 503
 
 
+class Timeout(InferenceError):
+    """The request ran past its time limit (WORKER_TIMEOUT) in the worker."""
+
+    code = "timeout"
+    http_status = 504
+
+
+class WorkerCrashed(InferenceError):
+    """The worker process running the request died (a crash, an out-of-memory kill)."""
+
+    code = "worker_crashed"
+    http_status = 502
+
+
+class PoisonMessage(WorkerCrashed):
+    """The request was delivered MAX_DELIVERIES times and its worker died each time: it is not run again."""
+
+    code = "poison_message"
+    http_status = 422
+
+
 class TransientInferenceError(InferenceError):
     code = "transient_error"
     http_status = 503
     permanent = False
+
+
+# Exceptions that are not ours, as a result records them (by class name): the code clients see.
+# Anything else is `internal_error`: a client never sees a Python class name as a code.
+CODE_OF_FOREIGN_ERROR = {
+    "SoftTimeLimitExceeded": Timeout.code,
+    "TimeLimitExceeded": Timeout.code,
+    "TimeoutError": Timeout.code,
+    "WorkerLostError": WorkerCrashed.code,
+    "Terminated": WorkerCrashed.code,
+}
+INTERNAL_ERROR = "internal_error"
+
+
+def code_of(exc: BaseException | str) -> str:
+    """The vocabulary's code for an exception (or an exception's class name)."""
+    if isinstance(exc, InferenceError):
+        return exc.code
+    name = exc if isinstance(exc, str) else type(exc).__name__
+    known = {cls.code for cls in _all_subclasses(InferenceError)}
+    return CODE_OF_FOREIGN_ERROR.get(name) or (name if name in known else INTERNAL_ERROR)
+
+
+def vocabulary() -> dict[str, int]:
+    """Every code a worker's error may carry, with its HTTP status (the README lists them)."""
+    codes = {cls.code: cls.http_status for cls in _all_subclasses(InferenceError)}
+    codes[INTERNAL_ERROR] = 500
+    return codes
 
 
 def _all_subclasses(cls: type[InferenceError]) -> list[type[InferenceError]]:

@@ -45,8 +45,7 @@ def flower_argv() -> list[str]:
         f"--port={settings.flower_port}",
         "--persistent=True",
         f"--db={settings.flower_db}",
-        f"--basic-auth={basic_auth()}",
-    ]
+    ]  # the login goes in FLOWER_BASIC_AUTH (see main): a command line is readable by every user
 
 
 def main() -> None:
@@ -60,6 +59,8 @@ def main() -> None:
                  settings.flower_address, settings.flower_port, user, credentials_file())
     sys.stdout.flush()
     argv = flower_argv()
+    # Flower reads any option from FLOWER_<OPTION>; the environment is readable by this user only.
+    os.environ["FLOWER_BASIC_AUTH"] = basic_auth()
     os.execv(argv[0], argv)
 
 

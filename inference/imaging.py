@@ -7,12 +7,26 @@ import io
 import warnings
 
 import pybase64
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from inference.errors import ImageTooLarge, InvalidBase64, InvalidImage
+from inference.errors import ImageTooComplex, ImageTooLarge, InvalidBase64, InvalidImage, TooManyPixels
 from inference.jpeg_headers import JpegLayout, read_layout
+from inference.settings import get_settings
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")
+JPEG_START, START_OF_SCAN = b"\xff\xd8\xff", b"\xff\xda"
+# The models' transforms resize a picture's shorter side (to 256) and keep the central square
+# of it (224): along the longer side nothing beyond the shorter side's length is ever seen. But
+# the resize comes first, and a 65,500 x 1 picture became 16.8 million x 256 pixels (~13 GB,
+# over a minute) before the crop. A picture more than this many times longer than wide (or the
+# other way round) loses the ends that no crop would keep before it is resized: at most
+# 2,048 x 256 pixels are resized, and a panorama up to 8:1 is resized as it is (a picture
+# cropped here comes out within a source pixel of the uncropped one's alignment).
+MAX_ASPECT_RATIO = 8
+# A PNG's compressed text and colour-profile chunks are inflated as it opens: each is capped at
+# 1 MiB by Pillow, all of them at 64 MiB, which a 50 KB PNG reached (~0.15 s of the API's CPU, the
+# same again in the worker). No classification needs more than a colour profile.
+PngImagePlugin.MAX_TEXT_MEMORY = 4 * 1024 * 1024
 
 
 def decode_base64(data: object) -> bytes:
@@ -31,10 +45,21 @@ def decode_base64(data: object) -> bytes:
     return raw
 
 
+def check_jpeg_scans(raw: bytes) -> None:
+    """A JPEG decodes in one pass per scan: refuse one of more than MAX_JPEG_SCANS. Every scan
+    starts with its marker, which cannot occur inside coded data (0xFF is stuffed there), so
+    counting the marker's bytes never counts fewer scans than there are."""
+    most = get_settings().max_jpeg_scans
+    if raw.startswith(JPEG_START) and raw.count(START_OF_SCAN) > most:
+        raise ImageTooComplex(f"the JPEG has more than {most} scans (MAX_JPEG_SCANS): each is a pass over the whole picture")
+
+
 def open_checked(raw: bytes, max_pixels: int) -> Image.Image:
-    """Open `raw` from its headers only (no pixels decoded): an allowed format within the pixel limit."""
+    """Open `raw` from its headers only (no pixels decoded): an allowed format within the pixel
+    limit, and a JPEG within the scan limit."""
     if not raw:
         raise InvalidImage("the image is empty")
+    check_jpeg_scans(raw)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -66,12 +91,43 @@ def plain_jpeg_layout(raw: bytes, max_pixels: int) -> JpegLayout | None:
 
 
 def probe_image(raw: bytes, max_pixels: int) -> dict:
-    """Cheap check (headers only) that `raw` is an allowed image within the pixel limit."""
+    """Cheap check (headers only) that `raw` is an allowed image within the pixel and scan limits."""
     layout = plain_jpeg_layout(raw, max_pixels)
     if layout is not None:
+        check_jpeg_scans(raw)
         return {"format": "JPEG", "width": layout.width, "height": layout.height, "mode": "RGB" if layout.components == 3 else "L"}
     img = open_checked(raw, max_pixels)
     return {"format": img.format, "width": img.width, "height": img.height, "mode": img.mode}
+
+
+def check_request_pixels(sizes: list[tuple[int, int]]) -> None:
+    """All of one request's pictures (width, height) within MAX_REQUEST_PIXELS together."""
+    most, total = get_settings().max_request_pixels, sum(width * height for width, height in sizes)
+    if total > most:
+        raise TooManyPixels(f"the request's {len(sizes)} pictures hold {total} pixels together; the limit is {most} (MAX_REQUEST_PIXELS)")
+
+
+def extreme_aspect(width: int, height: int) -> bool:
+    return max(width, height) > MAX_ASPECT_RATIO * min(width, height)
+
+
+def visible_part(img: Image.Image) -> Image.Image:
+    """The picture less the ends of its longer side that the models' centre crop never keeps
+    (see MAX_ASPECT_RATIO): what is resized is at most 8 times as long as wide."""
+    width, height = img.size
+    if not extreme_aspect(width, height):
+        return img
+    keep = MAX_ASPECT_RATIO * min(width, height)
+    if width > height:
+        left = (width - keep) // 2
+        return img.crop((left, 0, left + keep, height))
+    top = (height - keep) // 2
+    return img.crop((0, top, width, top + keep))
+
+
+def model_input(raw: bytes, max_pixels: int) -> Image.Image:
+    """What a worker resizes for its model: the decoded picture (`load_rgb`), its visible part."""
+    return visible_part(load_rgb(raw, max_pixels))
 
 
 def load_rgb(raw: bytes, max_pixels: int) -> Image.Image:

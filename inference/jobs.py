@@ -26,13 +26,15 @@ from redis.client import PubSub
 
 from inference import metrics
 from inference.celery_app import app
-from inference.enqueue import enqueue, task_message
+from inference.enqueue import InFlight, enqueue, task_message
+from inference.errors import Timeout, code_of, vocabulary
 from inference.queues import PRIORITIES, queue_name
 from inference.settings import get_settings
 
 log = logging.getLogger(__name__)
 JOB_PREFIX = "inference:job:"
 CLAIM_PREFIX = "inference:claim:"
+STARTS_PREFIX = "inference:starts:"  # how often a request was started (poison messages: see tasks.py)
 BATCH_PREFIX = "inference:batch:"
 IMAGE_PREFIX = "inference:image:"  # pictures stored by reference: <request id>:<submission>:<n> (see submit)
 STARTED, CANCELLED_CLAIM, REDELIVERED = "started", "cancelled", "redelivered"
@@ -55,12 +57,41 @@ STATUS_OF_STATE = {
     EXPIRED: "expired",
 }
 FINAL_STATUSES = {"success", "failed", "cancelled", "expired"}
+FINAL_STATES = {state for state, status in STATUS_OF_STATE.items() if status in FINAL_STATUSES}
 
 
 @dataclass
 class Submitted:
     job: dict
     created: bool  # False: the request id existed already, nothing was sent
+
+    @property
+    def task_id(self) -> str:
+        """The id of its task, result and keys in Redis (the request id, scoped to its tenant)."""
+        return self.job.get("task_id") or self.job["request_id"]
+
+
+TENANT_SEPARATOR = "~"  # not allowed in request ids (api/schemas.py): a scoped id is no client's id
+IN_FLIGHT_PREFIX = "inference:inflight:"  # a tenant's requests in flight (inference/enqueue.py)
+
+
+def scoped_id(tenant: str, request_id: str) -> str:
+    """The task id of a tenant's request id: each API key's ids are its own, so another key
+    can neither read, cancel nor pre-claim them. Without a tenant (no API keys), the id itself."""
+    return f"{tenant}{TENANT_SEPARATOR}{request_id}" if tenant else request_id
+
+
+def tenant_of(task_id: str) -> str:
+    return task_id.split(TENANT_SEPARATOR, 1)[0] if TENANT_SEPARATOR in task_id else ""
+
+
+def in_flight_key(tenant: str) -> str:
+    return IN_FLIGHT_PREFIX + tenant
+
+
+def in_flight(redis: redis_lib.Redis, tenant: str) -> int:
+    """A tenant's requests in flight (queued or running)."""
+    return redis.zcard(in_flight_key(tenant))
 
 
 def job_key(request_id: str) -> str:
@@ -83,13 +114,33 @@ class QueueFull(Exception):
         self.model, self.queued = model, queued
 
 
+class MemoryFull(Exception):
+    """Redis would hold more than the memory limit with this request's pictures: nothing was written."""
+
+    def __init__(self, used: int):
+        super().__init__(f"Redis uses {used} bytes")
+        self.used = used
+
+
+class TooManyInFlight(Exception):
+    """The tenant has `in_flight` requests queued or running, its limit or more: nothing was written."""
+
+    def __init__(self, in_flight: int):
+        super().__init__(f"{in_flight} requests in flight")
+        self.in_flight = in_flight
+
+
 def submit(redis: redis_lib.Redis, *, model: str, priority: str, top_k: int | None = None, request_id: str | None = None,
            timeout_ms: int | None = None, image_b64: str | None = None, image: bytes | None = None,
-           images: list[bytes] | None = None, queue_limit: int | None = None) -> Submitted:
+           images: list[bytes] | None = None, queue_limit: int | None = None, tenant: str = "",
+           in_flight_limit: int = 0, memory_limit: int = 0) -> Submitted:
     """Record and enqueue one request, of one picture (`image`, raw bytes) or several (`images`),
     both by reference, or of one picture in the message (`image_b64`). `timeout_ms` is a
     deadline for it to *start*. With `queue_limit`, raises QueueFull instead when the model's
-    queues hold that many requests already. One Redis round trip (inference/enqueue.py).
+    queues hold that many requests already. A `tenant`'s request ids are its own (`scoped_id`),
+    and its requests in flight are counted: with `in_flight_limit`, TooManyInFlight when it has
+    that many. With `memory_limit`, MemoryFull when Redis would use more bytes than that. One
+    Redis round trip (inference/enqueue.py).
 
     By reference, each picture is stored in Redis as it is (no base64, no JSON) beside the job
     record, and the task carries only the keys; the worker reads them with one MGET and deletes
@@ -98,10 +149,12 @@ def submit(redis: redis_lib.Redis, *, model: str, priority: str, top_k: int | No
     under 1,000 images/s and cost a CPU worker's consumer ~1 ms per request. (Other services
     may still send `image`/`images` in the message.)"""
     request_id = request_id or new_request_id()
+    task_id = scoped_id(tenant, request_id)
     submitted_at = time.time()
     queue = queue_name(model, priority)
     job = {
         "request_id": request_id,
+        **({"task_id": task_id} if tenant else {}),
         "model": model,
         "priority": priority,
         "queue": queue,
@@ -111,19 +164,24 @@ def submit(redis: redis_lib.Redis, *, model: str, priority: str, top_k: int | No
     }
     stored = [image] if image is not None else images or []
     # Keys of this submission alone: a second submission of the id must not touch the first's pictures.
-    refs = [f"{IMAGE_PREFIX}{request_id}:{uuid.uuid4().hex[:12]}:{n}" for n in range(len(stored))]
+    refs = [f"{IMAGE_PREFIX}{task_id}:{uuid.uuid4().hex[:12]}:{n}" for n in range(len(stored))]
     pictures = {"image_ref": refs[0]} if image is not None else {"image_refs": refs} if images is not None else {"image": image_b64}
     kwargs = {**pictures, "model": model, "top_k": top_k, "request_id": request_id, "priority": priority,
               "submitted_at": submitted_at, "deadline": job["deadline"]}
-    outcome = enqueue(redis, job_key=job_key(request_id), job=json.dumps(job), queue=queue,
-                      message=task_message(request_id, kwargs, queue), expires=get_settings().result_expires,
+    outcome = enqueue(redis, job_key=job_key(task_id), job=json.dumps(job), queue=queue,
+                      message=task_message(task_id, kwargs, queue), expires=get_settings().result_expires,
                       pictures=dict(zip(refs, stored)), counted_queues=[queue_name(model, p) for p in PRIORITIES],
-                      limit=queue_limit)
+                      limit=queue_limit, in_flight=InFlight(in_flight_key(tenant), in_flight_limit, task_id) if tenant else None,
+                      memory_limit=memory_limit)
     if outcome.status == "full":
         raise QueueFull(model, outcome.depth)
+    if outcome.status == "busy":
+        raise TooManyInFlight(outcome.depth)
+    if outcome.status == "memory":
+        raise MemoryFull(outcome.depth)
     if outcome.status == "exists":
         return Submitted(json.loads(outcome.existing) if outcome.existing else job, created=False)
-    log.info("request %s queued on %s", request_id, queue, extra={"request_id": request_id})
+    log.info("request %s queued on %s", task_id, queue, extra={"request_id": task_id})
     return Submitted(job, created=True)
 
 
@@ -132,19 +190,40 @@ def is_stored_image(ref: object) -> bool:
     return isinstance(ref, str) and ref.startswith(IMAGE_PREFIX)
 
 
-def claim_and_read(redis: redis_lib.Redis, request_id: str, keys: list[str]) -> tuple[str, list]:
-    """Called by the worker before running: STARTED (first run), REDELIVERED (run before) or
-    CANCELLED_CLAIM (cancelled first: do not run); with the values of `keys` (the request's
-    stored pictures) read in the same round trip, for nothing only when it was cancelled."""
+def named_pictures(image_ref: object, image_refs: object) -> list:
+    """The Redis keys a task names (`image_ref` or `image_refs`), whatever shape a message gave them."""
+    return ([image_ref] if image_ref is not None else []) + (image_refs if isinstance(image_refs, list) else [])
+
+
+def temporary_keys(request_id: str, kwargs: object) -> list[str]:
+    """The keys a request's final outcome deletes: its count of starts, and those among the
+    pictures its task names that submit wrote (whatever a message names)."""
+    named = named_pictures(kwargs.get("image_ref"), kwargs.get("image_refs")) if isinstance(kwargs, dict) else []
+    return [STARTS_PREFIX + request_id, *(ref for ref in named if is_stored_image(ref))]
+
+
+@dataclass
+class Claim:
+    outcome: str  # STARTED (first run), REDELIVERED (run before) or CANCELLED_CLAIM (cancelled first: do not run)
+    pictures: list  # the values of the keys asked for (the request's stored pictures)
+    starts: int  # how often the request has been started, this time included (retries and redeliveries)
+
+
+def claim_and_read(redis: redis_lib.Redis, request_id: str, keys: list[str]) -> Claim:
+    """Called by the worker before running, in one round trip: claims the request, counts this
+    start, and reads the `keys` (the request's stored pictures)."""
+    expires = get_settings().result_expires
     pipe = redis.pipeline(transaction=False)
-    pipe.set(claim_key(request_id), STARTED, nx=True, ex=get_settings().result_expires)
+    pipe.set(claim_key(request_id), STARTED, nx=True, ex=expires)
+    pipe.incr(STARTS_PREFIX + request_id)
+    pipe.expire(STARTS_PREFIX + request_id, expires)
     if keys:
         pipe.mget(keys)
-    claimed, *read = pipe.execute()
+    claimed, starts, _, *read = pipe.execute()
     values = read[0] if keys else []
     if claimed:
-        return STARTED, values
-    return (CANCELLED_CLAIM if _claimed_as_cancelled(redis, request_id) else REDELIVERED), values
+        return Claim(STARTED, values, starts)
+    return Claim(CANCELLED_CLAIM if _claimed_as_cancelled(redis, request_id) else REDELIVERED, values, starts)
 
 
 def cancel(redis: redis_lib.Redis, request_id: str) -> str | None:
@@ -174,8 +253,13 @@ def load_batch(redis: redis_lib.Redis, batch_id: str) -> list[str] | None:
 
 
 def _error_of(exc) -> dict:
-    code = getattr(exc, "code", None) or type(exc).__name__
+    """The error a failed request reports: a code from the vocabulary (inference/errors.py), never
+    a Python class name (a time limit is `timeout`, whatever Celery raised)."""
+    code = getattr(exc, "code", None)
+    code = code if isinstance(code, str) and code in vocabulary() else code_of(type(exc).__name__)
     message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    if code == Timeout.code and not isinstance(exc, Timeout):
+        message = f"the request ran past the worker's time limit (WORKER_TIMEOUT {get_settings().worker_timeout} s)"
     return {"code": code, "message": message}
 
 

@@ -47,12 +47,9 @@ def record_outcome(pipe, model: str, priority: str | None, outcome: str) -> None
     pipe.hincrby(REQUESTS_KEY, f"{model}|{priority or 'normal'}|{outcome}", 1)
 
 
-def record_success(redis: redis_lib.Redis, result: dict, batch_size: int = 1, delete: list[str] | None = None) -> None:
-    """`delete`: keys to drop in the same round trip (the request's stored pictures)."""
+def record_success(redis: redis_lib.Redis, result: dict, batch_size: int = 1) -> None:
     model = result["model"]
     pipe = redis.pipeline(transaction=False)
-    if delete:
-        pipe.delete(*delete)
     record_outcome(pipe, model, result.get("priority"), "success")
     pipe.hincrby(IMAGES_KEY, model, result["images"] - result["failed_images"] if "results" in result else 1)
     if result.get("queue_time") is not None:

@@ -17,6 +17,7 @@ from PIL import Image
 from torchvision.models import get_model, get_weight
 
 from inference.errors import WeightsUnavailable
+from inference.imaging import visible_part
 from inference.registry import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,8 @@ class LoadedModel:
     memory_format: torch.memory_format = torch.contiguous_format
 
     def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
-        return self.batch_of([self.transforms(img) for img in images])
+        """Decoded pictures as a batch, as a worker prepares them (`imaging.visible_part` first)."""
+        return self.batch_of([self.transforms(visible_part(img)) for img in images])
 
     def batch_of(self, tensors: list[torch.Tensor]) -> torch.Tensor:
         """Preprocessed pictures as one batch, on the model's device, dtype and memory format."""

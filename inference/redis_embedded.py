@@ -2,8 +2,9 @@
 
 `python -m inference.redis_embedded` stays in the foreground either way (honcho stops every
 process when one exits). The embedded server keeps an append-only file (`appendonly yes`,
-`appendfsync everysec`) under REDIS_DATA_DIR, so accepted requests survive a restart, and never
-evicts keys (`maxmemory-policy noeviction`) since a queue must not lose messages.
+`appendfsync everysec`) under REDIS_DATA_DIR, so accepted requests survive a restart, holds at
+most REDIS_MAXMEMORY, and never evicts keys (`maxmemory-policy noeviction`) since a queue must
+not lose messages (the API stops admitting pictures before it is full: api/memory.py).
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import redis
 
-from inference.settings import get_settings
+from inference.settings import Settings, get_settings
 
 log = logging.getLogger("redis_embedded")
 
@@ -43,10 +44,19 @@ def server_command(url: str, data_dir: str | os.PathLike, also_bind: tuple[str, 
         "--appendonly", "yes",
         "--appendfsync", "everysec",
         "--save", "",
+        # Read afresh, not cached: the tests start their server before they set REDIS_URL.
+        "--maxmemory", Settings().redis_maxmemory,
         "--maxmemory-policy", "noeviction",
     ]
     if parsed.password:
-        cmd += ["--requirepass", parsed.password]
+        # In a file only this user reads, named first (a config file must be): a command line,
+        # `--requirepass` included, is readable by every user in /proc/<pid>/cmdline.
+        secrets_conf = Path(data_dir, "auth.conf")
+        fd = os.open(secrets_conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            password = unquote(parsed.password).replace("\\", "\\\\").replace('"', '\\"')  # as redis-py reads the URL
+            fh.write(f'requirepass "{password}"\n')
+        cmd.insert(1, str(secrets_conf.resolve()))
     return cmd
 
 
@@ -64,8 +74,7 @@ def main() -> None:
         return
     data_dir = get_settings().redis_data_dir
     cmd = server_command(url, data_dir)
-    shown = " ".join("***" if previous == "--requirepass" else arg for previous, arg in zip(["", *cmd], cmd))
-    log.info("no Redis at %s:%s; starting embedded Valkey: %s", urlparse(url).hostname, urlparse(url).port, shown)
+    log.info("no Redis at %s:%s; starting embedded Valkey: %s", urlparse(url).hostname, urlparse(url).port, " ".join(cmd))
     sys.stdout.flush()
     os.execv(cmd[0], cmd)
 

@@ -1,21 +1,37 @@
-"""Celery's Redis result backend, storing a result in one round trip instead of two.
+"""Celery's Redis result backend, storing a result in one round trip instead of two, and
+dropping what a request kept in Redis with its final state.
 
 Before each write Celery reads the stored record, so that a late duplicate run (a task
 redelivered after its worker was lost) never overwrites a SUCCESS: a GET, then SET + PUBLISH.
 This backend makes the same check inside Redis, in the script that writes and publishes. The
 records are Celery's own, so any Celery client with a plain `redis://` backend reads them.
+
+Every final outcome of a request is written here, whoever writes it: success, a failure in the
+task (a bad picture, a time limit, retries exhausted), the hard time limit (written by the
+worker's main process after it killed the pool process), a revoked request, an expired or
+cancelled one, one refused as a poison message. So the same script deletes the request's
+temporary keys (`jobs.temporary_keys`: the pictures `jobs.submit` stored, the count of starts)
+and takes it out of its tenant's requests in flight: nothing stays behind, whichever way a
+request ends, and it costs no round trip of its own.
 """
 
 from __future__ import annotations
 
 from functools import cached_property
 
+from celery import states
 from celery.backends.redis import RedisBackend
 from celery.exceptions import BackendStoreError
 from kombu.utils.encoding import bytes_to_str
 
-# KEYS[1]: the result key; ARGV[1]: the encoded record; ARGV[2]: seconds to keep it (0: for ever).
+from inference.jobs import FINAL_STATES, in_flight_key, temporary_keys, tenant_of
+
+# KEYS[1]: the result key; with a final state also KEYS[2]: its tenant's requests in flight,
+# KEYS[3...]: its temporary keys, to delete. ARGV[1]: the encoded record; ARGV[2]: seconds to
+# keep it (0: for ever); ARGV[3]: the task id.
 STORE_UNLESS_SUCCEEDED = """
+if #KEYS > 1 then redis.call('ZREM', KEYS[2], ARGV[3]) end
+if #KEYS > 2 then redis.call('DEL', unpack(KEYS, 3)) end
 local current = redis.call('GET', KEYS[1])
 if current then
   local ok, meta = pcall(cjson.decode, current)
@@ -38,8 +54,14 @@ class OneTripRedisBackend(RedisBackend):
         # Celery's own, less its read of the stored record: `_set` checks it inside Redis.
         meta = self._get_result_meta(result=result, state=state, traceback=traceback, request=request)
         meta["task_id"] = bytes_to_str(task_id)
+        value = self.encode(meta)
+        if isinstance(value, str) and len(value) > self._MAX_STR_VALUE_SIZE:  # what RedisBackend.set checks
+            raise BackendStoreError("value too large for Redis backend", state=state, task_id=task_id)
+        task_id = meta["task_id"]
+        ended = [in_flight_key(tenant_of(task_id)), *temporary_keys(task_id, getattr(request, "kwargs", None))] \
+            if state in FINAL_STATES else []
         try:
-            self._set_with_state(self.get_key_for_task(task_id), self.encode(meta), state)
+            self.ensure(self._set, (self.get_key_for_task(task_id), value, task_id, ended))
         except BackendStoreError as ex:
             raise BackendStoreError(str(ex), state=state, task_id=task_id) from ex
         return result
@@ -48,7 +70,10 @@ class OneTripRedisBackend(RedisBackend):
     def _store_script(self):
         return self.client.register_script(STORE_UNLESS_SUCCEEDED)  # redis-py reloads it after a Redis restart
 
-    def _set(self, key, value) -> None:
-        """What RedisBackend.set runs (after its size check, under its retries): SET with the
-        expiry and PUBLISH, unless the key holds a SUCCESS."""
-        self._store_script(keys=[key], args=[value, int(self.expires or 0)])
+    def _set(self, key, value, task_id: str = "", ended: list[str] | tuple = ()) -> None:
+        """SET with the expiry and PUBLISH, unless the key holds a SUCCESS; for a request that
+        `ended`, out of its tenant's in-flight set, its temporary keys deleted."""
+        self._store_script(keys=[key, *ended], args=[value, int(self.expires or 0), task_id])
+
+
+assert states.SUCCESS in FINAL_STATES and states.RETRY not in FINAL_STATES

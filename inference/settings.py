@@ -19,6 +19,8 @@ class Settings(BaseSettings):
 
     # Broker and results
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis used as Celery broker and result backend (a password goes in the URL: redis://:pw@host:6379/0).")
+    redis_maxmemory: str = Field("1gb", description="`maxmemory` of the embedded Valkey (`make run`, the tests) and of Compose's Redis, with `noeviction`: a full Redis refuses writes rather than drop queued work. `0`: no bound.")
+    redis_memory_high_water: float = Field(0.8, gt=0, le=1, description="Share of Redis's `maxmemory` above which the API admits no new pictures (503 `memory_full` with Retry-After); the rest is room for the results of what was accepted. Not applied to a Redis without `maxmemory`.")
     redis_data_dir: str = Field("var/redis", description="Data directory (append-only file) of the embedded Valkey that `make run` starts when REDIS_URL does not answer.")
     result_expires: int = Field(86400, gt=0, description="Seconds a result (and the request's job record) is kept in Redis.")
     visibility_timeout: int = Field(20, description="Seconds before an unacknowledged task (its worker died) is delivered again; must exceed WORKER_TIMEOUT + RETRY_BACKOFF_MAX.")
@@ -48,11 +50,12 @@ class Settings(BaseSettings):
     worker_timeout: int = Field(10, description="Hard time limit of one inference task in seconds (the soft limit is 1 s less); also caps `timeout_ms`. Keep it well above 5: the pool may take up to 5 s to notice a killed child, and a limit that fires first fails the request instead of requeueing it.")
     worker_proc_alive_timeout: float = Field(120.0, description="Seconds a worker process may spend loading and warming up its model before Celery kills it (Celery's default of 4 s is too short).")
     max_retries: int = Field(3, description="Retries of a task that failed for a transient reason.")
+    max_deliveries: int = Field(3, ge=1, description="Runs of one request whose worker process died each time (a crash, an out-of-memory kill) before the request fails with `poison_message` instead of running again.")
     retry_delay: int = Field(1, description="First retry countdown in seconds; doubles each retry (exponential backoff with jitter).")
     retry_backoff_max: int = Field(5, description="Cap of the retry countdown in seconds.")
 
     # Chaos (off unless set): for resilience tests and demos
-    chaos_enabled: bool = Field(False, description="Allow `POST /simulate/crash` in the API (404 otherwise).")
+    chaos_enabled: bool = Field(False, description="Allow `POST /simulate/crash` in the API (404 otherwise; with API_KEYS, a key is needed too), and the `simulate_crash` control command on a worker (ignored otherwise).")
     chaos_failure_rate: float = Field(0.0, ge=0.0, le=1.0, description="Share of tasks a worker fails with a transient (retried) error.")
     chaos_latency_ms: int = Field(0, ge=0, description="Latency a worker adds to every task, in ms.")
     chaos_crash_after: int = Field(0, ge=0, description="A worker process kills itself (SIGKILL) during its Nth task; 0 = never.")
@@ -74,12 +77,16 @@ class Settings(BaseSettings):
     sync_timeout: float = Field(30.0, description="Seconds the synchronous `POST /inference` and `POST /batch_inference` wait for results.")
     max_content_length: int = Field(10 * 1024 * 1024, description="Largest request body in bytes (413 above).")
     max_image_pixels: int = Field(40_000_000, description="Largest decoded image in pixels (width x height); bigger images are rejected as decompression bombs.")
+    max_request_pixels: int = Field(80_000_000, description="Most pixels all the pictures of one request may hold together (a request of `images`): bounds the decoding one task costs its worker (~1.2 s per 40 million pixels on the 2-core machine). Over it, 413 `too_many_pixels`.")
+    max_jpeg_scans: int = Field(32, ge=1, description="Most scans a JPEG may have (a progressive one has ~10): each scan is a decoding pass over the whole picture, and a 270 KB JPEG of 1,000 scans took 38 s to decode. Over it, 400 `image_too_complex`.")
     batch_size: int = Field(32, description="Most items one submission may carry: requests in a batch request, or images in one request (`images`).")
     worker_cache_seconds: float = Field(2.0, description="Seconds the API caches its view of live workers.")
 
     # Security
-    api_keys: str = Field("", description="Comma-separated API keys; when set, every endpoint except /health/live requires one (Bearer or X-API-Key).")
-    rate_limit_per_minute: int = Field(0, ge=0, description="Requests per minute allowed to each API key (counted in Redis, shared by all API processes); 0 = no limit.")
+    api_keys: str = Field("", description="Comma-separated API keys; when set, every endpoint except /health/live requires one (Bearer or X-API-Key). Each key is a tenant: its request and batch ids are its own.")
+    rate_limit_per_minute: int = Field(0, ge=0, description="Requests per minute allowed to each API key, or without API_KEYS to each client address (counted in Redis, shared by all API processes); 0 = no limit.")
+    max_in_flight_per_key: int = Field(200, ge=0, description="Requests one API key may have queued or running at once (with API_KEYS), so that one tenant cannot fill a model's queue for everyone; over it, 429 `too_many_in_flight` with Retry-After. 0 = no limit.")
+    auth_failures_per_minute: int = Field(20, ge=0, description="Failed authentications a client address may make in a minute (with API_KEYS); over it, every request from that address gets 429 `too_many_auth_failures` until the minute ends. 0 = no limit.")
 
     # Operations
     log_level: str = Field("INFO", description="Log level of API and workers. At INFO and DEBUG the API also writes an access log line per HTTP request.")

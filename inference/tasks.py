@@ -38,8 +38,8 @@ from redis.retry import Retry
 from inference import chaos, jobs, metrics
 from inference.batching import BatchOutcome
 from inference.celery_app import app
-from inference.errors import ImageMissing, InvalidRequest, TransientInferenceError, WrongWorker
-from inference.imaging import decode_base64
+from inference.errors import ImageMissing, InvalidRequest, PoisonMessage, TransientInferenceError, WrongWorker
+from inference.imaging import check_request_pixels, decode_base64, probe_image
 from inference.queues import TASK_NAME
 from inference.settings import get_settings
 
@@ -73,11 +73,7 @@ def record_metrics(write, *args) -> None:
 def count_success(sender=None, result=None, **_):
     # After the result is stored and published: the client need not wait for the metrics.
     if getattr(sender, "name", None) == TASK_NAME and isinstance(result, dict):
-        kwargs = sender.request.kwargs or {}
-        # The stored pictures go only now that the result is stored (a run cut short before
-        # would need them again), in the metrics' round trip.
-        pictures = own_pictures(kwargs.get("image_ref"), kwargs.get("image_refs"))
-        record_metrics(metrics.record_success, result, result.get("batch_size", 1), pictures)
+        record_metrics(metrics.record_success, result, result.get("batch_size", 1))
 
 
 @task_retry.connect
@@ -105,18 +101,25 @@ def skip_unless_runnable(task, request_id: str, deadline: float | None, model: s
         record_metrics(metrics.record, model, priority, "expired")
         log.info("request %s expired before it started; dropped", request_id)
         raise Ignore()
-    claim, stored = jobs.claim_and_read(redis_client(), request_id, pictures)
-    if claim == jobs.CANCELLED_CLAIM:
+    claim = jobs.claim_and_read(redis_client(), request_id, pictures)
+    if claim.outcome == jobs.CANCELLED_CLAIM:
         task.update_state(state=jobs.CANCELLED, meta={"reason": "cancelled by the client"})  # counted by DELETE
         log.info("request %s was cancelled; dropped", request_id)
         raise Ignore()
-    if claim == jobs.REDELIVERED and not task.request.retries:
+    # Starts that did not end in a retry: its worker process died running it each time (a
+    # crash, an out-of-memory kill). A message that kills every process it reaches would
+    # otherwise come back for ever and take the model's workers down with it.
+    crashed_runs = claim.starts - 1 - task.request.retries
+    if crashed_runs >= get_settings().max_deliveries:
+        log.error("request %s: its worker died in each of its %d runs; failed as a poison message", request_id, crashed_runs)
+        raise PoisonMessage(f"the request's worker died each of the {crashed_runs} times it ran (MAX_DELIVERIES); it is not run again")
+    if claim.outcome == jobs.REDELIVERED and not task.request.retries:
         # Its worker died mid-run (or before acking): running again is harmless, but counted.
         record_metrics(lambda r: r.incr(jobs.DUPLICATES_KEY))
         log.warning("request %s delivered again (redelivered=%s); running it again",
                     request_id, (task.request.delivery_info or {}).get("redelivered"))
     return [raw if raw is not None else ImageMissing(f"{ref} is no longer stored (expired, or its request already ran)")
-            for ref, raw in zip(pictures, stored)]
+            for ref, raw in zip(pictures, claim.pictures)]
 
 
 def build_result(*, info, request_id, worker_id, submitted_at, started_at, finished_at,
@@ -169,7 +172,7 @@ def classify(self, image: str | None = None, model: str | None = None, top_k: in
         if not isinstance(top_k, int) or not 1 <= top_k <= settings.max_top_k:
             raise InvalidRequest(f"top_k must be an integer between 1 and {settings.max_top_k}")
         check_pictures(image, images, image_refs, image_ref, settings.batch_size)
-        fetched = skip_unless_runnable(self, self.request.id, deadline, model, priority, stored_pictures(image_ref, image_refs))
+        fetched = skip_unless_runnable(self, self.request.id, deadline, model, priority, jobs.named_pictures(image_ref, image_refs))
         started_at = time.time()
         # Several images: a broken (or missing) one fails alone; one image: it fails the request.
         if image_refs is not None or image_ref is not None:
@@ -180,12 +183,11 @@ def classify(self, image: str | None = None, model: str | None = None, top_k: in
                 raise encoded[0]
         else:
             encoded = [decode_base64(image)] if images is None else [_or_error(decode_base64, p) for p in images]
+        check_request_pixels(picture_sizes(encoded))
         chaos.before_inference()
-    except BaseException as exc:
+    except BaseException:
         gatherer.forget(count)
-        if not isinstance(exc, TransientInferenceError):
-            forget_images(own_pictures(image_ref, image_refs))  # it will not run again: expired, cancelled or refused
-        raise
+        raise  # its pictures go with its final state (inference/result_backend.py)
     # The batcher decodes each picture (a corrupt one fails alone) and classifies it.
     if several is None:
         outcomes: list = [gatherer.run((encoded[0], top_k), timeout=settings.worker_timeout, expected=True)]
@@ -228,32 +230,25 @@ def check_pictures(image, images, image_refs, image_ref, most: int) -> None:
                              "`image_ref` or `image_refs` (Redis keys)")
     if (images is not None or image_refs is not None) and (not isinstance(given[0], list) or not 1 <= len(given[0]) <= most):
         raise InvalidRequest(f"`images` and `image_refs` must be lists of 1 to {most} pictures (BATCH_SIZE)")
-    if not all(map(jobs.is_stored_image, stored_pictures(image_ref, image_refs))):
+    if not all(map(jobs.is_stored_image, jobs.named_pictures(image_ref, image_refs))):
         raise InvalidRequest(f"`image_ref` and `image_refs` must be keys that jobs.submit wrote (starting with {jobs.IMAGE_PREFIX})")
-
-
-def stored_pictures(image_ref, image_refs) -> list:
-    """The Redis keys a task names (`image_ref` or `image_refs`), whatever shape a message gave them."""
-    return ([image_ref] if image_ref is not None else []) + (image_refs if isinstance(image_refs, list) else [])
-
-
-def own_pictures(image_ref, image_refs) -> list[str]:
-    """The keys a task may delete: those among its pictures that jobs.submit wrote, whatever a
-    message names."""
-    return [ref for ref in stored_pictures(image_ref, image_refs) if jobs.is_stored_image(ref)]
-
-
-def forget_images(refs: list[str]) -> None:
-    """The stored pictures are not needed again (they would expire with the job anyway)."""
-    try:
-        if refs:
-            redis_client().delete(*refs)
-    except redis_lib.RedisError as exc:
-        log.warning("could not delete the stored pictures (they expire with the job): %s", exc)
 
 
 def already_succeeded(task) -> bool:
     return task.backend.get_task_meta(task.request.id).get("status") == states.SUCCESS
+
+
+def picture_sizes(encoded: list) -> list[tuple[int, int]]:
+    """(width, height) of each picture whose headers read (the others fail alone later)."""
+    sizes = []
+    for raw in encoded:
+        if isinstance(raw, bytes):
+            try:
+                probed = probe_image(raw, get_settings().max_image_pixels)
+            except InvalidRequest:
+                continue
+            sizes.append((probed["width"], probed["height"]))
+    return sizes
 
 
 def _or_error(fn, arg):

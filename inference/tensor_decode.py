@@ -19,7 +19,7 @@ import torch
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from inference.errors import InvalidRequest
-from inference.imaging import open_checked, plain_jpeg_layout
+from inference.imaging import check_jpeg_scans, extreme_aspect, open_checked, plain_jpeg_layout
 from inference.jpeg_headers import ORIENTATION_TAG
 from inference.settings import get_settings
 
@@ -31,12 +31,23 @@ def used_for(device: str) -> bool:
 
 
 def suits_tensor_decoding(raw: bytes, max_pixels: int) -> bool:
-    """A plain JPEG (the headers say so) that decodes the same here as with PIL. The common case
-    is read from the markers directly (inference/jpeg_headers.py), anything else by PIL."""
+    """A plain JPEG (the headers say so) that decodes the same here as with PIL, and that needs no
+    cropping before it is resized (the PIL path crops an extreme aspect ratio: `visible_part`).
+    The common case is read from the markers directly (inference/jpeg_headers.py), anything
+    else by PIL."""
     layout = plain_jpeg_layout(raw, max_pixels)
     if layout is not None:
-        return layout.orientation == 1  # PIL turns a rotated photo upright
+        # PIL turns a rotated photo upright; the scan limit is the PIL path's to report.
+        return layout.orientation == 1 and not extreme_aspect(layout.width, layout.height) and within_scan_limit(raw)
     return suits_by_pil(raw, max_pixels)
+
+
+def within_scan_limit(raw: bytes) -> bool:
+    try:
+        check_jpeg_scans(raw)
+        return True
+    except InvalidRequest:
+        return False
 
 
 def suits_by_pil(raw: bytes, max_pixels: int) -> bool:
@@ -44,7 +55,8 @@ def suits_by_pil(raw: bytes, max_pixels: int) -> bool:
         img = open_checked(raw, max_pixels)
     except InvalidRequest:
         return False  # the PIL path reports why
-    return img.format == "JPEG" and img.mode in ("RGB", "L") and img.getexif().get(ORIENTATION_TAG, 1) == 1
+    return (img.format == "JPEG" and img.mode in ("RGB", "L") and img.getexif().get(ORIENTATION_TAG, 1) == 1
+            and not extreme_aspect(*img.size))
 
 
 @torch.inference_mode()  # views without autograd's bookkeeping: the split took ~40 % less

@@ -29,7 +29,7 @@ from inference import logging_setup  # noqa: F401  (log format signals)
 from inference.batching import MicroBatcher
 from inference.celery_app import app
 from inference.errors import InvalidRequest
-from inference.imaging import load_rgb
+from inference.imaging import model_input
 from inference.queues import PRIORITIES, queue_name
 from inference.registry import get_spec
 from inference.settings import cpu_count, get_settings
@@ -225,7 +225,7 @@ def decode_and_classify(items: list[tuple[bytes, int]]) -> list:
 
     def prepare(raw: bytes):
         try:
-            return loaded.transforms(load_rgb(raw, max_pixels))
+            return loaded.transforms(model_input(raw, max_pixels))
         except InvalidRequest as exc:
             return exc
 
@@ -296,11 +296,17 @@ def model_info(state):
 
 @control_command(args=[("delay", float)], signature="[delay=0.2]")
 def simulate_crash(state, delay=0.2):
-    """Chaos: SIGKILL this whole worker (pool processes, then the main process) after replying.
+    """Chaos: SIGKILL this whole worker (pool processes, then the main process) after replying,
+    if CHAOS_ENABLED is set on the worker: anyone who can write to Redis can send a control
+    command, and no such command may take a worker down that was not started for chaos.
 
     `celery -A inference control simulate_crash --destination resnet18@host`
     """
     from inference.chaos import crash_worker
+
+    if not get_settings().chaos_enabled:
+        log.warning("chaos: simulate_crash received and ignored (CHAOS_ENABLED is off on this worker)")
+        return {"error": "chaos is disabled on this worker (CHAOS_ENABLED=false)"}
 
     pool = state.consumer.pool
     pids = list(pool.info.get("processes", [])) if pool is not None else []

@@ -52,6 +52,54 @@ def test_environment_variables_are_known(compose):
             assert variable in known, f"{name} sets {variable}, which nothing reads"
 
 
-def test_redis_keeps_an_append_only_file(compose):
-    command = compose["services"]["redis"]["command"]
+def test_redis_keeps_an_append_only_file_and_a_memory_bound(compose):
+    command = " ".join(compose["services"]["redis"]["command"])
     assert "--appendonly yes" in command and "--appendfsync everysec" in command and "noeviction" in command
+    assert "--maxmemory" in command and compose["services"]["redis"]["environment"]["REDIS_MAXMEMORY"]
+
+
+# Compose's interpolation (compose-spec, "Interpolation"): $$ escapes, ${VAR}, ${VAR:-default},
+# ${VAR-default}, ${VAR:?error} and ${VAR?error}.
+VARIABLE = re.compile(r"\$\$|\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
+
+
+class Refused(Exception):
+    pass
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    def one(match: re.Match) -> str:
+        name, operator, argument = match.groups()
+        if name is None:
+            return "$"
+        value = env.get(name)
+        missing = value is None or (operator is not None and operator.startswith(":") and value == "")
+        if operator and operator.endswith("?") and missing:
+            raise Refused(f"{name}: {argument}")
+        if operator and operator.endswith("-") and missing:
+            return argument
+        return value or ""
+
+    return VARIABLE.sub(one, text)
+
+
+def test_refuses_to_start_without_secrets_unless_told_to_run_open():
+    text = (repo_root() / "docker-compose.yml").read_text()
+    assert "change-me" not in text
+    for missing in ("REDIS_PASSWORD", "API_KEYS"):
+        env = {"REDIS_PASSWORD": "pw", "API_KEYS": "k1", }
+        del env[missing]
+        with pytest.raises(Refused, match=missing):
+            interpolate(text, env)
+    # Set, even empty, is an explicit choice: an empty one runs that part open.
+    config = yaml.safe_load(interpolate(text, {"REDIS_PASSWORD": "", "API_KEYS": ""}))
+    assert config["services"]["api"]["environment"]["API_KEYS"] in ("", None)
+    config = yaml.safe_load(interpolate(text, {"REDIS_PASSWORD": "s3cret-pw", "API_KEYS": "k1,k2"}))
+    assert config["services"]["api"]["environment"]["API_KEYS"] == "k1,k2"
+    assert config["services"]["api"]["environment"]["REDIS_URL"] == "redis://:s3cret-pw@redis:6379/0"
+    # No secret on any command line (readable in /proc by anyone): the password reaches Redis
+    # through its environment and a config file the container writes.
+    for name, service in config["services"].items():
+        assert "s3cret-pw" not in json.dumps([service.get("command"), service.get("healthcheck")]), name
+    assert config["services"]["redis"]["environment"]["REDIS_PASSWORD"] == "s3cret-pw"
+    assert "$REDIS_PASSWORD" in " ".join(config["services"]["redis"]["command"])

@@ -180,12 +180,12 @@ def test_a_claimed_request_reads_as_running(redis_client):
 
     request_id = queued_job(redis_client)
     assert jobs.job_status(redis_client, request_id)["status"] == "queued"
-    assert jobs.claim_and_read(redis_client, request_id, [])[0] == jobs.STARTED
+    assert jobs.claim_and_read(redis_client, request_id, []).outcome == jobs.STARTED
     assert jobs.job_status(redis_client, request_id)["status"] == "running"
     # A second delivery reads the pictures in the same round trip; a missing one reads as None.
     picture = f"{jobs.IMAGE_PREFIX}{request_id}:test:0"
     redis_client.set(picture, b"picture", ex=60)
-    assert jobs.claim_and_read(redis_client, request_id, [picture, picture[:-1] + "1"]) == (jobs.REDELIVERED, [b"picture", None])
+    assert jobs.claim_and_read(redis_client, request_id, [picture, picture[:-1] + "1"]) == jobs.Claim(jobs.REDELIVERED, [b"picture", None], 2)
     assert jobs.cancel(redis_client, request_id) == "started"  # too late to cancel
 
 
