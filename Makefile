@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run start stop logs test test-fast lint type-check resilience benchmark benchmark-gpu load-test stress-test demo quick-demo weights health monitor config-table clean
+.PHONY: setup run start stop logs test test-fast lint type-check resilience benchmark benchmark-gpu load-test stress-test attack-report demo quick-demo weights health monitor config-table clean
 
 setup: $(STAMP)
 
@@ -60,6 +60,10 @@ load-test: setup  ## 200 requests, 16 at a time, against the running system (`ma
 stress-test: setup  ## 1000 requests in bursts of 100 every 0.5 s, 64 at a time
 	mkdir -p reports
 	$(BIN)/python tests/load_test.py --url http://$${API_HOST:-127.0.0.1}:$${API_PORT:-8000} --requests 1000 --concurrent 64 --burst-mode --burst-size 100 --burst-interval 0.5 --report reports/stress-test.html
+
+attack-report: setup  ## hostile requests against the running system: each one's answer, the next ordinary request's time, worker and Redis memory
+	mkdir -p reports
+	$(BIN)/python tests/attack_report.py --url http://$${API_HOST:-127.0.0.1}:$${API_PORT:-8000} --json reports/attack-report.json
 
 demo: setup  ## a guided tour of the running system (interactive)
 	$(BIN)/python demo.py

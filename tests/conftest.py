@@ -110,6 +110,19 @@ def wait_for_pictures_deleted(redis_client, request_id: str) -> None:
     wait_until(lambda: not redis_client.keys(f"inference:image:{request_id}:*"), 10, what=f"the pictures of {request_id} deleted")
 
 
+def queued_job(redis_client) -> str:
+    """A job record with no task behind it: it stays queued."""
+    import json
+    import time
+
+    from inference import jobs  # not at import: `inference` reads REDIS_URL (see above)
+
+    request_id = jobs.new_request_id()
+    job = {"request_id": request_id, "model": "resnet18", "priority": "normal", "submitted_at": time.time()}
+    redis_client.set(jobs.job_key(request_id), json.dumps(job), ex=60)
+    return request_id
+
+
 def image_bytes(name: str) -> bytes:
     return (TESTDATA / name).read_bytes()
 

@@ -105,3 +105,51 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 def test_no_request_makes_a_server_error(case):
     response = case.call(timeout=60)
     assert response.status_code < 500, f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:500]}"
+
+
+@st.composite
+def extreme_pictures(draw) -> bytes:
+    """Pictures of any size the formats allow, most of them far from square: a side of 1 to
+    65,500 (WEBP 16,383), within twice the API's pixel limit (so some are over it)."""
+    from tests.hostile import LONGEST_SIDE
+
+    fmt = draw(st.sampled_from(list(LONGEST_SIDE)))
+    longest = draw(st.integers(1, LONGEST_SIDE[fmt]))
+    shortest = draw(st.integers(1, max(1, min(longest, 80_000_000 // longest))))
+    width, height = (longest, shortest) if draw(st.booleans()) else (shortest, longest)
+    colour = draw(st.tuples(st.integers(0, 255), st.integers(0, 255), st.integers(0, 255)))
+    mode = draw(st.sampled_from(["RGB", "L", "P"] if fmt in ("PNG", "GIF", "TIFF") else ["RGB", "L"]))
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), colour).convert(mode).save(out, format=fmt)
+    return out.getvalue()
+
+
+@pytest.mark.e2e
+def test_pictures_of_extreme_sizes_get_a_result_or_a_coded_4xx_in_bounded_time(api):
+    """Through the API to a real worker: a result within a few seconds, or a 4xx whose code is in
+    the vocabulary; the worker's pool process survives every one."""
+    import time
+
+    from api.errors import vocabulary
+
+    pids = pool_pids(api, "mobilenet")
+    seen = set()
+
+    @settings(FUZZ, max_examples=25)
+    @given(extreme_pictures())
+    def one_request(raw):
+        started = time.perf_counter()
+        response = api.post(f"{api.base_url}/v1/inference", params={"wait": 30}, timeout=60,
+                            json={"data": base64.b64encode(raw).decode(), "model_type": "mobilenet"})
+        body = response.json()
+        if response.status_code == 200:
+            assert body["status"] == "success", body
+            assert time.perf_counter() - started < 5, f"{time.perf_counter() - started:.1f} s"
+            seen.add("success")
+        else:
+            assert 400 <= response.status_code < 500 and body["error"]["code"] in vocabulary(), body
+            seen.add(body["error"]["code"])
+
+    one_request()
+    assert "success" in seen
+    assert pool_pids(api, "mobilenet") == pids

@@ -26,7 +26,7 @@ from celery import Celery
 
 from api.errors import vocabulary
 from tests import hostile
-from tests.conftest import MODELS, image_b64, image_bytes, pool_pids
+from tests.conftest import MODELS, image_b64, image_bytes, pool_pids, queued_job
 from tests.system import LOG_DIR, Processes, free_port, start_api, start_redis, start_worker, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -509,3 +509,60 @@ def test_the_client_never_submits_twice(api, redis_client):
 def test_every_model_still_serves(api):
     for model in MODELS:
         assert classify(api, image_bytes("chelsea.jpg"), model).json()["status"] == "success"
+
+
+# -- slow and idle clients ---------------------------------------------------------------------------
+
+def test_slow_and_idle_clients_and_long_polls_cannot_starve_the_api(start_extra_api, redis_client):
+    """200 connections that send nothing or a byte at a time, and 150 long polls, all open at
+    once: liveness still answers within 100 ms, and a new submission is accepted and served."""
+    from inference.celery_app import app
+
+    server = start_extra_api(API_WORKERS=2)  # make run's API
+    host, port = server.base_url.removeprefix("http://").split(":")
+    idle = [socket.create_connection((host, int(port))) for _ in range(100)]
+    trickling = [socket.create_connection((host, int(port))) for _ in range(100)]
+    head = f"POST /v1/inference HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n".encode()
+    stop = threading.Event()
+
+    sent = [0]
+
+    def trickle():  # the headers, then the body, a byte per connection every 0.05 s
+        while not stop.is_set():
+            for sock in trickling:
+                try:
+                    sock.send(head[sent[0]:sent[0] + 1] if sent[0] < len(head) else b"{")
+                except OSError:
+                    pass
+            sent[0] += 1
+            stop.wait(0.05)
+
+    never_done = [queued_job(redis_client) for _ in range(150)]  # job records with no task: they stay queued
+    polls = ThreadPoolExecutor(150)
+    threading.Thread(target=trickle, daemon=True).start()
+    try:
+        waiting = [polls.submit(requests.get, f"{server.base_url}/v1/inference/{rid}", params={"wait": 30}, timeout=60)
+                   for rid in never_done]
+        # Every poll waits on its request's channel, and every trickle has sent its headers.
+        channels = [app.backend.get_key_for_task(rid) for rid in never_done]
+        wait_until(lambda: all(n for _, n in redis_client.pubsub_numsub(*channels)), 30, what="150 long polls waiting")
+        wait_until(lambda: sent[0] > len(head) + 5, 30, what="the trickles' headers sent")
+        assert not any(w.done() for w in waiting), "a long poll ended early"
+        took = []
+        for _ in range(10):
+            started = time.perf_counter()
+            assert requests.get(f"{server.base_url}/health/live", timeout=10).status_code == 200
+            took.append(time.perf_counter() - started)
+        print(f"/health/live with 200 slow connections and 150 long polls open: {[round(t * 1000, 1) for t in took]} ms", file=sys.stderr)
+        assert max(took) < 0.1, f"/health/live took {[round(t * 1000) for t in took]} ms"
+        answer = requests.post(f"{server.base_url}/v1/inference", params={"wait": 20}, timeout=30,
+                               json={"data": image_b64(), "model_type": "squeezenet"})
+        assert answer.status_code == 200 and answer.json()["status"] == "success", answer.text
+        ended = [w.exception() or w.result().text[:200] for w in waiting if w.done()]
+        assert not ended, f"{len(ended)} long polls ended early: {ended[:3]}"
+    finally:
+        stop.set()
+        for sock in idle + trickling:
+            sock.close()
+        polls.shutdown(wait=False, cancel_futures=True)
+        redis_client.delete(*[f"inference:job:{rid}" for rid in never_done])

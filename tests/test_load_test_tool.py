@@ -38,3 +38,15 @@ def test_burst_mode(api, tmp_path):
     report = json.loads(report_path.read_text())
     assert code == 0 and report["per_model"] == {"resnet18": 9} and report["mode"].startswith("burst 3")
     assert report["success_rate"] == 1.0 and report["images_per_request"] == 2 and report["images_per_s"] > report["throughput_rps"]
+
+
+def test_attack_report(api, redis_url, tmp_path, capsys):
+    """`make attack-report` in miniature: two attacks, their answers and what followed them."""
+    from tests import attack_report
+
+    out = tmp_path / "attacks.json"
+    assert attack_report.main(["--url", api.base_url, "--redis-url", redis_url, "--only", "JPEG", "--json", str(out)]) == 0
+    rows = {row["attack"]: row for row in json.loads(out.read_text())["attacks"]}
+    assert rows["JPEG wide sliver"]["answer"] == "success" and rows["JPEG of 1,000 scans (2000x2000)"]["answer"] == "image_too_complex"
+    assert all(row["next_ordinary"] == "success" and row["same_pool_processes"] and row["worker_peak_rss_mb"] > 0 for row in rows.values())
+    assert "next ordinary" in capsys.readouterr().out

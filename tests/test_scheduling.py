@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from tests.conftest import MODELS, image_b64, wait_for_pictures_deleted
+from tests.conftest import MODELS, image_b64, queued_job, wait_for_pictures_deleted
 from tests.system import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -187,19 +187,6 @@ def test_a_claimed_request_reads_as_running(redis_client):
     redis_client.set(picture, b"picture", ex=60)
     assert jobs.claim_and_read(redis_client, request_id, [picture, picture[:-1] + "1"]) == jobs.Claim(jobs.REDELIVERED, [b"picture", None], 2)
     assert jobs.cancel(redis_client, request_id) == "started"  # too late to cancel
-
-
-def queued_job(redis_client) -> str:
-    """A job record with no task behind it: it stays queued."""
-    import json
-    import time
-
-    from inference import jobs
-
-    request_id = jobs.new_request_id()
-    job = {"request_id": request_id, "model": "resnet18", "priority": "normal", "submitted_at": time.time()}
-    redis_client.set(jobs.job_key(request_id), json.dumps(job), ex=60)
-    return request_id
 
 
 def test_waits_keep_one_subscriber_and_ignore_earlier_requests_news(redis_client):

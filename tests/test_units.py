@@ -114,7 +114,43 @@ def test_request_schema():
 def test_error_codes_map_to_statuses():
     assert http_status_of("invalid_image") == 400
     assert http_status_of("image_too_large") == 413
-    assert http_status_of("TimeLimitExceeded") == 502
+    assert http_status_of("timeout") == 504
+    assert http_status_of("unknown-to-us") == 502
+
+
+def test_a_failed_request_reports_a_code_of_the_vocabulary_never_a_class_name():
+    from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError
+
+    from inference.errors import InvalidImage
+    from inference.jobs import _error_of
+
+    assert _error_of(SoftTimeLimitExceeded())["code"] == "timeout"
+    assert _error_of(TimeLimitExceeded(10))["code"] == "timeout"
+    assert "WORKER_TIMEOUT" in _error_of(TimeLimitExceeded(10))["message"]
+    assert _error_of(WorkerLostError("gone"))["code"] == "worker_crashed"
+    assert _error_of(KeyError("x"))["code"] == "internal_error"
+    assert _error_of(InvalidImage("broken")) == {"code": "invalid_image", "message": "broken"}
+    # As the API reads it back: Celery rebuilds an exception it cannot import under its class name.
+    from celery.utils.serialization import create_exception_cls
+
+    assert _error_of(create_exception_cls("SoftTimeLimitExceeded", "billiard.exceptions")("x"))["code"] == "timeout"
+
+
+def test_every_error_code_is_documented_and_every_code_used_is_in_the_vocabulary():
+    import re
+
+    from api.errors import vocabulary
+
+    doc = (repo_root() / "docs" / "security.md").read_text()
+    codes = vocabulary()
+    assert not [code for code in codes if f"| `{code}` |" not in doc], "docs/security.md lacks some error codes"
+    used = set()
+    for path in (repo_root() / "api").glob("*.py"):
+        used |= set(re.findall(r'(?:ApiError\(\d+, |error_response\([^,]+, )"(\w+)"', path.read_text()))
+    from api.errors import CODE_OF_FIELD, CODE_OF_HTTP_STATUS
+
+    used |= set(CODE_OF_FIELD.values()) | set(CODE_OF_HTTP_STATUS.values())
+    assert used and not used - set(codes), f"codes used but not in the vocabulary: {used - set(codes)}"
 
 
 def printed_in_a_fresh_python(code: str, **env: str) -> tuple[str, str]:
