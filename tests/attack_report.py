@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="resnet18")
     parser.add_argument("--redis-url", default=None, help="default: REDIS_URL from the settings")
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--only", default="", help="only the attacks whose name contains this")
+    parser.add_argument("--only", default="", help="only the attacks whose name contains one of these (comma-separated)")
     args = parser.parse_args(argv)
     if args.redis_url is None:
         from inference.settings import get_settings
@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     console, rows = Console(), []
     baseline = sorted(ordinary(args.url, args.model)[0] for _ in range(5))[2]
     console.print(f"ordinary request to {args.model}: {baseline * 1000:.0f} ms (median of 5)")
-    cases = {name: body for name, body in attacks().items() if args.only in name}
+    wanted = args.only.split(",")
+    cases = {name: body for name, body in attacks().items() if any(part in name for part in wanted)}
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("attacking", total=len(cases))
         for name, body in cases.items():

@@ -11,6 +11,7 @@ import gc
 import io
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -89,7 +90,9 @@ def start_extra_api(system):
 
     yield start
     for name in names:
-        _processes.stop(name)
+        # Quick shutdown (gunicorn's SIGQUIT): a graceful one waits GRACEFUL_TIMEOUT for the idle
+        # keep-alive connections the test's sessions still hold.
+        _processes.stop(name, signal.SIGQUIT)
 
 
 @pytest.fixture(scope="session")

@@ -214,6 +214,8 @@ def test_a_flood_of_large_pictures_is_refused_before_redis_is_full(api, redis_cl
     for request_id in accepted:
         status = api.get(f"{api.base_url}/v1/inference/{request_id}", params={"wait": 30}, timeout=60).json()
         assert status["status"] == "success", status
+    # The refused submissions deleted the pictures they had written; the accepted ones' went with their results.
+    wait_until(lambda: not redis_client.keys("inference:image:*"), 10, what="no picture left in Redis")
 
 
 # -- a cluster of its own: time limits, retries, crashes, cancellation, revocation -------------------
@@ -225,7 +227,7 @@ CLUSTER_ENV = {
     "MAX_RETRIES": "1",
     "VISIBILITY_TIMEOUT": "10",
     "RESTORE_INTERVAL": "1",
-    "MAX_DELIVERIES": "3",
+    "MAX_DELIVERIES": "2",
     "WORKER_CACHE_SECONDS": "1",
 }
 
@@ -367,9 +369,10 @@ def test_one_key_cannot_fill_the_queue_for_everyone(start_extra_api, redis_clien
     assert whole.status_code == 429 and error_code(whole) == "too_many_in_flight"
     for request_id in accepted:
         assert secured.get(f"{url}/v1/inference/{request_id}", params={"wait": 30}, headers=greedy, timeout=60).json()["status"] == "success"
-    # Every request that ended left its tenant's count of requests in flight.
+    # Every request that ended left its tenant's count of requests in flight; the refused left no picture.
     wait_until(lambda: all(redis_client.zcard(k) == 0 for k in redis_client.keys(f"{jobs.IN_FLIGHT_PREFIX}*")), 30,
                what="no request in flight")
+    wait_until(lambda: not redis_client.keys("inference:image:*"), 10, what="no picture left in Redis")
 
 
 def test_rate_limits_without_keys_and_on_failed_authentications(start_extra_api):

@@ -49,4 +49,4 @@ def test_attack_report(api, redis_url, tmp_path, capsys):
     rows = {row["attack"]: row for row in json.loads(out.read_text())["attacks"]}
     assert rows["JPEG wide sliver"]["answer"] == "success" and rows["JPEG of 1,000 scans (2000x2000)"]["answer"] == "image_too_complex"
     assert all(row["next_ordinary"] == "success" and row["same_pool_processes"] and row["worker_peak_rss_mb"] > 0 for row in rows.values())
-    assert "next ordinary" in capsys.readouterr().out
+    assert "hostile requests to resnet18" in capsys.readouterr().out  # the table

@@ -111,3 +111,27 @@ def test_worker_batch_mixes_both_paths_and_fails_only_the_broken(resnet, monkeyp
     assert outputs[0][0]["class_id"] == outputs[1][0]["class_id"]  # the same cat, as JPEG (torchvision) and PNG (PIL)
     rotated = resnet.classify([load_rgb(rotated_jpeg(), LIMIT)], 2)[0]
     assert [p["class_id"] for p in outputs[3]] == [p["class_id"] for p in rotated]  # turned upright by PIL first
+
+
+def test_hostile_jpegs_take_the_pil_path_where_they_are_cropped_or_refused(resnet, monkeypatch):
+    """The GPU path (torchvision) would resize a 65,500 x 1 JPEG whole, and decode every one of
+    a thousand scans: such pictures go the PIL path, which crops the first and refuses the second."""
+    import time
+
+    from inference.errors import ImageTooComplex
+    from tests import hostile
+
+    wide, tall, scans = hostile.sliver("JPEG"), hostile.sliver("JPEG", wide=False), hostile.many_scans(1000, 1000)
+    assert not any(tensor_decode.suits_tensor_decoding(raw, LIMIT) for raw in (wide, tall, scans))
+    monkeypatch.setenv("IMAGE_DECODER", "torchvision")
+    monkeypatch.setattr(worker, "_loaded", resnet)
+    get_settings.cache_clear()
+    try:
+        started = time.perf_counter()
+        outputs = worker.decode_and_classify([(wide, 1), (tall, 1), (scans, 1), (image_bytes("chelsea.jpg"), 1)])
+    finally:
+        monkeypatch.delenv("IMAGE_DECODER")
+        get_settings.cache_clear()
+    assert time.perf_counter() - started < 2
+    assert isinstance(outputs[2], ImageTooComplex)
+    assert all(len(outputs[n]) == 1 for n in (0, 1, 3))
