@@ -31,11 +31,11 @@ def create_app(overrides: dict | None = None) -> Flask:
     )
     app.config.update(overrides or {})
     # Short socket timeouts: with Redis down the API answers 503 quickly instead of hanging.
-    # Connections: a long poll holds one (its subscription) and borrows another for reads, and
-    # each of API_CONNECTIONS may be one (redis-py's default pool stops at 100: "Too many connections").
+    # Connections: a long poll holds one (its subscription) and borrows another for reads, in
+    # each of API_THREADS (redis-py's default pool stops at 100: "Too many connections").
     app.extensions["redis"] = redis.Redis.from_url(
         settings.redis_url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30,
-        max_connections=2 * max(settings.api_connections, settings.api_threads) + 16,
+        max_connections=2 * settings.api_threads + 16,
     )
     app.extensions["workers"] = WorkerDirectory()
     app.extensions["memory"] = MemoryGauge(app.extensions["redis"])

@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
         args.redis_url = get_settings().redis_url
     store = redis.Redis.from_url(args.redis_url)
-    console, rows = Console(), []
+    console, rows = Console(width=None if sys.stdout.isatty() else 150), []
     baseline = sorted(ordinary(args.url, args.model)[0] for _ in range(5))[2]
     console.print(f"ordinary request to {args.model}: {baseline * 1000:.0f} ms (median of 5)")
     wanted = args.only.split(",")
