@@ -20,7 +20,7 @@ from inference.registry import ANY_MODEL, model_names
 log = logging.getLogger(__name__)
 
 # Every code the API itself answers with (the worker's, for failed requests, are in
-# inference/errors.py); `vocabulary()` is both, and the README lists them all.
+# inference/errors.py); `vocabulary()` is both, and docs/security.md lists them all.
 API_CODES = {
     "invalid_request": "the request is not what the endpoint takes",
     "invalid_json": "the body is not a JSON object (malformed, nested too deeply, duplicate keys, NaN...), or not what its Content-Type says",

@@ -127,8 +127,9 @@ def admit(models: list[str]) -> None:
         if queued + count > get_settings().queue_size:
             raise queue_full(model, queued)
     most = in_flight_limit()
-    if most and jobs.in_flight(redis_client(), tenant()) + len(models) > most:
-        raise too_many_in_flight(jobs.in_flight(redis_client(), tenant()))
+    in_flight = jobs.in_flight(redis_client(), tenant()) if most else 0
+    if most and in_flight + len(models) > most:
+        raise too_many_in_flight(in_flight)
 
 
 def in_flight_limit() -> int:

@@ -2,8 +2,10 @@
 
 Celery reports every unknown id as PENDING forever, so each accepted request also gets a
 job record (`inference:job:<id>`, kept as long as results), written in the same script that
-queues the task: an id without one was never submitted (404). The record is written with SET
-NX, so a request id submitted twice yields the first request and never a second task.
+queues the task: an id without one was never submitted (404). The script writes the record only
+where there is none, so a request id submitted twice yields the first request and never a
+second task. With API keys, ids are scoped to the key's tenant (`scoped_id`): the task id, and
+every key in Redis, is `<tenant>~<id>`, and the job record keeps the client's id.
 
 Cancellation and start race for one claim key (`inference:claim:<id>`, SET NX): the worker
 claims "started" before it runs a request, a DELETE claims "cancelled". Whoever comes first
