@@ -198,7 +198,9 @@ def test_a_flood_of_large_pictures_is_refused_before_redis_is_full(api, redis_cl
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     try:
-        with ThreadPoolExecutor(8) as pool:
+        # 4 at a time: pictures being written before their submission's check (at most 4 x 3.6 MB)
+        # fit in the 20 % of maxmemory above the admission bound.
+        with ThreadPoolExecutor(4) as pool:
             answers = list(pool.map(lambda _: api.post(f"{api.base_url}/v1/inference", json=body, timeout=60), range(60)))
     finally:
         stop.set()
