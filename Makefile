@@ -49,7 +49,7 @@ resilience: setup  ## the fault-tolerance scenarios under more load (RESILIENCE_
 benchmark: setup  ## the system against a plain script, same machine, same run; table, JSON and PNGs in benchmark-results/
 	$(BIN)/python tests/benchmark.py
 
-benchmark-gpu: setup  ## the same on a CUDA machine: requests of 128 images, two worker replicas (the H100 figures in the README)
+benchmark-gpu: setup  ## the same on a CUDA machine: requests of 128 images, two worker replicas (the H100 figures in docs/performance.md)
 	WORKER_FP16=true $(BIN)/python tests/benchmark.py --batch-sizes 64,128,256 --rounds 1 --requests 512 --low-load 20 \
 	  --submissions 300 --images-per-request 128 --many-requests 128 --many-concurrency 16 --instances 2 --workers 2 --seconds 2 --api-workers 8
 
@@ -82,7 +82,7 @@ monitor: setup  ## open Flower (started by `make run`) in a browser
 	@echo "login: $${FLOWER_BASIC_AUTH:-$$(cat var/flower-credentials 2>/dev/null || echo 'made when Flower first starts, in var/flower-credentials')}"
 	-@$(BIN)/python -m webbrowser -t "http://127.0.0.1:$${FLOWER_PORT:-5555}" >/dev/null 2>&1
 
-config-table: setup  ## the README's configuration table, generated from inference/settings.py
+config-table: setup  ## the configuration table of docs/configuration.md, generated from inference/settings.py
 	@$(BIN)/python -c "from inference.settings import markdown_table; print(markdown_table())"
 
 clean:

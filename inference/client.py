@@ -12,7 +12,7 @@
 exponential backoff and jitter. Every submission carries a request id made here (unless the
 caller gives one), so a retry after a connection dropped once the API had accepted the
 request returns that request (`duplicate`) and never queues it twice. Services on the same Redis can skip HTTP and call the task
-with Celery's `send_task` (see the README).
+with Celery's `send_task` (see docs/api.md).
 
 CLI: `python -m inference.client classify PATH [PATH ...] --model resnet18` (files or folders).
 """

@@ -122,7 +122,7 @@ def code_of(exc: BaseException | str) -> str:
 
 
 def vocabulary() -> dict[str, int]:
-    """Every code a worker's error may carry, with its HTTP status (the README lists them)."""
+    """Every code a worker's error may carry, with its HTTP status (docs/security.md lists them)."""
     codes = {cls.code: cls.http_status for cls in _all_subclasses(InferenceError)}
     codes[INTERNAL_ERROR] = 500
     return codes

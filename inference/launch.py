@@ -10,7 +10,7 @@ Procfile uses this: honcho would otherwise stop the whole system when one worker
 `<name>-1@host` ... `<name>-N@host`, each with its own GIL, model copy and batcher, all on the
 config's device, supervised as one: a signal goes to all of them, and without `--restart` one
 that dies takes the others down with it. One process's GIL cannot keep a GPU busy with requests
-of many pictures (see the README's Performance section); on a CPU, instances in one process
+of many pictures (see docs/performance.md); on a CPU, instances in one process
 share the cores better.
 """
 

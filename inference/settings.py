@@ -1,7 +1,7 @@
 """Every setting of the system, one line each, read from environment variables.
 
 This is the single place a setting lives: `celeryconfig.py`, the workers and the API all
-read `settings`. `make config-table` prints the README's configuration table.
+read `settings`. `make config-table` prints the configuration table of docs/configuration.md.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def get_settings() -> Settings:
 
 
 def markdown_table() -> str:
-    """The README's configuration table, generated so it cannot drift from the code."""
+    """The configuration table of docs/configuration.md, generated so it cannot drift from the code."""
     rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
     for name, field in Settings.model_fields.items():
         default = field.default

@@ -123,7 +123,7 @@ def model_instances(device: str = "cpu") -> int:
 
 def auto_instances(device: str, cores: int) -> int:
     """On a CPU with cores to share, two instances with adaptive threads (see `adaptive_threads`;
-    what they gained is in the README's Performance section). Elsewhere one."""
+    what they gained is in docs/performance.md). Elsewhere one."""
     return 2 if device == "cpu" and cores >= 2 else 1
 
 
