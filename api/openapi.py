@@ -1,14 +1,17 @@
-"""GET /openapi.json (OpenAPI 3.1, built from the pydantic schemas) and GET /docs (Swagger UI,
-served from the swagger-ui-bundle package: no CDN)."""
+"""GET /openapi.json (OpenAPI 3.1, built from the pydantic schemas) and GET /docs (Swagger UI 5,
+whose files the flask-swagger-ui package ships: no CDN. Swagger UI 4 could not render 3.1)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import flask_swagger_ui
 from flask import Blueprint, jsonify, send_from_directory
-from swagger_ui_bundle import swagger_ui_path
 
 from api.schemas import BatchRequest, InferenceRequest
 
 bp = Blueprint("openapi", __name__)
+SWAGGER_UI = Path(flask_swagger_ui.__file__).parent / "dist"
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 STATUS = {"$ref": "#/components/schemas/RequestStatus"}
@@ -21,8 +24,8 @@ def _json(schema: dict, description: str) -> dict:
 
 def _errors(*codes: int) -> dict:
     text = {400: "invalid input", 401: "missing or wrong API key", 404: "unknown id", 409: "conflict",
-            413: "body, image or batch too large", 429: "queue full or rate limited (see Retry-After)",
-            503: "Redis down or no live worker (see Retry-After)", 504: "no result in time"}
+            413: "body, image, pixels or batch too large", 429: "queue full, too many requests in flight for the key, or rate limited (see Retry-After)",
+            503: "Redis down or full, or no live worker (see Retry-After)", 504: "no result in time"}
     return {str(code): _json(ERROR, text[code]) for code in codes}
 
 
@@ -84,7 +87,7 @@ def build_spec() -> dict:
     return {
         "openapi": "3.1.0",
         "info": {"title": "Image classification inference", "version": "1.0.0",
-                 "description": "Submit-then-poll image classification on Celery workers (see the README)."},
+                 "description": "Submit-then-poll image classification on Celery workers (see the README and docs/api.md; error codes in docs/security.md)."},
         "paths": paths,
         "components": {"schemas": schemas, "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer"},
@@ -123,4 +126,4 @@ def docs():
 
 @bp.get("/docs/assets/<path:filename>")
 def docs_assets(filename: str):
-    return send_from_directory(swagger_ui_path, filename)
+    return send_from_directory(SWAGGER_UI, filename)
