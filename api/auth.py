@@ -75,22 +75,22 @@ def register_auth(app: Flask) -> None:
     def authenticate():
         if request.endpoint in OPEN_ENDPOINTS or request.method == "OPTIONS":
             return None
-        address = request.remote_addr or "unknown"
+        address = digest(request.remote_addr or "unknown")
         if keys:
             if settings.auth_failures_per_minute:
-                failures, left = counted(f"authfail:{digest(address)}")
+                failures, left = counted(f"authfail:{address}")
                 if failures >= settings.auth_failures_per_minute:
                     return error_response(429, "too_many_auth_failures", f"{failures} failed authentications from this "
                                           "address this minute; retry later", {"Retry-After": str(left)})
             key = presented_key()
             if not key_is_valid(key, keys):
                 if settings.auth_failures_per_minute:
-                    count_one(f"authfail:{digest(address)}")
+                    count_one(f"authfail:{address}")
                 return error_response(401, "unauthorized", "send an API key: Authorization: Bearer <key> or X-API-Key: <key>",
                                       {"WWW-Authenticate": 'Bearer realm="inference"'})
             g.tenant = digest(key)
         if settings.rate_limit_per_minute:
-            who = f"key:{g.tenant}" if keys else f"address:{digest(address)}"
+            who = f"key:{g.tenant}" if keys else f"address:{address}"
             count, left = count_one(who)
             if count > settings.rate_limit_per_minute:
                 return error_response(429, "rate_limited", f"more than {settings.rate_limit_per_minute} requests a minute "

@@ -6,6 +6,8 @@ argument so Celery can store them as JSON and rebuild them on the reading side.
 
 from __future__ import annotations
 
+from functools import cache
+
 
 class InferenceError(Exception):
     code = "inference_error"
@@ -112,15 +114,15 @@ CODE_OF_FOREIGN_ERROR = {
 INTERNAL_ERROR = "internal_error"
 
 
-def code_of(exc: BaseException | str) -> str:
-    """The vocabulary's code for an exception (or an exception's class name)."""
+def code_of(exc: BaseException) -> str:
+    """The vocabulary's code for an exception, ours or not (by its class name: Celery rebuilds
+    an exception it cannot import under its name)."""
     if isinstance(exc, InferenceError):
         return exc.code
-    name = exc if isinstance(exc, str) else type(exc).__name__
-    known = {cls.code for cls in _all_subclasses(InferenceError)}
-    return CODE_OF_FOREIGN_ERROR.get(name) or (name if name in known else INTERNAL_ERROR)
+    return CODE_OF_FOREIGN_ERROR.get(type(exc).__name__, INTERNAL_ERROR)
 
 
+@cache  # the classes are all defined above, once
 def vocabulary() -> dict[str, int]:
     """Every code a worker's error may carry, with its HTTP status (docs/security.md lists them)."""
     codes = {cls.code: cls.http_status for cls in _all_subclasses(InferenceError)}

@@ -45,13 +45,17 @@ def decode_base64(data: object) -> bytes:
     return raw
 
 
-def check_jpeg_scans(raw: bytes) -> None:
-    """A JPEG decodes in one pass per scan: refuse one of more than MAX_JPEG_SCANS. Every scan
-    starts with its marker, which cannot occur inside coded data (0xFF is stuffed there), so
+def within_scan_limit(raw: bytes) -> bool:
+    """Not a JPEG of more than MAX_JPEG_SCANS scans (a JPEG decodes in one pass per scan). Every
+    scan starts with its marker, which cannot occur inside coded data (0xFF is stuffed there), so
     counting the marker's bytes never counts fewer scans than there are."""
-    most = get_settings().max_jpeg_scans
-    if raw.startswith(JPEG_START) and raw.count(START_OF_SCAN) > most:
-        raise ImageTooComplex(f"the JPEG has more than {most} scans (MAX_JPEG_SCANS): each is a pass over the whole picture")
+    return not raw.startswith(JPEG_START) or raw.count(START_OF_SCAN) <= get_settings().max_jpeg_scans
+
+
+def check_jpeg_scans(raw: bytes) -> None:
+    if not within_scan_limit(raw):
+        raise ImageTooComplex(f"the JPEG has more than {get_settings().max_jpeg_scans} scans (MAX_JPEG_SCANS): "
+                              "each is a pass over the whole picture")
 
 
 def open_checked(raw: bytes, max_pixels: int) -> Image.Image:

@@ -258,7 +258,7 @@ def _error_of(exc) -> dict:
     """The error a failed request reports: a code from the vocabulary (inference/errors.py), never
     a Python class name (a time limit is `timeout`, whatever Celery raised)."""
     code = getattr(exc, "code", None)
-    code = code if isinstance(code, str) and code in vocabulary() else code_of(type(exc).__name__)
+    code = code if isinstance(code, str) and code in vocabulary() else code_of(exc)
     message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
     if code == Timeout.code and not isinstance(exc, Timeout):
         message = f"the request ran past the worker's time limit (WORKER_TIMEOUT {get_settings().worker_timeout} s)"

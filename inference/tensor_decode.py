@@ -19,7 +19,7 @@ import torch
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from inference.errors import InvalidRequest
-from inference.imaging import check_jpeg_scans, extreme_aspect, open_checked, plain_jpeg_layout
+from inference.imaging import extreme_aspect, open_checked, plain_jpeg_layout, within_scan_limit
 from inference.jpeg_headers import ORIENTATION_TAG
 from inference.settings import get_settings
 
@@ -40,14 +40,6 @@ def suits_tensor_decoding(raw: bytes, max_pixels: int) -> bool:
         # PIL turns a rotated photo upright; the scan limit is the PIL path's to report.
         return layout.orientation == 1 and not extreme_aspect(layout.width, layout.height) and within_scan_limit(raw)
     return suits_by_pil(raw, max_pixels)
-
-
-def within_scan_limit(raw: bytes) -> bool:
-    try:
-        check_jpeg_scans(raw)
-        return True
-    except InvalidRequest:
-        return False
 
 
 def suits_by_pil(raw: bytes, max_pixels: int) -> bool:
