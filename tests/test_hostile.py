@@ -244,7 +244,10 @@ class Cluster:
         self.redis = redis.Redis.from_url(self.env["REDIS_URL"])
         self.celery = Celery(broker=self.env["REDIS_URL"], backend=self.env["REDIS_URL"])
         for model, extra in (("mobilenet", {"CHAOS_LATENCY_MS": "4000"}),  # every request runs past its time limit
-                             ("squeezenet", {"CHAOS_CRASH_AFTER": "1"}),  # every pool process dies in its first request
+                             # Every pool process dies in its first request. Its time limit is long: the
+                             # pool may notice a dead child only seconds later, under load, and a time
+                             # limit that fires first ends the request as `timeout` (see WORKER_TIMEOUT).
+                             ("squeezenet", {"CHAOS_CRASH_AFTER": "1", "WORKER_TIMEOUT": "20", "VISIBILITY_TIMEOUT": "30"}),
                              ("efficientnet", {"CHAOS_FAILURE_RATE": "1.0"})):  # every request fails, transiently
             start_worker(self.procs, model, {**self.env, **extra}, name=f"{model}-hostile@%h")
         self.api = requests.Session()
