@@ -72,7 +72,7 @@ quick-demo: setup  ## the same, unattended
 	$(BIN)/python demo.py --quick
 
 weights: setup  ## download the pretrained weights into TORCH_HOME (needs internet)
-	$(BIN)/python -m inference.weights download
+	$(BIN)/python -m inference.cli.weights download
 
 health:  ## the running system's /health
 	@curl -s http://$${API_HOST:-127.0.0.1}:$${API_PORT:-8000}/health | $(BIN)/python -m json.tool
@@ -82,8 +82,8 @@ monitor: setup  ## open Flower (started by `make run`) in a browser
 	@echo "login: $${FLOWER_BASIC_AUTH:-$$(cat var/flower-credentials 2>/dev/null || echo 'made when Flower first starts, in var/flower-credentials')}"
 	-@$(BIN)/python -m webbrowser -t "http://127.0.0.1:$${FLOWER_PORT:-5555}" >/dev/null 2>&1
 
-config-table: setup  ## the configuration table of docs/configuration.md, generated from inference/settings.py
-	@$(BIN)/python -c "from inference.settings import markdown_table; print(markdown_table())"
+config-table: setup  ## the configuration table of docs/configuration.md, generated from inference/core/settings.py
+	@$(BIN)/python -c "from inference.core.settings import markdown_table; print(markdown_table())"
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -1,16 +1,16 @@
 """Celery settings (flat, lower-case names, as Celery reads them).
 
-Values come from `inference.settings` (environment variables with documented defaults);
+Values come from `inference.core.settings` (environment variables with documented defaults);
 comments say why a value differs from Celery's default.
 """
 
-from inference.settings import get_settings
+from inference.core.settings import get_settings
 
 _s = get_settings()
 
 broker_url = _s.redis_url
-# Celery's Redis backend, storing each result in one round trip (inference/result_backend.py).
-result_backend = "inference.result_backend:OneTripRedisBackend+" + _s.redis_url
+# Celery's Redis backend, storing each result in one round trip (inference/core/result_backend.py).
+result_backend = "inference.core.result_backend:OneTripRedisBackend+" + _s.redis_url
 broker_connection_retry_on_startup = True
 broker_connection_max_retries = None  # workers keep reconnecting until Redis is back
 # Not worker_cancel_long_running_tasks_on_connection_loss: cancelling writes a RETRY state to
@@ -27,8 +27,8 @@ accept_content = ["json"]
 result_accept_content = ["json"]
 
 # Modules the worker imports: the task, and worker start-up (model loading, inspect command).
-imports = ("inference.tasks", "inference.worker")
-task_routes = ("inference.queues.route_task",)
+imports = ("inference.worker.tasks", "inference.worker.bootstep")
+task_routes = ("inference.core.queues.route_task",)
 task_default_queue = "celery"
 task_create_missing_queues = True
 
@@ -38,7 +38,7 @@ task_create_missing_queues = True
 task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
-# Not task_track_started: a request's claim (inference/jobs.py) already says it is running, and
+# Not task_track_started: a request's claim (inference/core/keys.py) already says it is running, and
 # the STARTED write would cost every task a Redis round trip before it starts.
 task_track_started = False
 # Not result_extended: it copies the task's arguments (the whole base64 image) into the result,

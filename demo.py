@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from inference.client import InferenceClient, InferenceError
+from inference.submit.client import InferenceClient, InferenceError
 
 IMAGE = Path(__file__).resolve().parent / "tests" / "data" / "chelsea.jpg"
 console = Console()

@@ -14,8 +14,8 @@ from api.memory import MemoryGauge
 from api.prometheus import InferenceCollector
 from api.request import StrictJSONProvider, WholeBodyRequest
 from api.workers import WorkerDirectory
-from inference.logging_setup import configure_api_logging
-from inference.settings import get_settings
+from inference.core.logging_setup import configure_api_logging
+from inference.core.settings import get_settings
 
 
 def create_app(overrides: dict | None = None) -> Flask:

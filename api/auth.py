@@ -2,7 +2,7 @@
 
 With API_KEYS set, every endpoint but liveness and the page shells wants `Authorization: Bearer
 <key>` or `X-API-Key: <key>`; keys are compared in constant time. Each key is a tenant
-(`g.tenant`, a digest of the key): its request and batch ids are scoped to it (`jobs.scoped_id`)
+(`g.tenant`, a digest of the key): its request and batch ids are scoped to it (`keys.scoped_id`)
 and its requests in flight are bounded (MAX_IN_FLIGHT_PER_KEY). A client address that fails
 AUTH_FAILURES_PER_MINUTE times in a minute is refused until the minute ends.
 RATE_LIMIT_PER_MINUTE caps each key, or without keys each client address, with a fixed
@@ -19,7 +19,7 @@ import time
 from flask import Flask, current_app, g, request
 
 from api.errors import error_response
-from inference.settings import get_settings
+from inference.core.settings import get_settings
 
 # Liveness, and page shells and their assets that hold no data: the dashboard and the docs page
 # ask for the key before they read anything (the API's description, /openapi.json, included).

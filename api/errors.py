@@ -11,16 +11,16 @@ from kombu.exceptions import OperationalError
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from inference import metrics
-from inference.errors import InferenceError
-from inference.errors import vocabulary as worker_vocabulary
-from inference.queues import PRIORITIES
-from inference.registry import ANY_MODEL, model_names
+from inference.core import metrics
+from inference.core.errors import InferenceError
+from inference.core.errors import vocabulary as worker_vocabulary
+from inference.core.queues import PRIORITIES
+from inference.core.registry import ANY_MODEL, model_names
 
 log = logging.getLogger(__name__)
 
 # Every code the API itself answers with (the worker's, for failed requests, are in
-# inference/errors.py); `vocabulary()` is both, and docs/security.md lists them all.
+# inference/core/errors.py); `vocabulary()` is both, and docs/security.md lists them all.
 API_CODES = {
     "invalid_request": "the request is not what the endpoint takes",
     "invalid_json": "the body is not a JSON object (malformed, nested too deeply, duplicate keys, NaN...), or not what its Content-Type says",

@@ -1,6 +1,6 @@
 """gunicorn settings, from the same environment variables as everything else."""
 
-from inference.settings import get_settings
+from inference.core.settings import get_settings
 
 _s = get_settings()
 

@@ -8,7 +8,7 @@ REDIS_MEMORY_HIGH_WATER of `maxmemory`; above it, 503 `memory_full` with Retry-A
 pictures are deleted again. The rest of `maxmemory` is room for what accepted requests still
 write (results, claims, metrics), and for the pictures of submissions under way.
 
-The memory in use is read inside the submission's own script (inference/enqueue.py), after its
+The memory in use is read inside the submission's own script (inference/submit/enqueue.py), after its
 pictures are written, so concurrent submissions from every API process count at once; only
 `maxmemory` is read here, once a second. A batch is checked whole first. A Redis without
 `maxmemory` is not bounded here.
@@ -22,7 +22,7 @@ import time
 import redis as redis_lib
 
 from api.errors import ApiError
-from inference.settings import get_settings
+from inference.core.settings import get_settings
 
 READ_EVERY = 1.0  # seconds between readings of maxmemory
 

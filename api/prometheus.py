@@ -1,6 +1,6 @@
 """GET /metrics: the Redis-held request metrics and live state, in Prometheus' text format.
 
-A custom collector reads what workers and API processes recorded (inference/metrics.py) at
+A custom collector reads what workers and API processes recorded (inference/core/metrics.py) at
 scrape time, so every API process serves the same numbers without a multiprocess directory.
 """
 
@@ -10,9 +10,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from inference import jobs, metrics
-from inference.queues import PRIORITIES
-from inference.registry import model_names
+from inference.core import keys, metrics
+from inference.core.queues import PRIORITIES
+from inference.core.registry import model_names
+from inference.submit import tracking
 
 
 class InferenceCollector(Collector):
@@ -35,7 +36,7 @@ class InferenceCollector(Collector):
             yield family
 
         depth = GaugeMetricFamily("inference_queue_depth", "Requests waiting per queue.", labels=["model", "priority"])
-        for model, by_priority in jobs.queue_depths(self.redis, model_names(), PRIORITIES).items():
+        for model, by_priority in tracking.queue_depths(self.redis, model_names(), PRIORITIES).items():
             for priority, count in by_priority.items():
                 depth.add_metric([model, priority], count)
         yield depth
@@ -58,5 +59,5 @@ class InferenceCollector(Collector):
         yield images
 
         duplicates = CounterMetricFamily("inference_duplicate_runs", "Requests run again after a redelivery.")
-        duplicates.add_metric([], int(self.redis.get(jobs.DUPLICATES_KEY) or 0))
+        duplicates.add_metric([], int(self.redis.get(keys.DUPLICATES_KEY) or 0))
         yield duplicates

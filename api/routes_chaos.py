@@ -6,8 +6,8 @@ from flask import Blueprint, jsonify, request
 
 from api.errors import ApiError
 from api.service import json_body, worker_directory
-from inference.celery_app import app
-from inference.settings import get_settings
+from inference.core.celery_app import app
+from inference.core.settings import get_settings
 
 bp = Blueprint("chaos", __name__)
 

@@ -12,9 +12,9 @@ from flask import Blueprint, jsonify, request
 
 from api.errors import error_response
 from api.service import parse_batch, parse_single, redis_client, submit_all, submit_and_wait
-from inference import jobs
-from inference.errors import http_status_of
-from inference.settings import get_settings
+from inference.core.errors import http_status_of
+from inference.core.settings import get_settings
+from inference.submit import waiting
 
 bp = Blueprint("legacy", __name__)
 
@@ -53,7 +53,7 @@ def sync_batch_inference():
     started = time.time()
     ids = [s.task_id for s in submit_all(parse_batch(request))]
     deadline = time.monotonic() + get_settings().sync_timeout
-    results = [seed_shape(jobs.wait_for(redis_client(), task_id, max(0.0, deadline - time.monotonic()))) for task_id in ids]
+    results = [seed_shape(waiting.wait_for(redis_client(), task_id, max(0.0, deadline - time.monotonic()))) for task_id in ids]
     return jsonify({
         "batch_id": uuid.uuid4().hex,
         "total": len(results),

@@ -9,10 +9,11 @@ from flask import Blueprint, Response, current_app, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.service import redis_client, worker_directory
-from inference import jobs, metrics
-from inference.queues import PRIORITIES, model_queues
-from inference.registry import MODELS, model_names
-from inference.settings import get_settings
+from inference.core import keys, metrics
+from inference.core.queues import PRIORITIES, model_queues
+from inference.core.registry import MODELS, model_names
+from inference.core.settings import get_settings
+from inference.submit import tracking
 
 bp = Blueprint("ops", __name__)
 
@@ -36,7 +37,7 @@ def health():
     else:
         status = "healthy"
     random_weights = sorted({m for m, ws in by_model.items() for w in ws if w.get("weights") == "random"})
-    depth = jobs.total_queued(jobs.queue_depths(redis_client(), model_names(), PRIORITIES)) if redis_ok else None
+    depth = tracking.total_queued(tracking.queue_depths(redis_client(), model_names(), PRIORITIES)) if redis_ok else None
     body = {
         "status": status,
         "redis": "ok" if redis_ok else "unreachable",
@@ -101,6 +102,7 @@ def prometheus_metrics():
 @bp.get("/v1/stats")
 def stats():
     """The seed's JSON metrics, from the same counters as /metrics."""
+    from inference.submit import tracking
     redis = redis_client()
     by_outcome: dict[str, int] = {}
     for (_, _, outcome), count in metrics.read_requests(redis).items():
@@ -109,7 +111,7 @@ def stats():
     total_latency = sum(h["sum"] for h in latency.values())
     count_latency = sum(h["count"] for h in latency.values())
     recent = metrics.recent_latencies(redis)
-    depths = jobs.queue_depths(redis, model_names(), PRIORITIES)
+    depths = tracking.queue_depths(redis, model_names(), PRIORITIES)
     return jsonify({
         "requests_total": sum(by_outcome.values()),
         "requests_success": by_outcome.get("success", 0),
@@ -120,18 +122,18 @@ def stats():
         "p50_latency": metrics.percentile(recent, 50),
         "p95_latency": metrics.percentile(recent, 95),
         "p99_latency": metrics.percentile(recent, 99),
-        "queue_size": jobs.total_queued(depths),
+        "queue_size": tracking.total_queued(depths),
         "uptime": round(time.time() - current_app.config["STARTED_AT"], 3),
-        "duplicate_runs": int(redis.get(jobs.DUPLICATES_KEY) or 0),
+        "duplicate_runs": int(redis.get(keys.DUPLICATES_KEY) or 0),
     })
 
 
 @bp.get("/queue/status")
 def queue_status():
-    depths = jobs.queue_depths(redis_client(), model_names(), PRIORITIES)
+    depths = tracking.queue_depths(redis_client(), model_names(), PRIORITIES)
     max_size = get_settings().queue_size
     return jsonify({
-        "queue_size": jobs.total_queued(depths),
+        "queue_size": tracking.total_queued(depths),
         "max_size": max_size,  # per model
         "queues": {m: {**d, "total": sum(d.values()), "max_size": max_size} for m, d in depths.items()},
         # Admission by memory (api/memory.py): new pictures are refused above `admit_below`.

@@ -9,14 +9,15 @@ from flask import Blueprint, jsonify, request, url_for
 
 from api.errors import ApiError
 from api.service import parse_batch, parse_single, redis_client, scoped, submit, submit_all, submit_and_wait, wait_seconds
-from inference import jobs
+from inference.core import keys
+from inference.submit import submission, tracking, waiting
 
 bp = Blueprint("v1", __name__, url_prefix="/v1")
 
 
 def status_response(status: dict, location: bool = False):
     """200 once final, else 202 with the URL to poll (`location`: that URL either way)."""
-    final = status["status"] in jobs.FINAL_STATUSES
+    final = status["status"] in keys.FINAL_STATUSES
     response = jsonify(status)
     response.status_code = 200 if final else 202
     if location or not final:
@@ -33,15 +34,15 @@ def post_inference():
     else:
         submitted = submit(item)
         # A new request is queued: its status is known without a read.
-        status = jobs.queued_status(submitted.job) if submitted.created else jobs.job_status(redis_client(), submitted.task_id)
-    status = status or jobs.queued_status(submitted.job)
+        status = tracking.queued_status(submitted.job) if submitted.created else tracking.job_status(redis_client(), submitted.task_id)
+    status = status or tracking.queued_status(submitted.job)
     status["duplicate"] = not submitted.created
     return status_response(status, location=True)
 
 
 @bp.get("/inference/<request_id>")
 def get_inference(request_id: str):
-    status = jobs.wait_for(redis_client(), scoped(request_id), wait_seconds(request))
+    status = waiting.wait_for(redis_client(), scoped(request_id), wait_seconds(request))
     if status is None:
         raise ApiError(404, "not_found", f"no request with id {request_id!r} (never submitted, or expired)")
     return status_response(status)
@@ -49,20 +50,20 @@ def get_inference(request_id: str):
 
 @bp.delete("/inference/<request_id>")
 def cancel_inference(request_id: str):
-    outcome = jobs.cancel(redis_client(), scoped(request_id))
+    outcome = submission.cancel(redis_client(), scoped(request_id))
     if outcome is None:
         raise ApiError(404, "not_found", f"no request with id {request_id!r}")
     if outcome == "started":
         raise ApiError(409, "already_started", "the request has started (or finished) and can no longer be cancelled")
-    return jsonify(jobs.job_status(redis_client(), scoped(request_id)))
+    return jsonify(tracking.job_status(redis_client(), scoped(request_id)))
 
 
 @bp.post("/batch_inference")
 def post_batch():
     submitted = submit_all(parse_batch(request))
-    batch_id = jobs.new_request_id()
+    batch_id = submission.new_request_id()
     request_ids = [s.job["request_id"] for s in submitted]
-    jobs.save_batch(redis_client(), scoped(batch_id), [s.task_id for s in submitted])
+    submission.save_batch(redis_client(), scoped(batch_id), [s.task_id for s in submitted])
     response = jsonify({"batch_id": batch_id, "request_ids": request_ids, "status": "queued"})
     response.status_code = 202
     response.headers["Location"] = url_for("v1.get_batch", batch_id=batch_id)
@@ -71,13 +72,13 @@ def post_batch():
 
 @bp.get("/batch/<batch_id>")
 def get_batch(batch_id: str):
-    task_ids = jobs.load_batch(redis_client(), scoped(batch_id))
+    task_ids = submission.load_batch(redis_client(), scoped(batch_id))
     if task_ids is None:
         raise ApiError(404, "not_found", f"no batch with id {batch_id!r}")
     deadline = time.monotonic() + wait_seconds(request)
-    items = [jobs.wait_for(redis_client(), task_id, max(0.0, deadline - time.monotonic())) for task_id in task_ids]
+    items = [waiting.wait_for(redis_client(), task_id, max(0.0, deadline - time.monotonic())) for task_id in task_ids]
     counts = {status: sum(1 for item in items if item and item["status"] == status)
               for status in ("queued", "running", "success", "failed", "expired", "cancelled")}
-    done = all(item and item["status"] in jobs.FINAL_STATUSES for item in items)
+    done = all(item and item["status"] in keys.FINAL_STATUSES for item in items)
     return jsonify({"batch_id": batch_id, "status": "done" if done else "running", "total": len(items),
                     "counts": counts, "items": items}), 200 if done else 202

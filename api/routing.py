@@ -6,15 +6,15 @@ import random
 
 import redis
 
-from inference import jobs
-from inference.queues import PRIORITIES
+from inference.core.queues import PRIORITIES
+from inference.submit import tracking
 
 ROUND_ROBIN_KEY = "inference:round_robin"  # shared by every API process
 
 
 def least_loaded(live: dict[str, list[dict]], redis_client: redis.Redis) -> str:
     """Fewest queued + running requests per ready worker process."""
-    depths = jobs.queue_depths(redis_client, list(live), PRIORITIES)
+    depths = tracking.queue_depths(redis_client, list(live), PRIORITIES)
 
     def load(model: str) -> float:
         processes = sum(w.get("ready_processes") or 0 for w in live[model]) or 1

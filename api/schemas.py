@@ -6,8 +6,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
-from inference.queues import DEFAULT_PRIORITY, PRIORITIES
-from inference.registry import ANY_MODEL, model_names
+from inference.core.queues import DEFAULT_PRIORITY, PRIORITIES
+from inference.core.registry import ANY_MODEL, model_names
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 

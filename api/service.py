@@ -14,12 +14,13 @@ from api.errors import ApiError, validation_error
 from api.memory import memory_full
 from api.routing import choose_model
 from api.schemas import BatchRequest, InferenceRequest
-from inference import jobs
-from inference.errors import InvalidRequest
-from inference.imaging import check_request_pixels, decode_base64, probe_image
-from inference.queues import PRIORITIES
-from inference.registry import ANY_MODEL
-from inference.settings import get_settings
+from inference.core import keys
+from inference.core.errors import InvalidRequest
+from inference.core.imaging import check_request_pixels, decode_base64, probe_image
+from inference.core.queues import PRIORITIES
+from inference.core.registry import ANY_MODEL
+from inference.core.settings import get_settings
+from inference.submit import submission, tracking, waiting
 
 
 def redis_client() -> redis.Redis:
@@ -93,7 +94,7 @@ def validate_item(fields, prefix: str = "") -> InferenceRequest:
         check_request_pixels(sizes)
     except InvalidRequest as exc:
         raise ApiError(exc.http_status, exc.code, prefix + exc.message) from None
-    item._raw_images = raws  # sent to the worker by reference (jobs.submit)
+    item._raw_images = raws  # sent to the worker by reference (submission.submit)
     return item
 
 
@@ -121,13 +122,13 @@ def admit(models: list[str]) -> None:
     QUEUE_SIZE, or its tenant past MAX_IN_FLIGHT_PER_KEY. (A single request is admitted in its
     own submission's round trip.)"""
     wanted = Counter(models)
-    depths = jobs.queue_depths(redis_client(), list(wanted), PRIORITIES)
+    depths = tracking.queue_depths(redis_client(), list(wanted), PRIORITIES)
     for model, count in wanted.items():
         queued = sum(depths[model].values())
         if queued + count > get_settings().queue_size:
             raise queue_full(model, queued)
     most = in_flight_limit()
-    in_flight = jobs.in_flight(redis_client(), tenant()) if most else 0
+    in_flight = submission.in_flight(redis_client(), tenant()) if most else 0
     if most and in_flight + len(models) > most:
         raise too_many_in_flight(in_flight)
 
@@ -148,7 +149,7 @@ def queue_full(model: str, queued: int) -> ApiError:
                     {"Retry-After": str(settings.retry_after)})
 
 
-def submit_all(items: list[InferenceRequest]) -> list[jobs.Submitted]:
+def submit_all(items: list[InferenceRequest]) -> list[submission.Submitted]:
     models = [resolve_model(item.model_type) for item in items]
     settings = get_settings()
     memory = current_app.extensions["memory"]
@@ -157,7 +158,7 @@ def submit_all(items: list[InferenceRequest]) -> list[jobs.Submitted]:
         memory.admit_batch(sum(len(raw) for item in items for raw in item._raw_images))
     try:
         return [
-            jobs.submit(
+            submission.submit(
                 redis_client(),
                 image=item._raw_images[0] if item.images is None else None,
                 images=item._raw_images if item.images is not None else None,
@@ -173,32 +174,32 @@ def submit_all(items: list[InferenceRequest]) -> list[jobs.Submitted]:
             )
             for item, model in zip(items, models)
         ]
-    except jobs.QueueFull as full:
+    except submission.QueueFull as full:
         raise queue_full(full.model, full.queued) from None
-    except jobs.TooManyInFlight as busy:
+    except submission.TooManyInFlight as busy:
         raise too_many_in_flight(busy.in_flight) from None
-    except jobs.MemoryFull as full:
+    except submission.MemoryFull as full:
         raise memory_full(full.used) from None
 
 
-def submit(item: InferenceRequest) -> jobs.Submitted:
+def submit(item: InferenceRequest) -> submission.Submitted:
     return submit_all([item])[0]
 
 
-def submit_and_wait(item: InferenceRequest, wait: float) -> tuple[jobs.Submitted, dict]:
+def submit_and_wait(item: InferenceRequest, wait: float) -> tuple[submission.Submitted, dict]:
     """Submit one request and wait up to `wait` s for its status. Listening starts before the
     task is queued, so its result cannot be published unheard and the status of a request just
     submitted needs no read."""
-    item.request_id = item.request_id or jobs.new_request_id()
-    with jobs.ResultListener(redis_client(), scoped(item.request_id)) as listener:
+    item.request_id = item.request_id or submission.new_request_id()
+    with waiting.ResultListener(redis_client(), scoped(item.request_id)) as listener:
         submitted = submit(item)
-        status = listener.wait(wait, known=jobs.queued_status(submitted.job) if submitted.created else None)
-    return submitted, status or jobs.queued_status(submitted.job)  # None: its record expired meanwhile
+        status = listener.wait(wait, known=tracking.queued_status(submitted.job) if submitted.created else None)
+    return submitted, status or tracking.queued_status(submitted.job)  # None: its record expired meanwhile
 
 
 def scoped(request_id: str) -> str:
     """The task id of the caller's request (or batch) id: each API key's ids are its own."""
-    return jobs.scoped_id(tenant(), request_id)
+    return keys.scoped_id(tenant(), request_id)
 
 
 def wait_seconds(req: Request = request) -> float:

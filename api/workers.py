@@ -11,9 +11,9 @@ import logging
 import threading
 import time
 
-from inference.celery_app import app
-from inference.registry import model_names
-from inference.settings import get_settings
+from inference.core.celery_app import app
+from inference.core.registry import model_names
+from inference.core.settings import get_settings
 
 log = logging.getLogger(__name__)
 REPLY_TIMEOUT = 0.5

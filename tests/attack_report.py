@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="only the attacks whose name contains one of these (comma-separated)")
     args = parser.parse_args(argv)
     if args.redis_url is None:
-        from inference.settings import get_settings
+        from inference.core.settings import get_settings
 
         args.redis_url = get_settings().redis_url
     store = redis.Redis.from_url(args.redis_url)

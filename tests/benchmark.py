@@ -45,7 +45,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from inference.metrics import percentile  # noqa: E402
+from inference.core.metrics import percentile  # noqa: E402
 from tests.system import Processes, process_stats, start_api, start_redis, start_worker, wait_until  # noqa: E402
 
 if TYPE_CHECKING:
@@ -68,13 +68,13 @@ class PlainScript:
     differs."""
 
     def __init__(self, model_name: str, threads: int, optimize: str | None = None):
-        from inference.worker import openmp_wait_policy
+        from inference.worker.sizing import openmp_wait_policy
 
         openmp_wait_policy()  # as a worker's, before torch loads (it made no difference to the plain script alone)
-        from inference import model_runtime, tensor_decode
-        from inference.imaging import load_rgb
-        from inference.registry import get_spec
-        from inference.settings import get_settings
+        from inference.core.imaging import load_rgb
+        from inference.core.registry import get_spec
+        from inference.core.settings import get_settings
+        from inference.worker import model_runtime, tensor_decode
 
         settings = get_settings()
         self.loaded = model_runtime.load(get_spec(model_name), "random", 0, threads=threads,
@@ -327,8 +327,8 @@ def main(argv=None) -> int:
     parser.add_argument("--api-workers", type=int, default=2, help="gunicorn processes of the API")
     parser.add_argument("--out", type=Path, default=OUT, help="where the JSON and the charts go")
     args = parser.parse_args(argv)
-    from inference.settings import cpu_count, get_settings
-    from inference.worker import auto_instances
+    from inference.core.settings import cpu_count, get_settings
+    from inference.worker.sizing import auto_instances
 
     threads = args.threads or cpu_count()
     out = args.out
@@ -448,7 +448,7 @@ RUNS = (*SATURATION, "rest_low_load", "celery_low_load")
 def summarise(rounds, by_batch, best, eager_rps, sweep, submissions, threads, instances) -> dict:
     """Each ratio is taken within its round (plain script and system seconds apart), then the
     median over rounds: this machine's speed drifts more between minutes than within one."""
-    from inference.settings import cpu_count
+    from inference.core.settings import cpu_count
 
     def median_of(fn):
         return statistics.median(fn(r) for r in rounds)

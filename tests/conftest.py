@@ -118,11 +118,12 @@ def queued_job(redis_client) -> str:
     import json
     import time
 
-    from inference import jobs  # not at import: `inference` reads REDIS_URL (see above)
+    from inference.core import keys
+    from inference.submit import submission
 
-    request_id = jobs.new_request_id()
+    request_id = submission.new_request_id()
     job = {"request_id": request_id, "model": "resnet18", "priority": "normal", "submitted_at": time.time()}
-    redis_client.set(jobs.job_key(request_id), json.dumps(job), ex=60)
+    redis_client.set(keys.job_key(request_id), json.dumps(job), ex=60)
     return request_id
 
 
@@ -141,7 +142,7 @@ def encoded(img: Image.Image, fmt: str = "JPEG", **save) -> bytes:
 
 
 def rotated_jpeg() -> bytes:
-    from inference.jpeg_headers import ORIENTATION_TAG  # not at import: `inference` reads REDIS_URL (see above)
+    from inference.core.jpeg_headers import ORIENTATION_TAG  # not at import: `inference` reads REDIS_URL (see above)
 
     exif = Image.Exif()
     exif[ORIENTATION_TAG] = 6  # "rotate 90 degrees to display"
@@ -150,7 +151,7 @@ def rotated_jpeg() -> bytes:
 
 def header_variants() -> dict[str, bytes]:
     """JPEGs (and not) whose headers differ in every way the fast reader looks at."""
-    from inference.jpeg_headers import ORIENTATION_TAG
+    from inference.core.jpeg_headers import ORIENTATION_TAG
 
     cat = Image.open(io.BytesIO(image_bytes("chelsea.jpg")))
     variants = {"cat": image_bytes("chelsea.jpg"), "astronaut": image_bytes("astronaut.jpg"),

@@ -26,7 +26,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
-from inference.metrics import percentile  # noqa: E402
+from inference.core.metrics import percentile  # noqa: E402
 
 DEFAULT_IMAGE = Path(__file__).resolve().parent / "data" / "chelsea.jpg"
 

@@ -90,7 +90,7 @@ def start_redis(procs: Processes, env: dict, name: str = "redis", url: str | Non
     """A real Valkey with an append-only file; pass url and data_dir again to restart it."""
     import redis
 
-    from inference.redis_embedded import server_command
+    from inference.cli.redis_embedded import server_command
 
     # With a password, as in production: every part (API, workers, Flower, tests) must pass it on.
     url = url or f"redis://:{secrets.token_hex(8)}@127.0.0.1:{free_port()}/0"
@@ -105,7 +105,7 @@ def start_worker(procs: Processes, model: str, env: dict, name: str | None = Non
                  args: tuple[str, ...] = ()) -> str:
     """`prefix` runs the worker through another command, e.g. `ip netns exec NS`."""
     name = name or f"{model}-test-{os.getpid()}@%h"
-    procs.start(f"worker-{name}", [*prefix, sys.executable, "-m", "inference.launch", model, "--name", name, *args], env)
+    procs.start(f"worker-{name}", [*prefix, sys.executable, "-m", "inference.cli.launch", model, "--name", name, *args], env)
     return name
 
 

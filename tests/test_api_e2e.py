@@ -90,7 +90,7 @@ def test_multipart_upload(api):
 def test_one_request_of_several_images(api, chelsea_b64, redis_client):
     """`images` (or several `image` files): one request, one task, one result per image in order;
     the pictures travel by reference and are gone from Redis once classified."""
-    from inference import metrics
+    from inference.core import metrics
 
     astronaut = image_b64("astronaut.jpg")
     images_before = metrics.read_images(redis_client).get("squeezenet", 0)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from inference.batching import MicroBatcher
+from inference.worker.batching import MicroBatcher
 from tests.conftest import _processes, image_b64, image_bytes, wait_for_pictures_deleted
 from tests.system import start_worker, wait_until
 from tests.test_scheduling import paused
@@ -178,9 +178,9 @@ def batching_worker(api):
 
 
 def expected_predictions(image_name: str, top_k: int) -> list[dict]:
-    from inference import model_runtime
-    from inference.imaging import load_rgb
-    from inference.registry import MODELS as SPECS
+    from inference.core.imaging import load_rgb
+    from inference.core.registry import MODELS as SPECS
+    from inference.worker import model_runtime
 
     reference = model_runtime.load(SPECS["resnet18"], "random", 0, warmup=False)
     return reference.classify([load_rgb(image_bytes(image_name), 10**8)], top_k)[0]
@@ -194,14 +194,14 @@ def assert_same_predictions(got: list[dict], want: list[dict]) -> None:
 
 @pytest.mark.e2e
 def test_batching_worker_batches_real_requests(batching_worker, redis_client, worker_ids):
-    from inference import jobs
+    from inference.submit import submission, waiting
 
     with paused(worker_ids["resnet18"], "resnet18.high", "resnet18.normal", "resnet18.low"):
         truncated = base64.b64encode(image_bytes("chelsea.jpg")[:2500]).decode()
         images = [image_b64("chelsea.jpg"), image_b64("astronaut.jpg")] * 3 + [truncated]
-        ids = [jobs.submit(redis_client, image_b64=img, model="resnet18", priority="normal", top_k=k).job["request_id"]
+        ids = [submission.submit(redis_client, image_b64=img, model="resnet18", priority="normal", top_k=k).job["request_id"]
                for img, k in zip(images, [1, 2, 3, 4, 5, 6, 5])]
-        statuses = [jobs.wait_for(redis_client, rid, 60) for rid in ids]
+        statuses = [waiting.wait_for(redis_client, rid, 60) for rid in ids]
 
     good, bad = statuses[:6], statuses[6]
     assert bad["status"] == "failed" and bad["error"]["code"] == "invalid_image"  # fails alone
@@ -216,7 +216,7 @@ def test_batching_worker_batches_real_requests(batching_worker, redis_client, wo
 @pytest.mark.e2e
 def test_a_batching_worker_on_this_cpu_runs_two_instances_with_adaptive_threads(api, batching_worker):
     """MODEL_INSTANCES auto on a machine of 2 cores or more (one instance on a single core); the worker reports it."""
-    from inference.settings import Settings, cpu_count
+    from inference.core.settings import Settings, cpu_count
 
     workers = api.get(f"{api.base_url}/workers/status", timeout=5).json()["workers"]
     process, = next(w for w in workers if w["worker_id"] == batching_worker)["processes"]
@@ -232,8 +232,8 @@ def test_batch_size_one_on_the_threads_pool_runs_two_instances(api, batching_wor
     """`pool = "threads"` at batch size 1 (what `make benchmark` runs when the plain script's best
     batch is 1): the launcher gives the pool a task thread for each instance and one waiting
     beside it, and every request still runs alone in its forward pass."""
-    from inference import jobs
-    from inference.settings import cpu_count
+    from inference.core.settings import cpu_count
+    from inference.submit import submission, waiting
 
     env = {**os.environ, "WORKER_POOL": "threads", "MAX_BATCH_SIZE": "1", "TORCH_THREADS": "0"}
     process_name, worker = ready_resnet18_worker(api, "resnet18-side", env)
@@ -244,9 +244,9 @@ def test_batch_size_one_on_the_threads_pool_runs_two_instances(api, batching_wor
         assert worker["concurrency"] == 2 * instances
         queues = ("resnet18.high", "resnet18.normal", "resnet18.low")
         with paused(worker_ids["resnet18"], *queues), paused(batching_worker, *queues):
-            ids = [jobs.submit(redis_client, image_b64=image_b64(), model="resnet18", priority="normal").job["request_id"]
+            ids = [submission.submit(redis_client, image_b64=image_b64(), model="resnet18", priority="normal").job["request_id"]
                    for _ in range(4)]
-            statuses = [jobs.wait_for(redis_client, rid, 60) for rid in ids]
+            statuses = [waiting.wait_for(redis_client, rid, 60) for rid in ids]
         assert [s["status"] for s in statuses] == ["success"] * 4
         assert all(s["result"]["worker_id"].startswith("resnet18-side") and s["result"]["batch_size"] == 1 for s in statuses)
     finally:
@@ -255,13 +255,13 @@ def test_batch_size_one_on_the_threads_pool_runs_two_instances(api, batching_wor
 
 @pytest.mark.e2e
 def test_pictures_by_reference_are_read_once_and_deleted(batching_worker, redis_client, worker_ids):
-    """jobs.submit(images=...): the message carries keys; a picture gone from Redis fails alone."""
-    from inference import jobs
+    """submission.submit(images=...): the message carries keys; a picture gone from Redis fails alone."""
+    from inference.submit import submission, waiting
 
     queues = ("resnet18.high", "resnet18.normal", "resnet18.low")
     with paused(worker_ids["resnet18"], *queues):
         with paused(batching_worker, *queues):
-            submitted = jobs.submit(redis_client, model="resnet18", priority="normal", top_k=2,
+            submitted = submission.submit(redis_client, model="resnet18", priority="normal", top_k=2,
                                     images=[image_bytes("astronaut.jpg"), image_bytes("chelsea.jpg")])
             request_id = submitted.job["request_id"]
             # (a worker's BRPOP issued before the pause may take it first and hand it back: wait)
@@ -269,7 +269,7 @@ def test_pictures_by_reference_are_read_once_and_deleted(batching_worker, redis_
             assert len(queued) == 1 and len(queued[0]) < 4000  # keys, not two pictures of 68 and 35 KB
             second, = (key for key in redis_client.keys(f"inference:image:{request_id}:*") if key.endswith(b":1"))
             redis_client.delete(second)  # as if it had expired
-        status = jobs.wait_for(redis_client, request_id, 60)
+        status = waiting.wait_for(redis_client, request_id, 60)
     result = status["result"]
     assert status["status"] == "success" and result["failed_images"] == 1
     assert_same_predictions(result["results"][0]["predictions"], expected_predictions("astronaut.jpg", 2))
@@ -279,20 +279,20 @@ def test_pictures_by_reference_are_read_once_and_deleted(batching_worker, redis_
 
 @pytest.mark.e2e
 def test_one_picture_by_reference_and_a_repeated_id(batching_worker, redis_client, worker_ids):
-    """jobs.submit(image=...), what the API sends: one picture by reference, a one-image result.
+    """submission.submit(image=...), what the API sends: one picture by reference, a one-image result.
     Submitting the id again leaves the first request's picture alone; a picture gone fails its request."""
-    from inference import jobs
+    from inference.submit import submission, waiting
 
     queues = ("resnet18.high", "resnet18.normal", "resnet18.low")
     with paused(worker_ids["resnet18"], *queues):
         with paused(batching_worker, *queues):
-            first = jobs.submit(redis_client, model="resnet18", priority="normal", top_k=2, image=image_bytes("astronaut.jpg"))
+            first = submission.submit(redis_client, model="resnet18", priority="normal", top_k=2, image=image_bytes("astronaut.jpg"))
             request_id = first.job["request_id"]
-            again = jobs.submit(redis_client, model="resnet18", priority="normal", image=image_bytes("chelsea.jpg"), request_id=request_id)
+            again = submission.submit(redis_client, model="resnet18", priority="normal", image=image_bytes("chelsea.jpg"), request_id=request_id)
             assert not again.created and len(redis_client.keys(f"inference:image:{request_id}:*")) == 1
-            gone = jobs.submit(redis_client, model="resnet18", priority="normal", image=image_bytes("chelsea.jpg")).job["request_id"]
+            gone = submission.submit(redis_client, model="resnet18", priority="normal", image=image_bytes("chelsea.jpg")).job["request_id"]
             redis_client.delete(*redis_client.keys(f"inference:image:{gone}:*"))  # as if it had expired
-        status, missing = jobs.wait_for(redis_client, request_id, 60), jobs.wait_for(redis_client, gone, 60)
+        status, missing = waiting.wait_for(redis_client, request_id, 60), waiting.wait_for(redis_client, gone, 60)
     assert status["status"] == "success"
     assert_same_predictions(status["result"]["predictions"], expected_predictions("astronaut.jpg", 2))
     assert missing["status"] == "failed" and missing["error"]["code"] == "image_missing"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from inference.client import InferenceClient, InferenceError, image_files, main
+from inference.submit.client import InferenceClient, InferenceError, image_files, main
 from tests.system import TESTDATA
 
 pytestmark = pytest.mark.e2e

@@ -9,8 +9,8 @@ import jsonschema
 import pytest
 import yaml
 
-from inference.registry import MODELS
-from inference.settings import Settings
+from inference.core.registry import MODELS
+from inference.core.settings import Settings
 from tests.conftest import repo_root
 from tests.system import TESTDATA
 
@@ -33,7 +33,7 @@ def test_one_worker_service_per_model(compose):
     assert workers == set(MODELS)
     for model in MODELS:
         command = compose["services"][f"worker-{model}"]["command"]
-        assert command[:4] == ["python", "-m", "inference.launch", model]
+        assert command[:4] == ["python", "-m", "inference.cli.launch", model]
         assert (repo_root() / "worker_configs" / f"{model}.toml").exists()
 
 
@@ -41,7 +41,7 @@ def test_commands_name_existing_files_and_modules(compose):
     text = json.dumps([service.get("command") for service in compose["services"].values()])
     for path in re.findall(r"[\w/]+\.py", text):
         assert (repo_root() / path).exists(), path
-    for module in re.findall(r"\b(api\.\w+|inference\.\w+)\b", text):
+    for module in re.findall(r"\b(api\.\w+|inference(?:\.\w+)+)\b", text):
         assert (repo_root() / (module.replace(".", "/") + ".py")).exists(), module
 
 

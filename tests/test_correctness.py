@@ -13,9 +13,9 @@ IMAGES = ("chelsea.jpg", "astronaut.jpg")
 
 @pytest.fixture(scope="module")
 def reference_models():
-    from inference import model_runtime
-    from inference.registry import MODELS as SPECS
-    from inference.settings import get_settings
+    from inference.core.registry import MODELS as SPECS
+    from inference.core.settings import get_settings
+    from inference.worker import model_runtime
 
     seed = get_settings().random_weights_seed
     return {name: model_runtime.load(SPECS[name], "random", seed, warmup=False) for name in MODELS}
@@ -24,7 +24,7 @@ def reference_models():
 @pytest.mark.parametrize("image", IMAGES)
 @pytest.mark.parametrize("model", MODELS)
 def test_top5_matches_in_process_model(api, reference_models, model, image):
-    from inference.imaging import load_rgb
+    from inference.core.imaging import load_rgb
 
     response = api.post(f"{api.base_url}/v1/inference", params={"wait": 30}, timeout=60,
                         json={"data": image_b64(image), "model_type": model, "top_k": 5})
@@ -52,9 +52,9 @@ def test_optimized_model_matches_eager(reference_models, model, channels_last):
     """MODEL_OPTIMIZE=jit and WORKER_CHANNELS_LAST change speed, not answers, at any batch size."""
     import torch
 
-    from inference import model_runtime
-    from inference.registry import MODELS as SPECS
-    from inference.settings import get_settings
+    from inference.core.registry import MODELS as SPECS
+    from inference.core.settings import get_settings
+    from inference.worker import model_runtime
 
     optimized = model_runtime.load(SPECS[model], "random", get_settings().random_weights_seed, optimize="jit",
                                    channels_last=channels_last)
@@ -68,8 +68,8 @@ def test_optimized_model_matches_eager(reference_models, model, channels_last):
 
 
 def test_fp16_is_for_cuda_only(caplog):
-    from inference import model_runtime
-    from inference.registry import MODELS as SPECS
+    from inference.core.registry import MODELS as SPECS
+    from inference.worker import model_runtime
 
     loaded = model_runtime.load(SPECS["squeezenet"], "random", 0, device="cpu", fp16=True, warmup=False)
     assert loaded.info["precision"] == "fp32" and loaded.dtype.is_floating_point and loaded.dtype.itemsize == 4

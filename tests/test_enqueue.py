@@ -1,4 +1,4 @@
-"""inference/enqueue.py: a submission in one round trip writes what Celery's send_task would."""
+"""inference/submit/enqueue.py: a submission in one round trip writes what Celery's send_task would."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import uuid
 import pytest
 from kombu import Exchange, Queue
 
-from inference import enqueue, jobs
-from inference.celery_app import app
+from inference.core import keys
+from inference.core.celery_app import app
+from inference.submit import enqueue
 
 
 def scratch_queue() -> str:
@@ -36,10 +37,10 @@ def test_the_message_is_what_send_task_writes(redis_client):
 
 def test_one_round_trip_writes_record_pictures_and_message_or_nothing(redis_client):
     queue, request_id = scratch_queue(), uuid.uuid4().hex
-    key, counted = jobs.job_key(request_id), [f"{queue}.a", f"{queue}.b"]
+    key, counted = keys.job_key(request_id), [f"{queue}.a", f"{queue}.b"]
 
     def attempt(record: str, limit: int | None, picture: bytes = b"picture"):
-        ref = f"{jobs.IMAGE_PREFIX}{request_id}:{uuid.uuid4().hex[:12]}:0"
+        ref = f"{keys.IMAGE_PREFIX}{request_id}:{uuid.uuid4().hex[:12]}:0"
         outcome = enqueue.enqueue(redis_client, job_key=key, job=record, queue=queue, message="message", expires=60,
                                   pictures={ref: picture}, counted_queues=counted, limit=limit)
         return outcome, ref
@@ -61,33 +62,33 @@ def test_one_round_trip_writes_record_pictures_and_message_or_nothing(redis_clie
         assert (again.status, again.existing) == ("exists", b"first")
         assert not redis_client.exists(second_ref) and redis_client.llen(queue) == 1
     finally:
-        redis_client.delete(key, queue, *counted, *redis_client.keys(f"{jobs.IMAGE_PREFIX}{request_id}:*"))
+        redis_client.delete(key, queue, *counted, *redis_client.keys(f"{keys.IMAGE_PREFIX}{request_id}:*"))
 
 
 @pytest.mark.parametrize("pictures", [0, 3])
 def test_pictures_and_their_keys_pair_up(redis_client, pictures):
     """The script reads the pictures' bytes after the counted queues' names: each key gets its own."""
     queue, request_id = scratch_queue(), uuid.uuid4().hex
-    refs = {f"{jobs.IMAGE_PREFIX}{request_id}:s:{n}": f"bytes {n}".encode() for n in range(pictures)}
+    refs = {f"{keys.IMAGE_PREFIX}{request_id}:s:{n}": f"bytes {n}".encode() for n in range(pictures)}
     counted = [f"{queue}.a"]
     try:
-        outcome = enqueue.enqueue(redis_client, job_key=jobs.job_key(request_id), job="{}", queue=queue, message="m",
+        outcome = enqueue.enqueue(redis_client, job_key=keys.job_key(request_id), job="{}", queue=queue, message="m",
                                   expires=60, pictures=refs, counted_queues=counted, limit=10)
         assert outcome.status == "queued"
         assert [redis_client.get(ref) for ref in refs] == list(refs.values())
     finally:
-        redis_client.delete(jobs.job_key(request_id), queue, *refs)
+        redis_client.delete(keys.job_key(request_id), queue, *refs)
 
 
 def test_a_redis_that_lost_its_scripts_still_takes_the_submission(redis_client):
     """A restarted Redis holds no scripts: enqueue loads it again and sends it all once more."""
     queue, request_id = scratch_queue(), uuid.uuid4().hex
-    ref = f"{jobs.IMAGE_PREFIX}{request_id}:s:0"
+    ref = f"{keys.IMAGE_PREFIX}{request_id}:s:0"
     redis_client.script_flush()
     try:
-        outcome = enqueue.enqueue(redis_client, job_key=jobs.job_key(request_id), job="{}", queue=queue, message="m",
+        outcome = enqueue.enqueue(redis_client, job_key=keys.job_key(request_id), job="{}", queue=queue, message="m",
                                   expires=60, pictures={ref: b"picture"}, counted_queues=[queue], limit=10)
         assert outcome.status == "queued"
         assert redis_client.get(ref) == b"picture" and redis_client.lrange(queue, 0, -1) == [b"m"]
     finally:
-        redis_client.delete(jobs.job_key(request_id), queue, ref)
+        redis_client.delete(keys.job_key(request_id), queue, ref)

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from inference.errors import InvalidBase64, InvalidRequest
-from inference.imaging import ALLOWED_FORMATS, decode_base64, load_rgb, probe_image
+from inference.core.errors import InvalidBase64, InvalidRequest
+from inference.core.imaging import ALLOWED_FORMATS, decode_base64, load_rgb, probe_image
 from tests.conftest import image_bytes, pool_pids
 
 FUZZ = settings(deadline=None, suppress_health_check=list(HealthCheck), database=None)

@@ -93,15 +93,15 @@ def test_a_sliver_of_a_picture_is_classified_in_bounded_time(api, normal, fmt, w
 
 
 def test_a_jpeg_of_many_scans_is_refused_by_the_api_and_by_the_worker(api, normal, redis_client):
-    from inference import jobs
+    from inference.submit import submission, waiting
 
     raw = hostile.many_scans(2000, 1000)  # 38 KB, ~4 s to decode
     response = classify(api, raw)
     assert response.status_code == 400 and error_code(response) == "image_too_complex", response.text
     # Straight onto the queue (as another service may send it): the worker refuses it as fast.
-    submitted = jobs.submit(redis_client, model="resnet18", priority="normal", image=raw)
+    submitted = submission.submit(redis_client, model="resnet18", priority="normal", image=raw)
     started = time.perf_counter()
-    status = jobs.wait_for(redis_client, submitted.task_id, 30)
+    status = waiting.wait_for(redis_client, submitted.task_id, 30)
     assert status["status"] == "failed" and status["error"]["code"] == "image_too_complex", status
     assert time.perf_counter() - started < 2
     wait_until(lambda: not leftovers(redis_client, submitted.task_id), 5, what="the request's keys gone")
@@ -118,8 +118,8 @@ def test_a_png_with_a_huge_compressed_chunk_is_refused_at_once(api, chunk):
 
 
 def test_the_pixels_of_one_request_are_bounded_together(api, normal, redis_client):
-    from inference import jobs
-    from inference.settings import get_settings
+    from inference.core.settings import get_settings
+    from inference.submit import submission, waiting
 
     settings = get_settings()
     at_limit = hostile.flat_jpeg(10_000, settings.max_image_pixels // 10_000)  # one picture at the pixel limit
@@ -127,8 +127,8 @@ def test_the_pixels_of_one_request_are_bounded_together(api, normal, redis_clien
     response = api.post(f"{api.base_url}/v1/inference", timeout=30, json={"images": [b64(at_limit)] * count, "model_type": "resnet18"})
     assert response.status_code == 413 and error_code(response) == "too_many_pixels", response.text
     # Straight onto the queue: the worker counts them before it decodes any.
-    submitted = jobs.submit(redis_client, model="resnet18", priority="normal", images=[at_limit] * count)
-    status = jobs.wait_for(redis_client, submitted.task_id, 30)
+    submitted = submission.submit(redis_client, model="resnet18", priority="normal", images=[at_limit] * count)
+    status = waiting.wait_for(redis_client, submitted.task_id, 30)
     assert status["status"] == "failed" and status["error"]["code"] == "too_many_pixels", status
     wait_until(lambda: not leftovers(redis_client, submitted.task_id), 5, what="the request's keys gone")
     # One picture at the limit is decoded, in a bounded time, and the next requests do not suffer.
@@ -355,7 +355,7 @@ def test_each_key_has_its_own_request_ids_and_batches(start_extra_api):
 
 
 def test_one_key_cannot_fill_the_queue_for_everyone(start_extra_api, redis_client):
-    from inference import jobs
+    from inference.core import keys
 
     secured = start_extra_api(API_KEYS="greedy-key,polite-key", MAX_IN_FLIGHT_PER_KEY=3)
     url, greedy, polite = secured.base_url, {"X-API-Key": "greedy-key"}, {"X-API-Key": "polite-key"}
@@ -375,7 +375,7 @@ def test_one_key_cannot_fill_the_queue_for_everyone(start_extra_api, redis_clien
     for request_id in accepted:
         assert secured.get(f"{url}/v1/inference/{request_id}", params={"wait": 30}, headers=greedy, timeout=60).json()["status"] == "success"
     # Every request that ended left its tenant's count of requests in flight; the refused left no picture.
-    wait_until(lambda: all(redis_client.zcard(k) == 0 for k in redis_client.keys(f"{jobs.IN_FLIGHT_PREFIX}*")), 30,
+    wait_until(lambda: all(redis_client.zcard(k) == 0 for k in redis_client.keys(f"{keys.IN_FLIGHT_PREFIX}*")), 30,
                what="no request in flight")
     wait_until(lambda: not redis_client.keys("inference:image:*"), 10, what="no picture left in Redis")
 
@@ -426,7 +426,7 @@ def test_no_secret_on_any_command_line_or_in_any_log(start_extra_api, tmp_path):
                "Flower login": "sEcReT-flower-pw-9"}
     secured = start_extra_api(API_KEYS=secrets["API key"])
     procs, port = Processes(), free_port()
-    procs.start("flower-secrets", [sys.executable, "-m", "inference.flower"],
+    procs.start("flower-secrets", [sys.executable, "-m", "inference.cli.flower"],
                 {**os.environ, "FLOWER_PORT": str(port), "FLOWER_DB": str(tmp_path / "flower.db"),
                  "FLOWER_BASIC_AUTH": f"admin:{secrets['Flower login']}"})
     try:
@@ -499,7 +499,7 @@ class DropFirstAnswer:
 
 
 def test_the_client_never_submits_twice(api, redis_client):
-    from inference.client import InferenceClient
+    from inference.submit.client import InferenceClient
 
     proxy = DropFirstAnswer(api.base_url)
     try:
@@ -524,7 +524,7 @@ def test_every_model_still_serves(api):
 def test_slow_and_idle_clients_and_long_polls_cannot_starve_the_api(start_extra_api, redis_client):
     """200 connections that send nothing or a byte at a time, and 150 long polls, all open at
     once: liveness still answers within 100 ms, and a new submission is accepted and served."""
-    from inference.celery_app import app
+    from inference.core.celery_app import app
 
     server = start_extra_api(API_WORKERS=2)  # make run's API
     host, port = server.base_url.removeprefix("http://").split(":")

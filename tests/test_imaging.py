@@ -8,8 +8,8 @@ import io
 import pytest
 from PIL import Image
 
-from inference.errors import ImageTooLarge, InvalidBase64, InvalidImage
-from inference.imaging import decode_base64, load_rgb, open_checked, probe_image
+from inference.core.errors import ImageTooLarge, InvalidBase64, InvalidImage
+from inference.core.imaging import decode_base64, load_rgb, open_checked, probe_image
 from tests.conftest import header_variants, image_bytes
 
 LIMIT = 40_000_000

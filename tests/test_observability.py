@@ -115,7 +115,7 @@ def test_request_id_reaches_the_worker_log(api):
 
 
 def test_json_log_lines_carry_the_request_id():
-    from inference.logging_setup import JsonFormatter
+    from inference.core.logging_setup import JsonFormatter
 
     record = logging.LogRecord("inference", logging.INFO, __file__, 1, "queued %s", ("x",), None)
     record.request_id = "req-1"

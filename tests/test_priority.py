@@ -12,15 +12,15 @@ pytestmark = pytest.mark.e2e
 
 
 def test_high_overtakes_queued_lows(api, redis_client):
-    from inference import jobs
+    from inference.submit import submission, waiting
 
     data = image_b64("astronaut.jpg")
-    lows = [jobs.submit(redis_client, image_b64=data, model="resnet18", priority="low").job["request_id"] for _ in range(15)]
-    high = jobs.submit(redis_client, image_b64=data, model="resnet18", priority="high").job["request_id"]
+    lows = [submission.submit(redis_client, image_b64=data, model="resnet18", priority="low").job["request_id"] for _ in range(15)]
+    high = submission.submit(redis_client, image_b64=data, model="resnet18", priority="high").job["request_id"]
 
     results = {}
     for request_id in [high, *lows]:
-        status = jobs.wait_for(redis_client, request_id, 60)
+        status = waiting.wait_for(redis_client, request_id, 60)
         assert status["status"] == "success", status
         results[request_id] = status["result"]
 
@@ -32,11 +32,11 @@ def test_high_overtakes_queued_lows(api, redis_client):
 
 
 def test_normal_before_low(api, redis_client):
-    from inference import jobs
+    from inference.submit import submission, waiting
 
     data = image_b64("chelsea.jpg")
-    lows = [jobs.submit(redis_client, image_b64=data, model="squeezenet", priority="low").job["request_id"] for _ in range(12)]
-    normal = jobs.submit(redis_client, image_b64=data, model="squeezenet", priority="normal").job["request_id"]
+    lows = [submission.submit(redis_client, image_b64=data, model="squeezenet", priority="low").job["request_id"] for _ in range(12)]
+    normal = submission.submit(redis_client, image_b64=data, model="squeezenet", priority="normal").job["request_id"]
     deadline = time.monotonic() + 60
-    started = {r: jobs.wait_for(redis_client, r, deadline - time.monotonic())["result"]["started_at"] for r in [normal, *lows]}
+    started = {r: waiting.wait_for(redis_client, r, deadline - time.monotonic())["result"]["started_at"] for r in [normal, *lows]}
     assert sum(started[r] < started[normal] for r in lows) <= 2

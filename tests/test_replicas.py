@@ -14,7 +14,7 @@ from tests.test_scheduling import paused
 
 
 def test_replicas_are_named_after_the_config_node():
-    from inference.launch import replica_name
+    from inference.cli.launch import replica_name
 
     assert replica_name("resnet18@%h", 2) == "resnet18-2@%h"
     assert replica_name("gpu-a@host.example", 1) == "gpu-a-1@host.example"
@@ -29,7 +29,7 @@ def children_of(pid: int) -> list[int]:
 def test_two_replicas_serve_the_model_and_fall_together(api, redis_client, worker_ids):
     """Both replicas come up as nodes of their own and serve the model's queues; one that dies
     (no --restart) takes the other down, and the launcher exits with a failure."""
-    from inference import jobs
+    from inference.submit import submission, waiting
 
     env = {**os.environ, "WORKER_REPLICAS": "2"}
     name = start_worker(_processes, "squeezenet", env, name=f"sq-replicas-{os.getpid()}@%h")
@@ -45,9 +45,9 @@ def test_two_replicas_serve_the_model_and_fall_together(api, redis_client, worke
         assert [n.split("@")[0] for n in nodes] == [f"{prefix}-1", f"{prefix}-2"]
 
         with paused(worker_ids["squeezenet"], "squeezenet.high", "squeezenet.normal", "squeezenet.low"):
-            ids = [jobs.submit(redis_client, image_b64=image_b64("chelsea.jpg"), model="squeezenet", priority="normal").job["request_id"]
+            ids = [submission.submit(redis_client, image_b64=image_b64("chelsea.jpg"), model="squeezenet", priority="normal").job["request_id"]
                    for _ in range(6)]
-            statuses = [jobs.wait_for(redis_client, rid, 60) for rid in ids]
+            statuses = [waiting.wait_for(redis_client, rid, 60) for rid in ids]
         assert all(s["status"] == "success" for s in statuses), statuses
         assert {s["result"]["worker_id"].split(":")[0] for s in statuses} <= set(nodes)
 

@@ -19,9 +19,9 @@ import pytest
 import redis
 import requests
 
-from inference import metrics
-from inference.client import InferenceClient
-from inference.jobs import DUPLICATES_KEY
+from inference.core import metrics
+from inference.core.keys import DUPLICATES_KEY
+from inference.submit.client import InferenceClient
 from tests import loadgen
 from tests.conftest import image_b64
 from tests.system import LOG_DIR, TESTDATA, Processes, free_port, start_api, start_redis, start_worker, wait_until
@@ -199,7 +199,7 @@ def test_worker_that_keeps_failing_backs_off_then_fails(cluster):
 
 
 def test_supervised_worker_comes_back_by_itself(cluster):
-    """`python -m inference.launch MODEL --restart` (the Procfile's way) restarts a crashed worker."""
+    """`python -m inference.cli.launch MODEL --restart` (the Procfile's way) restarts a crashed worker."""
     start_worker(cluster.procs, "efficientnet", cluster.env, name="eff-sup@%h", args=("--restart",))
     try:
         cluster.wait_ready({"efficientnet"})

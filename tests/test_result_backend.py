@@ -19,8 +19,8 @@ def published_statuses(subscriber, seconds: float = 1.0) -> list[str]:
 
 
 def test_a_success_stands_and_every_write_is_published(redis_client, redis_url):
-    from inference.celery_app import app
-    from inference.result_backend import OneTripRedisBackend
+    from inference.core.celery_app import app
+    from inference.core.result_backend import OneTripRedisBackend
 
     backend = app.backend
     assert isinstance(backend, OneTripRedisBackend)

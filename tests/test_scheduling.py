@@ -22,7 +22,7 @@ pytestmark = pytest.mark.e2e
 @contextmanager
 def paused(worker_id: str, *queues: str):
     """The worker stops consuming these queues; they are added back, in the same order, after."""
-    from inference.celery_app import app
+    from inference.core.celery_app import app
 
     for queue in queues:
         app.control.cancel_consumer(queue, destination=[worker_id], reply=True, timeout=5)
@@ -62,16 +62,16 @@ def test_random_strategy_uses_several_models(start_extra_api):
 
 
 def test_least_loaded_avoids_a_backlogged_model(api, redis_client, worker_ids):
-    from inference import jobs
+    from inference.submit import submission, waiting
 
     data = image_b64()
     with paused(worker_ids["resnet18"], "resnet18.low"):
-        backlog = [jobs.submit(redis_client, image_b64=data, model="resnet18", priority="low").job["request_id"] for _ in range(4)]
+        backlog = [submission.submit(redis_client, image_b64=data, model="resnet18", priority="low").job["request_id"] for _ in range(4)]
         time.sleep(2.5)  # the API's worker snapshot is refreshed every WORKER_CACHE_SECONDS
         models = [served_model(api, data) for _ in range(6)]
     assert "resnet18" not in models
     for request_id in backlog:
-        assert jobs.wait_for(redis_client, request_id, 30)["status"] == "success"
+        assert waiting.wait_for(redis_client, request_id, 30)["status"] == "success"
 
 
 def test_queue_full_answers_429_and_enqueues_nothing(start_extra_api, redis_client, worker_ids):
@@ -176,17 +176,19 @@ def test_batch_longer_than_batch_size_is_refused(api, redis_client):
 
 def test_a_claimed_request_reads_as_running(redis_client):
     """No STARTED state is written (task_track_started is off): the worker's claim says it."""
-    from inference import jobs
+    from inference.core import keys
+    from inference.submit import submission, tracking
+    from inference.worker.claim import Claim, claim_and_read
 
     request_id = queued_job(redis_client)
-    assert jobs.job_status(redis_client, request_id)["status"] == "queued"
-    assert jobs.claim_and_read(redis_client, request_id, []).outcome == jobs.STARTED
-    assert jobs.job_status(redis_client, request_id)["status"] == "running"
+    assert tracking.job_status(redis_client, request_id)["status"] == "queued"
+    assert claim_and_read(redis_client, request_id, []).outcome == keys.STARTED
+    assert tracking.job_status(redis_client, request_id)["status"] == "running"
     # A second delivery reads the pictures in the same round trip; a missing one reads as None.
-    picture = f"{jobs.IMAGE_PREFIX}{request_id}:test:0"
+    picture = f"{keys.IMAGE_PREFIX}{request_id}:test:0"
     redis_client.set(picture, b"picture", ex=60)
-    assert jobs.claim_and_read(redis_client, request_id, [picture, picture[:-1] + "1"]) == jobs.Claim(jobs.REDELIVERED, [b"picture", None], 2)
-    assert jobs.cancel(redis_client, request_id) == "started"  # too late to cancel
+    assert claim_and_read(redis_client, request_id, [picture, picture[:-1] + "1"]) == Claim(keys.REDELIVERED, [b"picture", None], 2)
+    assert submission.cancel(redis_client, request_id) == "started"  # too late to cancel
 
 
 def test_waits_keep_one_subscriber_and_ignore_earlier_requests_news(redis_client):
@@ -194,19 +196,19 @@ def test_waits_keep_one_subscriber_and_ignore_earlier_requests_news(redis_client
     on before (one that came just as that wait ended) does not answer the next wait."""
     import json
 
-    from inference import jobs
-    from inference.celery_app import app
+    from inference.core.celery_app import app
+    from inference.submit import waiting
 
     earlier, later = queued_job(redis_client), queued_job(redis_client)
-    assert jobs.wait_for(redis_client, earlier, 0.2)["status"] == "queued"
-    subscriber = jobs.thread_subscriber(redis_client)
+    assert waiting.wait_for(redis_client, earlier, 0.2)["status"] == "queued"
+    subscriber = waiting.thread_subscriber(redis_client)
     connection = subscriber.connection
     earlier_channel = app.backend.get_key_for_task(earlier)
     subscriber.subscribe(earlier_channel)  # as if its unsubscribe had not gone through yet
     try:
         redis_client.publish(earlier_channel, json.dumps({"status": "SUCCESS", "result": {"predictions": []}, "task_id": earlier}))
-        assert jobs.wait_for(redis_client, later, 0.5)["status"] == "queued"
-        assert jobs.thread_subscriber(redis_client).connection is connection
+        assert waiting.wait_for(redis_client, later, 0.5)["status"] == "queued"
+        assert waiting.thread_subscriber(redis_client).connection is connection
     finally:
         subscriber.unsubscribe(earlier_channel)
 
@@ -218,19 +220,20 @@ def test_a_wait_reads_the_status_only_when_told_or_after_a_quiet_second(redis_cl
     import json
     import threading
 
-    from inference import jobs
-    from inference.celery_app import app
+    from inference.core import keys
+    from inference.core.celery_app import app
+    from inference.submit import tracking, waiting
 
-    assert jobs.wait_for(redis_client, queued_job(redis_client), 0.1)["status"] == "queued"  # leaves its unsubscribe's reply
+    assert waiting.wait_for(redis_client, queued_job(redis_client), 0.1)["status"] == "queued"  # leaves its unsubscribe's reply
     request_id = queued_job(redis_client)
     reads = []
-    real_read = jobs.job_status
-    monkeypatch.setattr(jobs, "job_status", lambda *args: reads.append(args) or real_read(*args))
+    real_read = tracking.job_status
+    monkeypatch.setattr(waiting, "job_status", lambda *args: reads.append(args) or real_read(*args))
     result = json.dumps({"status": "SUCCESS", "result": {"predictions": []}, "task_id": request_id})
-    with jobs.ResultListener(redis_client, request_id) as listener:
+    with waiting.ResultListener(redis_client, request_id) as listener:
         threading.Timer(0.3, redis_client.publish, (app.backend.get_key_for_task(request_id), result)).start()
-        status = listener.wait(5, known=jobs.queued_status(json.loads(redis_client.get(jobs.job_key(request_id)))))
+        status = listener.wait(5, known=tracking.queued_status(json.loads(redis_client.get(keys.job_key(request_id)))))
     assert status["status"] == "success" and reads == []
-    with jobs.ResultListener(redis_client, queued_job(redis_client)) as listener:
+    with waiting.ResultListener(redis_client, queued_job(redis_client)) as listener:
         assert listener.wait(0.5)["status"] == "queued"  # nothing published: a read at the start, one after the quiet wait
     assert len(reads) <= 3  # 2, one of slack; each confirmation read as news would make it 4 or more

@@ -88,7 +88,7 @@ def test_flower_asks_for_a_login_reaches_redis_and_turns_task_events_on(system, 
     procs, port = Processes(), free_port()
     env = {**os.environ, "FLOWER_PORT": str(port), "FLOWER_DB": str(tmp_path / "flower.db")}
     env.pop("FLOWER_BASIC_AUTH", None)
-    procs.start("flower", [sys.executable, "-m", "inference.flower"], env)
+    procs.start("flower", [sys.executable, "-m", "inference.cli.flower"], env)
     try:
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: requests.get(url, timeout=2).status_code, 30, what="Flower")

@@ -10,7 +10,7 @@ import uuid
 import pytest
 from kombu import Connection, Exchange
 
-from inference import metrics
+from inference.core import metrics
 from tests.conftest import image_b64, pool_pids
 from tests.system import LOG_DIR, wait_until
 
@@ -80,7 +80,7 @@ def test_malformed_messages_are_rejected_logged_and_the_worker_keeps_serving(api
     ({"image": image_b64(), "model": "squeezenet", "top_k": "all"}, "InvalidRequest"),
     ({"image": image_b64(), "model": "resnet18"}, "WrongWorker"),
     ({"image": image_b64(), "model": "squeezenet", "shell": "rm -rf /"}, "TypeError"),
-    ({"image_refs": ["some:other:key"], "model": "squeezenet"}, "InvalidRequest"),  # only keys jobs.submit wrote
+    ({"image_refs": ["some:other:key"], "model": "squeezenet"}, "InvalidRequest"),  # only keys submission.submit wrote
     ({"image_ref": "some:other:key", "model": "squeezenet"}, "InvalidRequest"),
     ({"image_ref": ["inference:image:x:y:0"], "model": "squeezenet"}, "InvalidRequest"),  # one key, not a list
     ({"image_ref": "inference:image:x:y:0", "image": "aGVsbG8=", "model": "squeezenet"}, "InvalidRequest"),  # two pictures

@@ -10,12 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from inference import tensor_decode, worker
-from inference.errors import InvalidImage, InvalidRequest
-from inference.imaging import load_rgb, open_checked
-from inference.jpeg_headers import read_layout
-from inference.registry import MODELS as SPECS
-from inference.settings import get_settings
+from inference.core.errors import InvalidImage, InvalidRequest
+from inference.core.imaging import load_rgb, open_checked
+from inference.core.jpeg_headers import read_layout
+from inference.core.registry import MODELS as SPECS
+from inference.core.settings import get_settings
+from inference.worker import process, tensor_decode
 from tests.conftest import encoded, header_variants, image_bytes, rotated_jpeg
 
 LIMIT = 10**8
@@ -23,7 +23,7 @@ LIMIT = 10**8
 
 @pytest.fixture(scope="module")
 def resnet():
-    from inference import model_runtime
+    from inference.worker import model_runtime
 
     return model_runtime.load(SPECS["resnet18"], "random", 0, threads=1)
 
@@ -93,7 +93,7 @@ def test_tensor_path_gives_the_pil_path_s_answers(resnet):
 
 def test_worker_batch_mixes_both_paths_and_fails_only_the_broken(resnet, monkeypatch):
     monkeypatch.setenv("IMAGE_DECODER", "torchvision")
-    monkeypatch.setattr(worker, "_loaded", resnet)
+    monkeypatch.setattr(process, "_loaded", resnet)
     decoded_here = []
     real_decode = tensor_decode.decode
     monkeypatch.setattr(tensor_decode, "decode", lambda raws, device: decoded_here.extend(raws) or real_decode(raws, device))
@@ -101,7 +101,7 @@ def test_worker_batch_mixes_both_paths_and_fails_only_the_broken(resnet, monkeyp
     try:
         cat_png = encoded(Image.open(io.BytesIO(image_bytes("chelsea.jpg"))), "PNG")
         items = [(image_bytes("chelsea.jpg"), 3), (cat_png, 3), (image_bytes("chelsea.jpg")[:2500], 3), (rotated_jpeg(), 2)]
-        outputs = worker.decode_and_classify(items)
+        outputs = process.decode_and_classify(items)
     finally:
         monkeypatch.delenv("IMAGE_DECODER")
         get_settings.cache_clear()
@@ -118,17 +118,17 @@ def test_hostile_jpegs_take_the_pil_path_where_they_are_cropped_or_refused(resne
     a thousand scans: such pictures go the PIL path, which crops the first and refuses the second."""
     import time
 
-    from inference.errors import ImageTooComplex
+    from inference.core.errors import ImageTooComplex
     from tests import hostile
 
     wide, tall, scans = hostile.sliver("JPEG"), hostile.sliver("JPEG", wide=False), hostile.many_scans(1000, 1000)
     assert not any(tensor_decode.suits_tensor_decoding(raw, LIMIT) for raw in (wide, tall, scans))
     monkeypatch.setenv("IMAGE_DECODER", "torchvision")
-    monkeypatch.setattr(worker, "_loaded", resnet)
+    monkeypatch.setattr(process, "_loaded", resnet)
     get_settings.cache_clear()
     try:
         started = time.perf_counter()
-        outputs = worker.decode_and_classify([(wide, 1), (tall, 1), (scans, 1), (image_bytes("chelsea.jpg"), 1)])
+        outputs = process.decode_and_classify([(wide, 1), (tall, 1), (scans, 1), (image_bytes("chelsea.jpg"), 1)])
     finally:
         monkeypatch.delenv("IMAGE_DECODER")
         get_settings.cache_clear()

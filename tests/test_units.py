@@ -10,10 +10,10 @@ import pytest
 from pydantic import ValidationError
 
 from api.schemas import InferenceRequest
-from inference.errors import http_status_of
-from inference.queues import model_queues, queue_name, route_task
-from inference.registry import MODELS, get_spec
-from inference.settings import Settings, get_settings, markdown_table
+from inference.core.errors import http_status_of
+from inference.core.queues import model_queues, queue_name, route_task
+from inference.core.registry import MODELS, get_spec
+from inference.core.settings import Settings, get_settings, markdown_table
 from tests.conftest import repo_root
 
 WORKER_SHARE_VARIABLES = ("TORCH_THREADS", "HOST_WORKERS", "WORKER_POOL", "WORKER_CONCURRENCY", "MODEL_INSTANCES")
@@ -53,14 +53,14 @@ def test_registry_names_and_stable_seeds():
 
 
 def test_every_model_has_a_worker_config():
-    from inference.launch import read_config
+    from inference.cli.launch import read_config
 
     for name in MODELS:
         assert read_config(name)["model"] == name
 
 
 def test_launcher_builds_a_pinned_worker_command(monkeypatch):
-    from inference.launch import celery_argv
+    from inference.cli.launch import celery_argv
 
     monkeypatch.delenv("WORKER_MODEL", raising=False)
     monkeypatch.delenv("WORKER_CONCURRENCY", raising=False)
@@ -121,8 +121,8 @@ def test_error_codes_map_to_statuses():
 def test_a_failed_request_reports_a_code_of_the_vocabulary_never_a_class_name():
     from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError
 
-    from inference.errors import InvalidImage
-    from inference.jobs import _error_of
+    from inference.core.errors import InvalidImage
+    from inference.submit.tracking import _error_of
 
     assert _error_of(SoftTimeLimitExceeded())["code"] == "timeout"
     assert _error_of(TimeLimitExceeded(10))["code"] == "timeout"
@@ -206,7 +206,7 @@ def test_the_access_log_follows_the_log_level():
 
 
 def test_worker_consumes_the_configured_priorities_in_order(monkeypatch):
-    from inference.worker import worker_queues
+    from inference.worker.bootstep import worker_queues
 
     monkeypatch.setenv("WORKER_PRIORITIES", "low, high")
     get_settings.cache_clear()
@@ -224,7 +224,7 @@ def test_worker_consumes_the_configured_priorities_in_order(monkeypatch):
 def test_worker_configs_become_environment(monkeypatch):
     import os
 
-    from inference import launch
+    from inference.cli import launch
 
     # A private environment: what the launcher sets must not leak into workers other tests start.
     environment = {k: v for k, v in os.environ.items() if k not in launch.ENV_OF_KEY.values() and not k.startswith("CHAOS_")}
@@ -236,9 +236,9 @@ def test_worker_configs_become_environment(monkeypatch):
 
 
 def test_torch_threads_share_the_cores_among_every_model_copy(monkeypatch):
-    from inference import worker
+    from inference.worker import sizing
 
-    monkeypatch.setattr(worker, "cpu_count", lambda: 16)
+    monkeypatch.setattr(sizing, "cpu_count", lambda: 16)
     for variable in WORKER_SHARE_VARIABLES:
         monkeypatch.delenv(variable, raising=False)
     cases = [({}, 16), ({"HOST_WORKERS": "4"}, 4), ({"HOST_WORKERS": "4", "WORKER_CONCURRENCY": "2"}, 2),
@@ -248,8 +248,8 @@ def test_torch_threads_share_the_cores_among_every_model_copy(monkeypatch):
              ({"HOST_WORKERS": "32"}, 1), ({"HOST_WORKERS": "4", "TORCH_THREADS": "3"}, 3)]
     for env, threads in cases:
         with settings_from(monkeypatch, env):
-            assert worker.torch_threads() == threads, env
-            assert worker.torch_threads("cuda:0") == (3 if "TORCH_THREADS" in env else 1), env  # GPU models: CPU work is small
+            assert sizing.torch_threads() == threads, env
+            assert sizing.torch_threads("cuda:0") == (3 if "TORCH_THREADS" in env else 1), env  # GPU models: CPU work is small
 
 
 def test_adaptive_threads_set_torch_threads_of_the_calling_thread_only():
@@ -259,7 +259,7 @@ def test_adaptive_threads_set_torch_threads_of_the_calling_thread_only():
 
     import torch
 
-    from inference.worker import adaptive_threads
+    from inference.worker.sizing import adaptive_threads
 
     share_cores, seen, before = adaptive_threads(4), {}, torch.get_num_threads()
 
@@ -275,24 +275,24 @@ def test_adaptive_threads_set_torch_threads_of_the_calling_thread_only():
 
 
 def test_a_lone_batch_takes_every_instances_threads_within_the_cores(monkeypatch):
-    from inference import worker
+    from inference.worker import sizing
 
     for variable in WORKER_SHARE_VARIABLES:
         monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setattr(worker, "cpu_count", lambda: 2)
+    monkeypatch.setattr(sizing, "cpu_count", lambda: 2)
     cases = [({"MODEL_INSTANCES": "2"}, 2, 2), ({"MODEL_INSTANCES": "3"}, 3, 2),  # never more threads than cores
              ({"MODEL_INSTANCES": "2", "TORCH_THREADS": "4"}, 2, 4)]  # as pinned, at least
     for env, instances, threads in cases:
         with settings_from(monkeypatch, {"WORKER_POOL": "threads", **env}):
-            assert worker.lone_batch_threads(instances) == threads, env
+            assert sizing.lone_batch_threads(instances) == threads, env
 
 
 def test_model_instances_auto_two_on_a_cpu_with_cores_to_share(monkeypatch):
-    from inference import worker
+    from inference.worker import sizing
 
     for variable in WORKER_SHARE_VARIABLES:
         monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setattr(worker, "cpu_count", lambda: 2)
+    monkeypatch.setattr(sizing, "cpu_count", lambda: 2)
     cases = [({"WORKER_POOL": "threads"}, "cpu", 2), ({"WORKER_POOL": "threads"}, "cuda", 1),
              ({"WORKER_POOL": "threads", "HOST_WORKERS": "2"}, "cpu", 1),  # one core each: nothing to share
              ({"WORKER_POOL": "threads", "TORCH_THREADS": "2"}, "cpu", 1),  # threads pinned per copy: not doubled
@@ -300,7 +300,7 @@ def test_model_instances_auto_two_on_a_cpu_with_cores_to_share(monkeypatch):
              ({"WORKER_POOL": "prefork", "MODEL_INSTANCES": "3"}, "cpu", 1)]  # one model copy per pool process
     for env, device, instances in cases:
         with settings_from(monkeypatch, env):
-            assert worker.model_instances(device) == instances, (env, device)
+            assert sizing.model_instances(device) == instances, (env, device)
 
 
 def test_procfile_tells_workers_how_many_share_the_machine():
@@ -309,7 +309,7 @@ def test_procfile_tells_workers_how_many_share_the_machine():
 
 
 def test_optimize_auto_is_torchscript_on_cpu_and_eager_on_cuda():
-    from inference.model_runtime import resolve_optimize
+    from inference.worker.model_runtime import resolve_optimize
 
     assert resolve_optimize("auto", "cpu") == "jit" and resolve_optimize("auto", "cuda:0") == "none"
     assert resolve_optimize("jit", "cuda") == "jit" and resolve_optimize("none", "cpu") == "none"
@@ -329,7 +329,7 @@ def test_sustained_throughput_leaves_out_ramp_up_and_drain():
 
 
 def test_workers_torch_threads_spin_briefly_unless_the_environment_says_otherwise(monkeypatch):
-    from inference.worker import openmp_wait_policy
+    from inference.worker.sizing import openmp_wait_policy
 
     for variable in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY"):
         monkeypatch.setenv(variable, "")  # recorded, so that the test leaves the environment as it was
@@ -344,3 +344,17 @@ def test_workers_torch_threads_spin_briefly_unless_the_environment_says_otherwis
     monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
     openmp_wait_policy()
     assert "GOMP_SPINCOUNT" not in os.environ  # it would override the user's wait policy
+
+
+def test_the_client_and_the_api_load_no_torch_and_no_worker_code():
+    """The layout's promise (inference/__init__.py): submitting needs neither torch nor the worker."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, inference.submit.client, api; api.create_app(); "
+             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch' or m.startswith(('inference.worker', 'inference.cli'))))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]", loaded
+    # `celery -A inference` still finds the app with the worker's `--model` bootstep registered, torch-free.
+    probe = "import sys, inference; from inference.worker.bootstep import PinToModel; assert PinToModel in inference.app.steps['worker']; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "False"

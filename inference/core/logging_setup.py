@@ -12,7 +12,7 @@ import time
 
 from celery.signals import after_setup_logger, after_setup_task_logger
 
-from inference.settings import get_settings
+from inference.core.settings import get_settings
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
 TASK_TEXT_FORMAT = "%(asctime)s %(levelname)s %(processName)s request_id=%(task_id)s %(name)s: %(message)s"

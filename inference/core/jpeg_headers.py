@@ -4,7 +4,7 @@ The API checks every picture's headers before it queues a request, and a GPU wor
 before it decodes a batch of them there. PIL parses all the markers in Python, then the EXIF
 block: ~40 us per picture, which held a GPU worker's GIL ~15 % of the time at 128 pictures per
 request (and was ~5 % of the API's CPU per one-picture submission). Walking the markers with
-struct takes a few us (`inference.imaging.plain_jpeg_layout` applies the pixel limits).
+struct takes a few us (`inference.core.imaging.plain_jpeg_layout` applies the pixel limits).
 Only the common case is answered here; for anything unusual (another format, a colour
 transform, XMP, a second EXIF block, odd markers, broken lengths) `read_layout` returns None
 and the caller asks PIL, so that the answers stay PIL's. Torch-free.

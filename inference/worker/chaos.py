@@ -12,8 +12,8 @@ import random
 import signal
 import time
 
-from inference.errors import TransientInferenceError
-from inference.settings import get_settings
+from inference.core.errors import TransientInferenceError
+from inference.core.settings import get_settings
 
 log = logging.getLogger(__name__)
 _tasks_seen = 0  # per pool process

@@ -1,6 +1,6 @@
 """Python client for the REST API, and a small CLI on top of it.
 
-    from inference.client import InferenceClient
+    from inference.submit.client import InferenceClient
     client = InferenceClient("http://127.0.0.1:8000")
     result = client.classify("cat.jpg", model="resnet18")       # submit + wait
     many = client.classify(["cat.jpg", "dog.png"])              # one request: many["results"] in order
@@ -14,7 +14,7 @@ caller gives one), so a retry after a connection dropped once the API had accept
 request returns that request (`duplicate`) and never queues it twice. Services on the same Redis can skip HTTP and call the task
 with Celery's `send_task` (see docs/api.md).
 
-CLI: `python -m inference.client classify PATH [PATH ...] --model resnet18` (files or folders).
+CLI: `python -m inference.submit.client classify PATH [PATH ...] --model resnet18` (files or folders).
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.progress import Progress
     from rich.table import Table
 
-    parser = argparse.ArgumentParser(prog="python -m inference.client", description="Classify images through the API.")
+    parser = argparse.ArgumentParser(prog="python -m inference.submit.client", description="Classify images through the API.")
     sub = parser.add_subparsers(dest="command", required=True)
     classify = sub.add_parser("classify", help="classify files and folders")
     classify.add_argument("paths", nargs="+", help="image files or folders")

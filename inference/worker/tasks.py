@@ -14,7 +14,7 @@ In place of `image`, `images` (a list of up to BATCH_SIZE base64 pictures) class
 in one task, the cheapest way to send many: the result then holds `results`, one entry per
 image in order, each `{"predictions": [...]}` or, for a picture that does not decode,
 `{"error": {"code", "message"}}` (the others still succeed). `image_ref` and `image_refs` are
-`image` and `images` stored in Redis by `inference.jobs.submit(image=...)` / `(images=...)`
+`image` and `images` stored in Redis by `inference.submit.submission.submit(image=...)` / `(images=...)`
 (what the API sends): the message stays small, and the worker deletes them once the result
 is stored.
 
@@ -35,13 +35,15 @@ from celery.utils.log import get_task_logger
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from inference import chaos, jobs, metrics
-from inference.batching import BatchOutcome
-from inference.celery_app import app
-from inference.errors import ImageMissing, InvalidRequest, PoisonMessage, TransientInferenceError, WrongWorker
-from inference.imaging import check_request_pixels, decode_base64, probe_image
-from inference.queues import TASK_NAME
-from inference.settings import get_settings
+from inference.core import keys, metrics
+from inference.core.celery_app import app
+from inference.core.errors import ImageMissing, InvalidRequest, PoisonMessage, TransientInferenceError, WrongWorker
+from inference.core.imaging import check_request_pixels, decode_base64, probe_image
+from inference.core.queues import TASK_NAME
+from inference.core.settings import get_settings
+from inference.worker import chaos
+from inference.worker.batching import BatchOutcome
+from inference.worker.claim import claim_and_read
 
 log = get_task_logger(__name__)  # its lines carry the request (task) id
 _settings = get_settings()
@@ -97,13 +99,13 @@ def skip_unless_runnable(task, request_id: str, deadline: float | None, model: s
     """Drop a request whose deadline passed or that was cancelled, without running it. Returns
     its stored `pictures`, read in the claim's round trip (missing ones as ImageMissing)."""
     if deadline is not None and time.time() > deadline:
-        task.update_state(state=jobs.EXPIRED, meta={"reason": "not started before its deadline", "deadline": deadline})
+        task.update_state(state=keys.EXPIRED, meta={"reason": "not started before its deadline", "deadline": deadline})
         record_metrics(metrics.record, model, priority, "expired")
         log.info("request %s expired before it started; dropped", request_id)
         raise Ignore()
-    claim = jobs.claim_and_read(redis_client(), request_id, pictures)
-    if claim.outcome == jobs.CANCELLED_CLAIM:
-        task.update_state(state=jobs.CANCELLED, meta={"reason": "cancelled by the client"})  # counted by DELETE
+    claim = claim_and_read(redis_client(), request_id, pictures)
+    if claim.outcome == keys.CANCELLED_CLAIM:
+        task.update_state(state=keys.CANCELLED, meta={"reason": "cancelled by the client"})  # counted by DELETE
         log.info("request %s was cancelled; dropped", request_id)
         raise Ignore()
     # Starts that did not end in a retry: its worker process died running it each time (a
@@ -113,9 +115,9 @@ def skip_unless_runnable(task, request_id: str, deadline: float | None, model: s
     if crashed_runs >= get_settings().max_deliveries:
         log.error("request %s: its worker died in each of its %d runs; failed as a poison message", request_id, crashed_runs)
         raise PoisonMessage(f"the request's worker died each of the {crashed_runs} times it ran (MAX_DELIVERIES); it is not run again")
-    if claim.outcome == jobs.REDELIVERED and not task.request.retries:
+    if claim.outcome == keys.REDELIVERED and not task.request.retries:
         # Its worker died mid-run (or before acking): running again is harmless, but counted.
-        record_metrics(lambda r: r.incr(jobs.DUPLICATES_KEY))
+        record_metrics(lambda r: r.incr(keys.DUPLICATES_KEY))
         log.warning("request %s delivered again (redelivered=%s); running it again",
                     request_id, (task.request.delivery_info or {}).get("redelivered"))
     return [raw if raw is not None else ImageMissing(f"{ref} is no longer stored (expired, or its request already ran)")
@@ -156,7 +158,7 @@ def build_result(*, info, request_id, worker_id, submitted_at, started_at, finis
 def classify(self, image: str | None = None, model: str | None = None, top_k: int | None = None, request_id: str | None = None,
              priority: str | None = None, submitted_at: float | None = None, deadline: float | None = None,
              images: list[str] | None = None, image_refs: list[str] | None = None, image_ref: str | None = None) -> dict:
-    from inference.worker import batcher, loaded_model
+    from inference.worker.process import batcher, loaded_model
 
     several = images if images is not None else image_refs
     count = len(several) if isinstance(several, list) else 1
@@ -172,7 +174,7 @@ def classify(self, image: str | None = None, model: str | None = None, top_k: in
         if not isinstance(top_k, int) or not 1 <= top_k <= settings.max_top_k:
             raise InvalidRequest(f"top_k must be an integer between 1 and {settings.max_top_k}")
         check_pictures(image, images, image_refs, image_ref, settings.batch_size)
-        fetched = skip_unless_runnable(self, self.request.id, deadline, model, priority, jobs.named_pictures(image_ref, image_refs))
+        fetched = skip_unless_runnable(self, self.request.id, deadline, model, priority, keys.named_pictures(image_ref, image_refs))
         started_at = time.time()
         # Several images: a broken (or missing) one fails alone; one image: it fails the request.
         if image_refs is not None or image_ref is not None:
@@ -187,7 +189,7 @@ def classify(self, image: str | None = None, model: str | None = None, top_k: in
         chaos.before_inference()
     except BaseException:
         gatherer.forget(count)
-        raise  # its pictures go with its final state (inference/result_backend.py)
+        raise  # its pictures go with its final state (inference/core/result_backend.py)
     # The batcher decodes each picture (a corrupt one fails alone) and classifies it.
     if several is None:
         outcomes: list = [gatherer.run((encoded[0], top_k), timeout=settings.worker_timeout, expected=True)]
@@ -230,8 +232,8 @@ def check_pictures(image, images, image_refs, image_ref, most: int) -> None:
                              "`image_ref` or `image_refs` (Redis keys)")
     if (images is not None or image_refs is not None) and (not isinstance(given[0], list) or not 1 <= len(given[0]) <= most):
         raise InvalidRequest(f"`images` and `image_refs` must be lists of 1 to {most} pictures (BATCH_SIZE)")
-    if not all(map(jobs.is_stored_image, jobs.named_pictures(image_ref, image_refs))):
-        raise InvalidRequest(f"`image_ref` and `image_refs` must be keys that jobs.submit wrote (starting with {jobs.IMAGE_PREFIX})")
+    if not all(map(keys.is_stored_image, keys.named_pictures(image_ref, image_refs))):
+        raise InvalidRequest(f"`image_ref` and `image_refs` must be keys that submission.submit wrote (starting with {keys.IMAGE_PREFIX})")
 
 
 def already_succeeded(task) -> bool:

@@ -16,9 +16,9 @@ import torch
 from PIL import Image
 from torchvision.models import get_model, get_weight
 
-from inference.errors import WeightsUnavailable
-from inference.imaging import visible_part
-from inference.registry import ModelSpec
+from inference.core.errors import WeightsUnavailable
+from inference.core.imaging import visible_part
+from inference.core.registry import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class LoadedModel:
         ]
 
     def warm_up(self) -> None:
-        """Forward passes in the thread that will run the model (see inference/batching.py); a
+        """Forward passes in the thread that will run the model (see inference/worker/batching.py); a
         TorchScript model optimises itself during its first two runs."""
         started = time.perf_counter()
         for _ in range(2):

@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     max_batch_delay_ms: float = Field(5.0, ge=0, description="Dynamic batching: a batch closes this long after its first request at the latest; sooner when full or when no other request is on its way.")
     gomp_spincount: int = Field(30000, ge=0, description="How long an idle torch thread of a worker busy-waits (OpenMP spins, ~0.3 ms) before it sleeps; exported to the worker's torch unless GOMP_SPINCOUNT or OMP_WAIT_POLICY is already set. libgomp's own default (300,000) kept a worker's second torch thread spinning after each forward pass, on a core the result write, Redis and the API needed next: one request at a time took ~2 ms longer. Below ~10,000 the threads slept between the steps of a forward pass (+3 ms).")
     torch_threads: int = Field(0, description="torch intra-op threads per model copy; 0 = CPU cores / (HOST_WORKERS x the worker's pool processes or MODEL_INSTANCES). A batch running alone in a process of several instances on a CPU uses all of theirs.")
-    worker_replicas: int = Field(1, ge=1, description="Celery workers `inference.launch` runs for one worker config (nodes <name>-1@host, <name>-2@host...), each with its own GIL, model copy and batcher, all on the config's device; supervised as one. For a GPU that one process cannot keep busy: with requests of 128 pictures one H100 took 3,376-4,200 images/s from one worker process, 6,355-7,679 from two. Their torch threads share the cores as HOST_WORKERS x this many workers.")
+    worker_replicas: int = Field(1, ge=1, description="Celery workers `inference.cli.launch` runs for one worker config (nodes <name>-1@host, <name>-2@host...), each with its own GIL, model copy and batcher, all on the config's device; supervised as one. For a GPU that one process cannot keep busy: with requests of 128 pictures one H100 took 3,376-4,200 images/s from one worker process, 6,355-7,679 from two. Their torch threads share the cores as HOST_WORKERS x this many workers.")
     host_workers: int = Field(1, ge=1, description="Model workers sharing this machine's cores (`make run` starts 4 and says so in the Procfile), so that their torch threads together do not outnumber the cores.")
     worker_timeout: int = Field(10, description="Hard time limit of one inference task in seconds (the soft limit is 1 s less); also caps `timeout_ms`. Keep it well above 5: the pool may take up to 5 s to notice a killed child, and a limit that fires first fails the request instead of requeueing it.")
     worker_proc_alive_timeout: float = Field(120.0, description="Seconds a worker process may spend loading and warming up its model before Celery kills it (Celery's default of 4 s is too short).")
@@ -95,7 +95,6 @@ class Settings(BaseSettings):
     flower_port: int = Field(5555, description="Port of Flower.")
     flower_basic_auth: str = Field("", description="Flower login as user:password[,user2:password2]; empty = a random password made on first start, kept beside FLOWER_DB (mode 600). Flower never runs open.")
     flower_db: str = Field("var/flower.db", description="Flower's database of task history (and the generated login beside it).")
-
 
     @model_validator(mode="after")
     def redelivery_after_time_limit(self) -> Settings:

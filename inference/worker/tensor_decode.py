@@ -4,7 +4,7 @@ At thousands of images a second a GPU outruns any CPU decoding with PIL; torchvi
 a whole list of JPEGs in one call on the GPU, and the preprocessing (resize, crop, normalise)
 then runs there too, on each group of same-sized pictures at once. Every picture is first
 checked from its headers alone (format, pixel limit, decompression bombs), with PIL's answers
-(inference/jpeg_headers.py reads the common case faster); only plain JPEGs (RGB or greyscale,
+(inference/core/jpeg_headers.py reads the common case faster); only plain JPEGs (RGB or greyscale,
 no EXIF rotation) go this way, the rest (PNG, CMYK, rotated photos...) and any JPEG this
 decoder refuses take the PIL path, which also gives a corrupt picture its error.
 
@@ -18,10 +18,10 @@ from collections.abc import Callable
 import torch
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from inference.errors import InvalidRequest
-from inference.imaging import extreme_aspect, open_checked, plain_jpeg_layout, within_scan_limit
-from inference.jpeg_headers import ORIENTATION_TAG
-from inference.settings import get_settings
+from inference.core.errors import InvalidRequest
+from inference.core.imaging import extreme_aspect, open_checked, plain_jpeg_layout, within_scan_limit
+from inference.core.jpeg_headers import ORIENTATION_TAG
+from inference.core.settings import get_settings
 
 
 def used_for(device: str) -> bool:
@@ -33,7 +33,7 @@ def used_for(device: str) -> bool:
 def suits_tensor_decoding(raw: bytes, max_pixels: int) -> bool:
     """A plain JPEG (the headers say so) that decodes the same here as with PIL, and that needs no
     cropping before it is resized (the PIL path crops an extreme aspect ratio: `visible_part`).
-    The common case is read from the markers directly (inference/jpeg_headers.py), anything
+    The common case is read from the markers directly (inference/core/jpeg_headers.py), anything
     else by PIL."""
     layout = plain_jpeg_layout(raw, max_pixels)
     if layout is not None:

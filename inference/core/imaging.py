@@ -9,9 +9,9 @@ import warnings
 import pybase64
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from inference.errors import ImageTooComplex, ImageTooLarge, InvalidBase64, InvalidImage, TooManyPixels
-from inference.jpeg_headers import JpegLayout, read_layout
-from inference.settings import get_settings
+from inference.core.errors import ImageTooComplex, ImageTooLarge, InvalidBase64, InvalidImage, TooManyPixels
+from inference.core.jpeg_headers import JpegLayout, read_layout
+from inference.core.settings import get_settings
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")
 JPEG_START, START_OF_SCAN = b"\xff\xd8\xff", b"\xff\xda"

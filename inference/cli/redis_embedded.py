@@ -1,6 +1,6 @@
 """Redis for `make run`: use REDIS_URL when it answers, else run an embedded Valkey there.
 
-`python -m inference.redis_embedded` stays in the foreground either way (honcho stops every
+`python -m inference.cli.redis_embedded` stays in the foreground either way (honcho stops every
 process when one exits). The embedded server keeps an append-only file (`appendonly yes`,
 `appendfsync everysec`) under REDIS_DATA_DIR, so accepted requests survive a restart, holds at
 most REDIS_MAXMEMORY, and never evicts keys (`maxmemory-policy noeviction`) since a queue must
@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlparse
 
 import redis
 
-from inference.settings import Settings, get_settings
+from inference.core.settings import Settings, get_settings
 
 log = logging.getLogger("redis_embedded")
 

@@ -1,8 +1,8 @@
-"""Download and cache the pretrained weights: `python -m inference.weights download`.
+"""Download and cache the pretrained weights: `python -m inference.cli.weights download`.
 
 Run it on a machine with internet; the files land in $TORCH_HOME/hub/checkpoints (default
 ~/.cache/torch). Copy that folder to offline machines and point TORCH_HOME at it.
-`python -m inference.weights status` says which models have their weights cached.
+`python -m inference.cli.weights status` says which models have their weights cached.
 """
 
 from __future__ import annotations
@@ -10,18 +10,18 @@ from __future__ import annotations
 import argparse
 import os
 
-from inference.registry import MODELS
+from inference.core.registry import MODELS
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m inference.weights", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m inference.cli.weights", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["download", "status"])
     parser.add_argument("models", nargs="*", default=list(MODELS), help="models (default: all)")
     args = parser.parse_args(argv)
     from torchvision.models import get_weight
 
-    from inference.model_runtime import checkpoint_path
+    from inference.worker.model_runtime import checkpoint_path
 
     missing = 0
     for name in args.models:

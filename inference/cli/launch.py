@@ -1,4 +1,4 @@
-"""Start a worker from its declarative config: `python -m inference.launch resnet18`.
+"""Start a worker from its declarative config: `python -m inference.cli.launch resnet18`.
 
 Reads worker_configs/<name>.toml and execs
 `celery -A inference worker --model <model> --concurrency N --pool P --hostname <model>@%h`.
@@ -28,7 +28,7 @@ from pathlib import Path
 
 log = logging.getLogger("launch")
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "worker_configs"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "worker_configs"
 
 # config key -> environment variable that the worker reads
 ENV_OF_KEY = {

@@ -10,7 +10,7 @@ Every final outcome of a request is written here, whoever writes it: success, a 
 task (a bad picture, a time limit, retries exhausted), the hard time limit (written by the
 worker's main process after it killed the pool process), a revoked request, an expired or
 cancelled one, one refused as a poison message. So the same script deletes the request's
-temporary keys (`jobs.temporary_keys`: the pictures `jobs.submit` stored, the count of starts)
+temporary keys (`keys.temporary_keys`: the pictures `submission.submit` stored, the count of starts)
 and takes it out of its tenant's requests in flight: nothing stays behind, whichever way a
 request ends, and it costs no round trip of its own.
 """
@@ -24,7 +24,7 @@ from celery.backends.redis import RedisBackend
 from celery.exceptions import BackendStoreError
 from kombu.utils.encoding import bytes_to_str
 
-from inference.jobs import FINAL_STATES, in_flight_key, temporary_keys, tenant_of
+from inference.core.keys import FINAL_STATES, in_flight_key, temporary_keys, tenant_of
 
 # KEYS[1]: the result key; with a final state also KEYS[2]: its tenant's requests in flight,
 # KEYS[3...]: its temporary keys, to delete. ARGV[1]: the encoded record; ARGV[2]: seconds to
@@ -48,7 +48,7 @@ return 1
 
 
 class OneTripRedisBackend(RedisBackend):
-    """`result_backend = "inference.result_backend:OneTripRedisBackend+redis://..."`."""
+    """`result_backend = "inference.core.result_backend:OneTripRedisBackend+redis://..."`."""
 
     def _store_result(self, task_id, result, state, traceback=None, request=None, **kwargs):
         # Celery's own, less its read of the stored record: `_set` checks it inside Redis.

@@ -7,7 +7,7 @@ returns): a sixth of all the API's work on a request. Here Celery still builds t
 (`app.amqp.create_task_message`, protocol 2), wrapped as kombu's Redis transport stores a
 message in a queue's list (the wire format that every Celery client, in any language, writes),
 and one script checks the model's queue limit (and the tenant's requests in flight), writes the
-job record and pushes the message: both or neither. `jobs.submit` costs 0.2 ms of CPU instead of 0.7.
+job record and pushes the message: both or neither. `submission.submit` costs 0.2 ms of CPU instead of 0.7.
 
 The pictures are written in the same round trip, by plain SETs pipelined ahead of the script,
 not by the script: every byte a script is given is copied into Lua and again into Redis, and
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import redis as redis_lib
 from redis.exceptions import NoScriptError
 
-from inference.celery_app import app
-from inference.queues import TASK_NAME
+from inference.core.celery_app import app
+from inference.core.queues import TASK_NAME
 
 # KEYS: the job record, the queue, [the tenant's set of requests in flight,] the model's queues
 # counted for the limit. ARGV: the job record, the message, seconds to keep the record, the queue
@@ -78,7 +78,7 @@ class Outcome:
 @dataclass
 class InFlight:
     """A tenant's requests in flight: a sorted set of task ids (by submission time) that the
-    result backend removes each from once it ends (inference/result_backend.py)."""
+    result backend removes each from once it ends (inference/core/result_backend.py)."""
 
     key: str
     limit: int  # most at once; 0: none (only counted)

@@ -1,4 +1,4 @@
-"""Start Flower behind a login: `python -m inference.flower` (the Procfile's and Compose's way).
+"""Start Flower behind a login: `python -m inference.cli.flower` (the Procfile's and Compose's way).
 
 Flower shows every task's arguments (the images) and can revoke tasks and shut workers down,
 so it never runs open. FLOWER_BASIC_AUTH=user:password chooses the login; without it a random
@@ -13,7 +13,7 @@ import secrets
 import sys
 from pathlib import Path
 
-from inference.settings import get_settings
+from inference.core.settings import get_settings
 
 log = logging.getLogger("flower")
 

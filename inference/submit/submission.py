@@ -1,0 +1,156 @@
+"""Submitting requests: a job record and a task in one Redis round trip (inference/submit/enqueue.py).
+
+The script writes the record only where there is none, so a request id submitted twice yields
+the first request and never a second task. Batches are lists of request ids; cancelling claims
+a request before a worker does (inference/core/keys.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+import redis as redis_lib
+
+from inference.core import metrics
+from inference.core.celery_app import app
+from inference.core.keys import (
+    BATCH_PREFIX,
+    CANCELLED,
+    CANCELLED_CLAIM,
+    IMAGE_PREFIX,
+    claim_key,
+    claimed_as_cancelled,
+    in_flight_key,
+    job_key,
+    scoped_id,
+)
+from inference.core.queues import PRIORITIES, queue_name
+from inference.core.settings import get_settings
+from inference.submit.enqueue import InFlight, enqueue, task_message
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Submitted:
+    job: dict
+    created: bool  # False: the request id existed already, nothing was sent
+
+    @property
+    def task_id(self) -> str:
+        """The id of its task, result and keys in Redis (the request id, scoped to its tenant)."""
+        return self.job.get("task_id") or self.job["request_id"]
+
+
+def in_flight(redis: redis_lib.Redis, tenant: str) -> int:
+    """A tenant's requests in flight (queued or running)."""
+    return redis.zcard(in_flight_key(tenant))
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+class QueueFull(Exception):
+    """The model's queues hold `queued` requests, QUEUE_SIZE or more: nothing was written."""
+
+    def __init__(self, model: str, queued: int):
+        super().__init__(f"{model} has {queued} requests queued")
+        self.model, self.queued = model, queued
+
+
+class MemoryFull(Exception):
+    """Redis would hold more than the memory limit with this request's pictures: nothing was written."""
+
+    def __init__(self, used: int):
+        super().__init__(f"Redis uses {used} bytes")
+        self.used = used
+
+
+class TooManyInFlight(Exception):
+    """The tenant has `in_flight` requests queued or running, its limit or more: nothing was written."""
+
+    def __init__(self, in_flight: int):
+        super().__init__(f"{in_flight} requests in flight")
+        self.in_flight = in_flight
+
+
+def submit(redis: redis_lib.Redis, *, model: str, priority: str, top_k: int | None = None, request_id: str | None = None,
+           timeout_ms: int | None = None, image_b64: str | None = None, image: bytes | None = None,
+           images: list[bytes] | None = None, queue_limit: int | None = None, tenant: str = "",
+           in_flight_limit: int = 0, memory_limit: int = 0) -> Submitted:
+    """Record and enqueue one request, of one picture (`image`, raw bytes) or several (`images`),
+    both by reference, or of one picture in the message (`image_b64`). `timeout_ms` is a
+    deadline for it to *start*. With `queue_limit`, raises QueueFull instead when the model's
+    queues hold that many requests already. A `tenant`'s request ids are its own (`scoped_id`),
+    and its requests in flight are counted: with `in_flight_limit`, TooManyInFlight when it has
+    that many. With `memory_limit`, MemoryFull when Redis would use more bytes than that. One
+    Redis round trip (inference/submit/enqueue.py).
+
+    By reference, each picture is stored in Redis as it is (no base64, no JSON) beside the job
+    record, and the task carries only the keys; the worker reads them with one MGET and deletes
+    them once done. In the message, every picture crosses kombu's JSON envelope, Celery's two
+    payload decodings and the unacked copy: passes over its base64 that held a GPU worker
+    under 1,000 images/s and cost a CPU worker's consumer ~1 ms per request. (Other services
+    may still send `image`/`images` in the message.)"""
+    request_id = request_id or new_request_id()
+    task_id = scoped_id(tenant, request_id)
+    submitted_at = time.time()
+    queue = queue_name(model, priority)
+    job = {
+        "request_id": request_id,
+        **({"task_id": task_id} if tenant else {}),
+        "model": model,
+        "priority": priority,
+        "queue": queue,
+        "top_k": top_k,
+        "submitted_at": submitted_at,
+        "deadline": submitted_at + timeout_ms / 1000 if timeout_ms else None,
+    }
+    stored = [image] if image is not None else images or []
+    # Keys of this submission alone: a second submission of the id must not touch the first's pictures.
+    refs = [f"{IMAGE_PREFIX}{task_id}:{uuid.uuid4().hex[:12]}:{n}" for n in range(len(stored))]
+    pictures = {"image_ref": refs[0]} if image is not None else {"image_refs": refs} if images is not None else {"image": image_b64}
+    kwargs = {**pictures, "model": model, "top_k": top_k, "request_id": request_id, "priority": priority,
+              "submitted_at": submitted_at, "deadline": job["deadline"]}
+    outcome = enqueue(redis, job_key=job_key(task_id), job=json.dumps(job), queue=queue,
+                      message=task_message(task_id, kwargs, queue), expires=get_settings().result_expires,
+                      pictures=dict(zip(refs, stored)), counted_queues=[queue_name(model, p) for p in PRIORITIES],
+                      limit=queue_limit, in_flight=InFlight(in_flight_key(tenant), in_flight_limit, task_id) if tenant else None,
+                      memory_limit=memory_limit)
+    if outcome.status == "full":
+        raise QueueFull(model, outcome.depth)
+    if outcome.status == "busy":
+        raise TooManyInFlight(outcome.depth)
+    if outcome.status == "memory":
+        raise MemoryFull(outcome.depth)
+    if outcome.status == "exists":
+        return Submitted(json.loads(outcome.existing) if outcome.existing else job, created=False)
+    log.info("request %s queued on %s", task_id, queue, extra={"request_id": task_id})
+    return Submitted(job, created=True)
+
+
+def cancel(redis: redis_lib.Redis, request_id: str) -> str | None:
+    """Cancel a request that has not started: "cancelled", "started" (too late), None (unknown id)."""
+    raw = redis.get(job_key(request_id))
+    if raw is None:
+        return None
+    if redis.set(claim_key(request_id), CANCELLED_CLAIM, nx=True, ex=get_settings().result_expires):
+        app.backend.store_result(request_id, {"reason": "cancelled by the client"}, CANCELLED)
+        job = json.loads(raw)
+        metrics.record(redis, job["model"], job["priority"], "cancelled")
+        return "cancelled"
+    return "cancelled" if claimed_as_cancelled(redis, request_id) else "started"
+
+
+def save_batch(redis: redis_lib.Redis, batch_id: str, request_ids: list[str]) -> None:
+    redis.set(BATCH_PREFIX + batch_id, json.dumps(request_ids), ex=get_settings().result_expires)
+
+
+def load_batch(redis: redis_lib.Redis, batch_id: str) -> list[str] | None:
+    raw = redis.get(BATCH_PREFIX + batch_id)
+    return json.loads(raw) if raw is not None else None

@@ -1,0 +1,1 @@
+"""See inference/__init__.py."""

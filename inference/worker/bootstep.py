@@ -1,0 +1,134 @@
+"""Celery integration of a worker: `--model` pins it to one model's queues, and control commands.
+
+- `--model` (or WORKER_MODEL) selects the model; the worker then consumes only that model's
+  queues, high before normal before low (inference/worker/process.py loads it).
+- `celery -A inference inspect model_info` reports model, weights, device, load and warm-up
+  time of every process; `control simulate_crash` kills a worker started for chaos.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from celery import bootsteps
+from celery.worker import state as worker_state
+from celery.worker.control import control_command, inspect_command
+
+from inference.core.celery_app import app
+from inference.core.queues import PRIORITIES, queue_name
+from inference.core.registry import get_spec
+from inference.core.settings import get_settings
+from inference.worker.process import STATE_DIR_ENV, load_model_in_process
+from inference.worker.sizing import openmp_wait_policy
+
+log = logging.getLogger(__name__)
+
+
+class PinToModel(bootsteps.StartStopStep):
+    """Applies `--model`: selects the model's queues and tells pool processes what to load."""
+
+    def __init__(self, worker, model=None, **options):
+        openmp_wait_policy()  # before torch loads, here or in the pool processes
+        model = model or get_settings().worker_model
+        if not model:
+            raise SystemExit("a worker serves one model: pass --model NAME or set WORKER_MODEL")
+        get_spec(model)  # fail fast on an unknown name
+        os.environ["WORKER_MODEL"] = model  # inherited by the forked pool processes
+        os.environ[STATE_DIR_ENV] = tempfile.mkdtemp(prefix=f"inference-{model}-")
+        os.environ["WORKER_POOL"] = pool_kind(worker.pool_cls)
+        os.environ["WORKER_CONCURRENCY"] = str(worker.concurrency)
+        get_settings.cache_clear()
+        queues = worker_queues(model)
+        worker.setup_queues(queues)
+        log.info("worker pinned to model %s, queues %s", model, ", ".join(queues))
+        if os.environ["WORKER_POOL"] == "threads":
+            # The threads pool sends no worker_process_init: load here, before any task arrives.
+            load_model_in_process()
+
+    def stop(self, worker):
+        shutil.rmtree(os.environ.get(STATE_DIR_ENV, ""), ignore_errors=True)
+
+    terminate = stop
+
+
+app.steps["worker"].add(PinToModel)
+
+
+def worker_queues(model: str) -> list[str]:
+    """The model's queues this worker consumes (WORKER_PRIORITIES), high before normal before low."""
+    wanted = {p.strip() for p in get_settings().worker_priorities.split(",") if p.strip()}
+    unknown = wanted - set(PRIORITIES)
+    if unknown or not wanted:
+        raise SystemExit(f"WORKER_PRIORITIES must name some of {', '.join(PRIORITIES)}; got {sorted(unknown) or 'nothing'}")
+    return [queue_name(model, p) for p in PRIORITIES if p in wanted]
+
+
+def pool_kind(pool_cls) -> str:
+    module = getattr(pool_cls, "__module__", str(pool_cls))
+    return "prefork" if "prefork" in module else ("threads" if "thread" in module else "solo")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+
+
+def process_infos() -> list[dict]:
+    state_dir = os.environ.get(STATE_DIR_ENV)
+    if not state_dir or not os.path.isdir(state_dir):
+        return []
+    infos = []
+    for path in sorted(Path(state_dir).glob("*.json")):
+        info = json.loads(path.read_text())
+        if _alive(info["pid"]):
+            infos.append(info)
+    return infos
+
+
+@inspect_command()
+def model_info(state):
+    """Model, weights, device, load and warm-up time of each pool process of this worker."""
+    settings = get_settings()
+    processes = process_infos()
+    weights = sorted({p["weights"] for p in processes})
+    return {
+        "model": settings.worker_model,
+        "queues": worker_queues(settings.worker_model) if settings.worker_model else [],
+        "weights": weights[0] if len(weights) == 1 else (weights or None),
+        "weights_warning": next((p["weights_warning"] for p in processes if p["weights_warning"]), None),
+        "device": processes[0]["device"] if processes else None,
+        "concurrency": getattr(state.consumer.controller, "concurrency", None),
+        "ready_processes": len(processes),
+        "active": len(worker_state.active_requests),
+        "processed": sum(worker_state.total_count.values()),
+        "processes": processes,
+    }
+
+
+@control_command(args=[("delay", float)], signature="[delay=0.2]")
+def simulate_crash(state, delay=0.2):
+    """Chaos: SIGKILL this whole worker (pool processes, then the main process) after replying,
+    if CHAOS_ENABLED is set on the worker: anyone who can write to Redis can send a control
+    command, and no such command may take a worker down that was not started for chaos.
+
+    `celery -A inference control simulate_crash --destination resnet18@host`
+    """
+    from inference.worker.chaos import crash_worker
+
+    if not get_settings().chaos_enabled:
+        log.warning("chaos: simulate_crash received and ignored (CHAOS_ENABLED is off on this worker)")
+        return {"error": "chaos is disabled on this worker (CHAOS_ENABLED=false)"}
+
+    pool = state.consumer.pool
+    pids = list(pool.info.get("processes", [])) if pool is not None else []
+    log.error("chaos: simulate_crash received; killing processes %s and %s", pids, os.getpid())
+    crash_worker(pids, delay)
+    return {"ok": f"crashing in {delay} s", "pids": pids + [os.getpid()]}

@@ -1,0 +1,130 @@
+"""A worker process's model: loaded and warmed up once per process, then fed by the batcher.
+
+Each pool process loads the model in `worker_process_init` (the solo pool sends it in the main
+process; for the threads pool, which sends none, the bootstep loads it at start-up), so a
+process takes tasks only once its model is ready. Pictures are decoded right before the forward
+pass (`decode_and_classify`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from celery.signals import worker_process_init
+
+from inference.core import logging_setup  # noqa: F401  (log format signals)
+from inference.core.errors import InvalidRequest
+from inference.core.imaging import model_input
+from inference.core.registry import get_spec
+from inference.core.settings import get_settings
+from inference.worker.batching import MicroBatcher
+from inference.worker.sizing import adaptive_threads, lone_batch_threads, model_instances, one_torch_thread, torch_threads
+
+log = logging.getLogger(__name__)
+
+STATE_DIR_ENV = "INFERENCE_STATE_DIR"  # where pool processes leave their model info for the inspect command
+_loaded = None  # this process's LoadedModel
+_batcher: MicroBatcher | None = None  # and the batcher in front of it
+_decoders: ThreadPoolExecutor | None = None  # decode a batch's pictures in parallel (PIL releases the GIL)
+
+
+@worker_process_init.connect
+def load_model_in_process(**_):
+    global _loaded, _batcher, _decoders
+    settings = get_settings()
+    if not settings.worker_model:
+        return
+    from inference.worker import model_runtime  # torch is imported in pool processes only
+
+    device = model_runtime.pick_device(settings.worker_device)
+
+    def load_here() -> None:
+        # Building the model (random weights are calibrated with forward passes) and warming it
+        # up run in the batcher's thread, the one that will run every batch: a second OpenMP team,
+        # left behind by torch work in this main thread, made each forward pass ~50% slower.
+        global _loaded
+        _loaded = model_runtime.load(
+            get_spec(settings.worker_model),
+            settings.model_weights,
+            settings.random_weights_seed,
+            allow_download=settings.weights_download,
+            device=device,
+            threads=torch_threads(device),
+            optimize=settings.model_optimize,
+            channels_last=settings.worker_channels_last,
+            fp16=settings.worker_fp16,
+        )
+
+    if settings.max_batch_size > 1 and torch_threads() > 1:  # PIL decoding: CPU cores, whatever the device
+        _decoders = ThreadPoolExecutor(torch_threads(), thread_name_prefix="decode", initializer=one_torch_thread)
+    instances = model_instances(device)
+    share_cores = adaptive_threads(lone_batch_threads(instances)) if instances > 1 and device == "cpu" else None
+    _batcher = MicroBatcher(decode_and_classify, settings.max_batch_size, settings.max_batch_delay_ms / 1000,
+                            initializer=load_here, instances=instances, instance_initializer=lambda: loaded_model().warm_up(),
+                            share_cores=share_cores)
+    _batcher.wait_ready(settings.worker_proc_alive_timeout)  # ready only after load and warm-up
+    info = loaded_model().info
+    info.update(max_batch_size=settings.max_batch_size, max_batch_delay_ms=settings.max_batch_delay_ms, pool=settings.worker_pool,
+                instances=instances, adaptive_threads=share_cores is not None, gomp_spincount=os.environ.get("GOMP_SPINCOUNT"))
+    if info["weights"] == "random":
+        log.warning("!!! %s (model %s, process %s) !!!", info["weights_warning"], info["model"], os.getpid())
+    log.info("model ready: %s", json.dumps(info))
+    state_dir = os.environ.get(STATE_DIR_ENV)
+    if state_dir:
+        Path(state_dir, f"{os.getpid()}.json").write_text(json.dumps({**info, "ready_at": time.time()}))
+
+
+def decode_and_classify(items: list[tuple[bytes, int]]) -> list:
+    """The batcher's work for a batch of (encoded image, top_k): decode and preprocess each
+    picture, then one forward pass for those that decoded. Decoding here, right before the
+    forward pass (as a plain script would), rather than in the task threads while a forward pass
+    runs: on a busy CPU those took cores from torch mid-pass. JPEGs go through torchvision on
+    the model's device when IMAGE_DECODER says so (inference/tensor_decode.py), the rest through
+    PIL on the decoding threads. A picture that does not decode fails its own request only."""
+    from inference.worker import tensor_decode  # torch: pool processes only
+
+    loaded, max_pixels = loaded_model(), get_settings().max_image_pixels
+    raws = [raw for raw, _ in items]
+    inputs: list = [None] * len(raws)
+    if tensor_decode.used_for(loaded.device):
+        # Header checks hold the GIL (PIL parses JPEG markers in Python): no threads for them.
+        chosen = [n for n, raw in enumerate(raws) if tensor_decode.suits_tensor_decoding(raw, max_pixels)]
+        decoded = [(n, picture) for n, picture in zip(chosen, tensor_decode.decode([raws[n] for n in chosen], loaded.device))
+                   if picture is not None]
+        for (n, _), tensor in zip(decoded, tensor_decode.preprocess([picture for _, picture in decoded], loaded.transforms)):
+            inputs[n] = tensor
+
+    def prepare(raw: bytes):
+        try:
+            return loaded.transforms(model_input(raw, max_pixels))
+        except InvalidRequest as exc:
+            return exc
+
+    rest = [n for n, tensor in enumerate(inputs) if tensor is None]
+    for n, tensor in zip(rest, parallel_map(prepare, [raws[n] for n in rest])):
+        inputs[n] = tensor
+    ready = [(tensor, top_k) for tensor, (_, top_k) in zip(inputs, items) if not isinstance(tensor, Exception)]
+    outputs = iter(loaded.classify_each(ready) if ready else [])
+    return [tensor if isinstance(tensor, Exception) else next(outputs) for tensor in inputs]
+
+
+def parallel_map(fn, items: list) -> list:
+    """fn over items, on the decoding threads when there are several items and threads."""
+    return list(_decoders.map(fn, items)) if _decoders is not None and len(items) > 1 else [fn(item) for item in items]
+
+
+def loaded_model():
+    if _loaded is None:
+        raise RuntimeError("no model loaded in this process (is the worker started with --model?)")
+    return _loaded
+
+
+def batcher() -> MicroBatcher:
+    if _batcher is None:
+        raise RuntimeError("no model loaded in this process (is the worker started with --model?)")
+    return _batcher
