@@ -47,10 +47,10 @@ resilience: setup  ## the fault-tolerance scenarios under more load (RESILIENCE_
 	RESILIENCE_SCALE=$${RESILIENCE_SCALE:-5} $(BIN)/python -m pytest tests/test_resilience.py -s -p no:cacheprovider
 
 benchmark: setup  ## the system against a plain script, same machine, same run; table, JSON and PNGs in benchmark-results/
-	$(BIN)/python tests/benchmark.py
+	$(BIN)/python -m benchmarks
 
 benchmark-gpu: setup  ## the same on a CUDA machine: requests of 128 images, two worker replicas (the H100 figures in docs/performance.md)
-	WORKER_FP16=true $(BIN)/python tests/benchmark.py --batch-sizes 64,128,256 --rounds 1 --requests 512 --low-load 20 \
+	WORKER_FP16=true $(BIN)/python -m benchmarks --batch-sizes 64,128,256 --rounds 1 --requests 512 --low-load 20 \
 	  --submissions 300 --images-per-request 128 --many-requests 128 --many-concurrency 16 --instances 2 --workers 2 --seconds 2 --api-workers 8
 
 load-test: setup  ## 200 requests, 16 at a time, against the running system (`make run`); HTML report in reports/
@@ -63,7 +63,7 @@ stress-test: setup  ## 1000 requests in bursts of 100 every 0.5 s, 64 at a time
 
 attack-report: setup  ## hostile requests against the running system: each one's answer, the next ordinary request's time, worker and Redis memory
 	mkdir -p reports
-	$(BIN)/python tests/attack_report.py --url http://$${API_HOST:-127.0.0.1}:$${API_PORT:-8000} --json reports/attack-report.json
+	$(BIN)/python -m tests.attack_report --url http://$${API_HOST:-127.0.0.1}:$${API_PORT:-8000} --json reports/attack-report.json
 
 demo: setup  ## a guided tour of the running system (interactive)
 	$(BIN)/python demo.py

@@ -4,7 +4,7 @@ For each attack: its answer and how long it took, then the time of the next ordi
 the same model (the cat), the worker's pool processes' peak memory (VmHWM, read from /proc: the
 system must run on this machine) and Redis's memory. A table at the end, and JSON with --json.
 
-    python tests/attack_report.py --url http://127.0.0.1:8000 [--model resnet18] [--json out.json]
+    python -m tests.attack_report --url http://127.0.0.1:8000 [--model resnet18] [--json out.json]
 """
 
 from __future__ import annotations
@@ -22,9 +22,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from tests import hostile  # noqa: E402
+from tests import hostile
 
 CAT = (Path(__file__).resolve().parent / "data" / "chelsea.jpg").read_bytes()
 

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.e2e
 
 
 def test_benchmark_runs_and_reports(tmp_path):
-    out = subprocess.run([sys.executable, "tests/benchmark.py", "--rounds", "1", "--requests", "16", "--seconds", "0.3",
+    out = subprocess.run([sys.executable, "-m", "benchmarks", "--rounds", "1", "--requests", "16", "--seconds", "0.3",
                           "--low-load", "5", "--submissions", "40", "--images-per-request", "4", "--many-requests", "3",
                           "--many-concurrency", "2", "--workers", "2", "--out", str(tmp_path)],
                          cwd=repo_root(), capture_output=True, text=True, timeout=300)
@@ -48,7 +48,7 @@ def test_benchmark_runs_and_reports(tmp_path):
 
 
 def test_the_client_reopens_a_connection_the_api_closed_while_idle():
-    from tests.benchmark import post_json
+    from benchmarks.benchmark import post_json
     from tests.system import Processes, start_api, start_redis
 
     procs = Processes()
@@ -65,7 +65,7 @@ def test_the_client_reopens_a_connection_the_api_closed_while_idle():
 
 
 def test_one_request_at_a_time_alternates_with_the_plain_script_in_blocks():
-    from tests.benchmark import LOW_LOAD_BLOCK, one_at_a_time
+    from benchmarks.benchmark import LOW_LOAD_BLOCK, one_at_a_time
 
     order: list[str] = []
 

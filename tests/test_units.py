@@ -316,7 +316,7 @@ def test_optimize_auto_is_torchscript_on_cpu_and_eager_on_cuda():
 
 
 def test_sustained_throughput_leaves_out_ramp_up_and_drain():
-    from tests.benchmark import sustained_rps
+    from benchmarks.benchmark import sustained_rps
 
     steady = [0.1 * n for n in range(60)]  # an answer every 0.1 s
     assert sustained_rps(steady, concurrency=10) == pytest.approx(10.0)

@@ -1,4 +1,4 @@
-"""`make benchmark`: the system against a plain script doing the same work, in one run.
+"""`make benchmark` (`python -m benchmarks`): the system against a plain script doing the same work, in one run.
 
 (a) plain script: one process decodes, preprocesses and classifies the test images with the
     same model and threads, at its best batch size;
@@ -29,7 +29,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -42,11 +41,10 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from inference.core.metrics import percentile
+from tests.system import Processes, process_stats, start_api, start_redis, start_worker, wait_until
 
-from inference.core.metrics import percentile  # noqa: E402
-from tests.system import Processes, process_stats, start_api, start_redis, start_worker, wait_until  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 if TYPE_CHECKING:
     import torch
@@ -572,7 +570,3 @@ def draw(rounds: list, sweep: dict, by_batch: dict, report: dict, out: Path) -> 
     right.set(title="Plain script throughput against batch size", xlabel="batch size", ylabel="images/s")
     fig.tight_layout()
     fig.savefig(out / "throughput.png", dpi=110)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Benchmarks of the system against a plain script, run on this machine: `make benchmark`."""

@@ -1,0 +1,3 @@
+from benchmarks.benchmark import main
+
+raise SystemExit(main())
