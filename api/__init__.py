@@ -1,4 +1,9 @@
-"""The HTTP API: `create_app()` builds the Flask app (HTTP only; it never imports torch)."""
+"""The HTTP API: `create_app(settings)` builds the Flask app (HTTP only; it never imports torch).
+
+As in Flask's factory examples, the app is built from its settings and has no other side
+effect: the process entry point (api/wsgi.py) configures logging, and tests build apps with
+settings of their own (`create_app(Settings(queue_size=3))`) and talk to them in-process.
+"""
 
 from __future__ import annotations
 
@@ -14,13 +19,13 @@ from api.memory import MemoryGauge
 from api.prometheus import InferenceCollector
 from api.request import StrictJSONProvider, WholeBodyRequest
 from api.workers import WorkerDirectory
-from inference.core.logging_setup import configure_api_logging
-from inference.core.settings import get_settings
+from inference.core.settings import Settings, get_settings
 
 
-def create_app(overrides: dict | None = None) -> Flask:
-    settings = get_settings()
-    configure_api_logging()
+def create_app(settings: Settings | None = None) -> Flask:
+    """The API for `settings` (by default the environment's); every part of it reads them from
+    `app.extensions["settings"]` (`api.service.api_settings()`), never from the environment."""
+    settings = settings or get_settings()
     app = Flask(__name__)
     app.request_class = WholeBodyRequest
     app.json = StrictJSONProvider(app)
@@ -29,7 +34,6 @@ def create_app(overrides: dict | None = None) -> Flask:
         STARTED_AT=time.time(),
         JSON_SORT_KEYS=False,
     )
-    app.config.update(overrides or {})
     # Short socket timeouts: with Redis down the API answers 503 quickly instead of hanging.
     # Connections: a long poll holds one (its subscription) and borrows another for reads, in
     # each of API_THREADS (redis-py's default pool stops at 100: "Too many connections").
@@ -37,8 +41,9 @@ def create_app(overrides: dict | None = None) -> Flask:
         settings.redis_url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30,
         max_connections=2 * settings.api_threads + 16,
     )
-    app.extensions["workers"] = WorkerDirectory()
-    app.extensions["memory"] = MemoryGauge(app.extensions["redis"])
+    app.extensions["settings"] = settings
+    app.extensions["workers"] = WorkerDirectory(settings.worker_cache_seconds)
+    app.extensions["memory"] = MemoryGauge(app.extensions["redis"], settings.redis_memory_high_water)
     registry = CollectorRegistry()
     registry.register(InferenceCollector(app.extensions["redis"], app.extensions["workers"]))
     app.extensions["prometheus"] = registry
@@ -48,5 +53,5 @@ def create_app(overrides: dict | None = None) -> Flask:
     for blueprint in (routes_v1.bp, routes_legacy.bp, routes_ops.bp, routes_chaos.bp, openapi.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
-    register_auth(app)
+    register_auth(app, settings)
     return app

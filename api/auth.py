@@ -19,7 +19,7 @@ import time
 from flask import Flask, current_app, g, request
 
 from api.errors import error_response
-from inference.core.settings import get_settings
+from inference.core.settings import Settings
 
 # Liveness, and page shells and their assets that hold no data: the dashboard and the docs page
 # ask for the key before they read anything (the API's description, /openapi.json, included).
@@ -67,8 +67,7 @@ def counted(name: str) -> tuple[int, int]:
     return int(current_app.extensions["redis"].get(counter) or 0), left
 
 
-def register_auth(app: Flask) -> None:
-    settings = get_settings()
+def register_auth(app: Flask, settings: Settings) -> None:
     keys = [k.strip() for k in settings.api_keys.split(",") if k.strip()]
 
     @app.before_request

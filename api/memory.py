@@ -22,14 +22,14 @@ import time
 import redis as redis_lib
 
 from api.errors import ApiError
-from inference.core.settings import get_settings
+from api.extensions import api_settings
 
 READ_EVERY = 1.0  # seconds between readings of maxmemory
 
 
 class MemoryGauge:
-    def __init__(self, redis: redis_lib.Redis):
-        self.redis = redis
+    def __init__(self, redis: redis_lib.Redis, high_water: float):
+        self.redis, self.high_water = redis, high_water
         self._lock = threading.Lock()
         self._read_at = -READ_EVERY
         self._limit = 0
@@ -39,7 +39,7 @@ class MemoryGauge:
         with self._lock:
             if time.monotonic() - self._read_at > READ_EVERY:
                 maxmemory = int(self.redis.info("memory").get("maxmemory") or 0)
-                self._limit, self._read_at = int(get_settings().redis_memory_high_water * maxmemory), time.monotonic()
+                self._limit, self._read_at = int(self.high_water * maxmemory), time.monotonic()
             return self._limit
 
     def admit_batch(self, size: int) -> None:
@@ -52,6 +52,6 @@ class MemoryGauge:
 
 
 def memory_full(used: int) -> ApiError:
-    settings = get_settings()
+    settings = api_settings()
     return ApiError(503, "memory_full", f"Redis uses {used} bytes; new pictures are admitted up to REDIS_MEMORY_HIGH_WATER "
                     f"({settings.redis_memory_high_water}) of its maxmemory; retry later", {"Retry-After": str(settings.retry_after)})

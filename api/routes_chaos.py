@@ -5,16 +5,16 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from api.errors import ApiError
-from api.service import json_body, worker_directory
+from api.extensions import api_settings, worker_directory
+from api.service import json_body
 from inference.core.celery_app import app
-from inference.core.settings import get_settings
 
 bp = Blueprint("chaos", __name__)
 
 
 @bp.post("/simulate/crash")
 def simulate_crash():
-    if not get_settings().chaos_enabled:
+    if not api_settings().chaos_enabled:
         raise ApiError(404, "not_found", "chaos endpoints are disabled (CHAOS_ENABLED=false)")
     body = json_body(request)
     workers = worker_directory().workers()

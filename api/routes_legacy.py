@@ -11,9 +11,9 @@ import uuid
 from flask import Blueprint, jsonify, request
 
 from api.errors import error_response
-from api.service import parse_batch, parse_single, redis_client, submit_all, submit_and_wait
+from api.extensions import api_settings, redis_client
+from api.service import parse_batch, parse_single, submit_all, submit_and_wait
 from inference.core.errors import http_status_of
-from inference.core.settings import get_settings
 from inference.submit import waiting
 
 bp = Blueprint("legacy", __name__)
@@ -34,7 +34,7 @@ def seed_shape(status: dict) -> dict:
 
 @bp.post("/inference")
 def sync_inference():
-    submitted, status = submit_and_wait(parse_single(request), get_settings().sync_timeout)
+    submitted, status = submit_and_wait(parse_single(request), api_settings().sync_timeout)
     request_id = submitted.job["request_id"]
     if status["status"] == "success":
         return jsonify(seed_shape(status))
@@ -44,7 +44,7 @@ def sync_inference():
     if status["status"] in ("expired", "cancelled"):
         return error_response(504 if status["status"] == "expired" else 409, status["status"],
                               status.get("reason") or status["status"], request_id=request_id)
-    return error_response(504, "timeout", f"no result within {get_settings().sync_timeout} s; poll /v1/inference/{request_id}",
+    return error_response(504, "timeout", f"no result within {api_settings().sync_timeout} s; poll /v1/inference/{request_id}",
                           request_id=request_id)
 
 
@@ -52,7 +52,7 @@ def sync_inference():
 def sync_batch_inference():
     started = time.time()
     ids = [s.task_id for s in submit_all(parse_batch(request))]
-    deadline = time.monotonic() + get_settings().sync_timeout
+    deadline = time.monotonic() + api_settings().sync_timeout
     results = [seed_shape(waiting.wait_for(redis_client(), task_id, max(0.0, deadline - time.monotonic()))) for task_id in ids]
     return jsonify({
         "batch_id": uuid.uuid4().hex,

@@ -8,11 +8,10 @@ import redis
 from flask import Blueprint, Response, current_app, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.service import redis_client, worker_directory
+from api.extensions import api_settings, redis_client, worker_directory
 from inference.core import keys, metrics
 from inference.core.queues import PRIORITIES, model_queues
 from inference.core.registry import MODELS, model_names
-from inference.core.settings import get_settings
 from inference.submit import tracking
 
 bp = Blueprint("ops", __name__)
@@ -131,7 +130,7 @@ def stats():
 @bp.get("/queue/status")
 def queue_status():
     depths = tracking.queue_depths(redis_client(), model_names(), PRIORITIES)
-    max_size = get_settings().queue_size
+    max_size = api_settings().queue_size
     return jsonify({
         "queue_size": tracking.total_queued(depths),
         "max_size": max_size,  # per model

@@ -8,7 +8,8 @@ import time
 from flask import Blueprint, jsonify, request, url_for
 
 from api.errors import ApiError
-from api.service import parse_batch, parse_single, redis_client, scoped, submit, submit_all, submit_and_wait, wait_seconds
+from api.extensions import redis_client
+from api.service import parse_batch, parse_single, scoped, submit, submit_all, submit_and_wait, wait_seconds
 from inference.core import keys
 from inference.submit import submission, tracking, waiting
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections import Counter
 
 import pybase64
-import redis
 from flask import Request, current_app, request
 from pydantic import ValidationError
 
 from api.auth import tenant
 from api.errors import ApiError, validation_error
+from api.extensions import api_settings, redis_client, worker_directory
 from api.memory import memory_full
 from api.routing import choose_model
 from api.schemas import BatchRequest, InferenceRequest
@@ -19,16 +19,7 @@ from inference.core.errors import InvalidRequest
 from inference.core.imaging import check_request_pixels, decode_base64, probe_image
 from inference.core.queues import PRIORITIES
 from inference.core.registry import ANY_MODEL
-from inference.core.settings import get_settings
 from inference.submit import submission, tracking, waiting
-
-
-def redis_client() -> redis.Redis:
-    return current_app.extensions["redis"]
-
-
-def worker_directory():
-    return current_app.extensions["workers"]
 
 
 def parse_single(req: Request) -> InferenceRequest:
@@ -60,7 +51,7 @@ def parse_batch(req: Request) -> list[InferenceRequest]:
         items = BatchRequest.model_validate(json_body(req)).items()
     except ValidationError as exc:
         raise validation_error(exc) from None
-    limit = get_settings().batch_size
+    limit = api_settings().batch_size
     if not items:
         raise ApiError(400, "empty_batch", "the batch holds no requests")
     if len(items) > limit:
@@ -75,7 +66,7 @@ def validate_item(fields, prefix: str = "") -> InferenceRequest:
         item = InferenceRequest.model_validate(fields)
     except ValidationError as exc:
         raise validation_error(exc, prefix) from None
-    settings = get_settings()
+    settings = api_settings()
     if item.top_k is not None and item.top_k > settings.max_top_k:
         raise ApiError(400, "invalid_top_k", f"{prefix}top_k must be at most {settings.max_top_k}")
     if item.images is not None and len(item.images) > settings.batch_size:
@@ -91,7 +82,7 @@ def validate_item(fields, prefix: str = "") -> InferenceRequest:
             raise ApiError(exc.http_status, exc.code, where + exc.message) from None
         sizes.append((probed["width"], probed["height"]))
     try:
-        check_request_pixels(sizes)
+        check_request_pixels(sizes, settings.max_request_pixels)
     except InvalidRequest as exc:
         raise ApiError(exc.http_status, exc.code, prefix + exc.message) from None
     item._raw_images = raws  # sent to the worker by reference (submission.submit)
@@ -100,7 +91,7 @@ def validate_item(fields, prefix: str = "") -> InferenceRequest:
 
 def resolve_model(model_type: str) -> str:
     """The model that serves a request; 503 when the named model has no live worker."""
-    settings = get_settings()
+    settings = api_settings()
     directory = worker_directory()
     live = directory.live_models()
     if model_type not in live and model_type != ANY_MODEL and settings.no_worker_policy == "reject":
@@ -125,7 +116,7 @@ def admit(models: list[str]) -> None:
     depths = tracking.queue_depths(redis_client(), list(wanted), PRIORITIES)
     for model, count in wanted.items():
         queued = sum(depths[model].values())
-        if queued + count > get_settings().queue_size:
+        if queued + count > api_settings().queue_size:
             raise queue_full(model, queued)
     most = in_flight_limit()
     in_flight = submission.in_flight(redis_client(), tenant()) if most else 0
@@ -134,24 +125,24 @@ def admit(models: list[str]) -> None:
 
 
 def in_flight_limit() -> int:
-    return get_settings().max_in_flight_per_key if tenant() else 0
+    return api_settings().max_in_flight_per_key if tenant() else 0
 
 
 def too_many_in_flight(count: int) -> ApiError:
-    settings = get_settings()
+    settings = api_settings()
     return ApiError(429, "too_many_in_flight", f"this key has {count} requests queued or running (MAX_IN_FLIGHT_PER_KEY "
                     f"{settings.max_in_flight_per_key}); retry when some have finished", {"Retry-After": str(settings.retry_after)})
 
 
 def queue_full(model: str, queued: int) -> ApiError:
-    settings = get_settings()
+    settings = api_settings()
     return ApiError(429, "queue_full", f"{model} has {queued} requests queued (QUEUE_SIZE {settings.queue_size}); retry later",
                     {"Retry-After": str(settings.retry_after)})
 
 
 def submit_all(items: list[InferenceRequest]) -> list[submission.Submitted]:
     models = [resolve_model(item.model_type) for item in items]
-    settings = get_settings()
+    settings = api_settings()
     memory = current_app.extensions["memory"]
     if len(items) > 1:
         admit(models)  # all or nothing
@@ -212,4 +203,4 @@ def wait_seconds(req: Request = request) -> float:
         raise ApiError(400, "invalid_wait", "wait must be a number of seconds") from None
     if not wait >= 0:
         raise ApiError(400, "invalid_wait", "wait must not be negative")
-    return min(wait, get_settings().max_wait_seconds)
+    return min(wait, api_settings().max_wait_seconds)

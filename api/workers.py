@@ -13,7 +13,6 @@ import time
 
 from inference.core.celery_app import app
 from inference.core.registry import model_names
-from inference.core.settings import get_settings
 
 log = logging.getLogger(__name__)
 REPLY_TIMEOUT = 0.5
@@ -31,11 +30,13 @@ def fetch_workers() -> list[dict]:
 
 
 class WorkerDirectory:
-    def __init__(self) -> None:
+    def __init__(self, cache_seconds: float) -> None:
+        self.cache_seconds = cache_seconds
         self._workers: list[dict] | None = None
         self._fetched_at = 0.0
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._closed = threading.Event()
 
     def _refresh(self) -> None:
         try:
@@ -46,9 +47,12 @@ class WorkerDirectory:
         self._workers, self._fetched_at = workers, time.time()
 
     def _loop(self) -> None:
-        while True:
-            time.sleep(get_settings().worker_cache_seconds)
+        while not self._closed.wait(self.cache_seconds):
             self._refresh()
+
+    def close(self) -> None:
+        """Stop refreshing (an app built in a test, dropped before its process ends)."""
+        self._closed.set()
 
     def workers(self) -> list[dict]:
         if self._workers is None:

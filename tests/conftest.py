@@ -95,6 +95,25 @@ def start_extra_api(system):
         _processes.stop(name, signal.SIGQUIT)
 
 
+@pytest.fixture
+def api_with(system):
+    """Flask's test client for an API built in this process with some settings changed
+    (`create_app(Settings(...))`), served by the suite's Valkey and workers: no server to start."""
+
+    apps = []
+
+    def build(**overrides):
+        from api import create_app
+        from inference.core.settings import Settings
+
+        apps.append(create_app(Settings(**overrides)))
+        return apps[-1].test_client()
+
+    yield build
+    for app in apps:
+        app.extensions["workers"].close()
+
+
 @pytest.fixture(scope="session")
 def worker_ids(system) -> dict[str, str]:
     """model -> the Celery node name of its test worker."""

@@ -7,9 +7,7 @@ import io
 import struct
 import zlib
 
-import requests
 from PIL import Image
-from requests.adapters import HTTPAdapter
 
 # WEBP cannot be wider or taller than this; the other formats take 65,535.
 LONGEST_SIDE = {"JPEG": 65_500, "PNG": 65_500, "GIF": 65_500, "TIFF": 65_500, "WEBP": 16_383}
@@ -75,23 +73,3 @@ def png_with_text_bomb(kind: bytes = b"zTXt", inflated: int = 200 * 1024 * 1024)
     bomb = png_chunk(kind, header + zlib.compress(b"\0" * inflated, 9))
     at = raw.index(b"IDAT") - 4
     return raw[:at] + bomb + raw[at:]
-
-
-class FromAddress(HTTPAdapter):
-    """Connections from another loopback address (127.0.0.2 ...): a client of its own for the
-    API's per-address counters."""
-
-    def __init__(self, address: str):
-        self.address = address
-        super().__init__()
-
-    def init_poolmanager(self, *args, **kwargs):
-        kwargs["source_address"] = (self.address, 0)
-        super().init_poolmanager(*args, **kwargs)
-
-
-def session_from(address: str, base_url: str) -> requests.Session:
-    session = requests.Session()
-    session.mount("http://", FromAddress(address))
-    session.base_url = base_url  # type: ignore[attr-defined]
-    return session

@@ -335,78 +335,79 @@ def test_success_and_failure_in_the_worker_leave_nothing(api, redis_client):
 
 # -- tenants -----------------------------------------------------------------------------------------
 
-def test_each_key_has_its_own_request_ids_and_batches(start_extra_api):
-    secured = start_extra_api(API_KEYS="tenant-a-key,tenant-b-key")
-    url, a, b = secured.base_url, {"X-API-Key": "tenant-a-key"}, {"X-API-Key": "tenant-b-key"}
+def test_each_key_has_its_own_request_ids_and_batches(api_with):
+    secured = api_with(api_keys="tenant-a-key,tenant-b-key")
+    a, b = {"X-API-Key": "tenant-a-key"}, {"X-API-Key": "tenant-b-key"}
     body = {"data": image_b64(), "model_type": "squeezenet", "request_id": "order-1"}
-    first = secured.post(f"{url}/v1/inference", params={"wait": 30}, json=body, headers=a, timeout=60).json()
+    first = secured.post("/v1/inference", query_string={"wait": 30}, json=body, headers=a).json
     assert first["status"] == "success" and first["request_id"] == "order-1" and not first["duplicate"]
     # Another key cannot read or cancel it, and its own "order-1" is a request of its own.
-    assert secured.get(f"{url}/v1/inference/order-1", headers=b, timeout=10).status_code == 404
-    assert secured.delete(f"{url}/v1/inference/order-1", headers=b, timeout=10).status_code == 404
-    second = secured.post(f"{url}/v1/inference", params={"wait": 30}, json={**body, "model_type": "mobilenet"}, headers=b, timeout=60).json()
+    assert secured.get("/v1/inference/order-1", headers=b).status_code == 404
+    assert secured.delete("/v1/inference/order-1", headers=b).status_code == 404
+    second = secured.post("/v1/inference", query_string={"wait": 30}, json={**body, "model_type": "mobilenet"}, headers=b).json
     assert second["status"] == "success" and not second["duplicate"] and second["result"]["model"] == "mobilenet"
-    again = secured.get(f"{url}/v1/inference/order-1", headers=a, timeout=10).json()
+    again = secured.get("/v1/inference/order-1", headers=a).json
     assert again["result"]["model"] == "squeezenet"  # the first key's request, untouched
-    batch = secured.post(f"{url}/v1/batch_inference", json={"requests": [{"data": image_b64(), "model_type": "squeezenet"}]},
-                         headers=a, timeout=30).json()
-    assert secured.get(f"{url}/v1/batch/{batch['batch_id']}", headers=b, timeout=10).status_code == 404
-    assert secured.get(f"{url}/v1/batch/{batch['batch_id']}", params={"wait": 30}, headers=a, timeout=60).status_code == 200
+    batch = secured.post("/v1/batch_inference", json={"requests": [{"data": image_b64(), "model_type": "squeezenet"}]}, headers=a).json
+    assert secured.get(f"/v1/batch/{batch['batch_id']}", headers=b).status_code == 404
+    assert secured.get(f"/v1/batch/{batch['batch_id']}", query_string={"wait": 30}, headers=a).status_code == 200
 
 
-def test_one_key_cannot_fill_the_queue_for_everyone(start_extra_api, redis_client):
+def test_one_key_cannot_fill_the_queue_for_everyone(api_with, redis_client):
     from inference.core import keys
 
-    secured = start_extra_api(API_KEYS="greedy-key,polite-key", MAX_IN_FLIGHT_PER_KEY=3)
-    url, greedy, polite = secured.base_url, {"X-API-Key": "greedy-key"}, {"X-API-Key": "polite-key"}
+    secured = api_with(api_keys="greedy-key,polite-key", max_in_flight_per_key=3)
+    greedy, polite = {"X-API-Key": "greedy-key"}, {"X-API-Key": "polite-key"}
     many = {"images": [image_b64()] * 8, "model_type": "efficientnet", "priority": "low"}
     with ThreadPoolExecutor(12) as pool:
-        answers = list(pool.map(lambda _: secured.post(f"{url}/v1/inference", json=many, headers=greedy, timeout=30), range(24)))
+        answers = list(pool.map(lambda _: secured.post("/v1/inference", json=many, headers=greedy), range(24)))
     refused = [a for a in answers if a.status_code == 429]
-    accepted = [a.json()["request_id"] for a in answers if a.status_code == 202]
+    accepted = [a.json["request_id"] for a in answers if a.status_code == 202]
     assert refused and accepted, [a.status_code for a in answers]
-    assert all(error_code(a) == "too_many_in_flight" and int(a.headers["Retry-After"]) >= 1 for a in refused)
+    assert all(a.json["error"]["code"] == "too_many_in_flight" and int(a.headers["Retry-After"]) >= 1 for a in refused)
     # Meanwhile another key is admitted; a batch over the limit is refused whole.
-    assert secured.post(f"{url}/v1/inference", json={"data": image_b64(), "model_type": "squeezenet"}, headers=polite,
-                        timeout=30).status_code == 202
-    whole = secured.post(f"{url}/v1/batch_inference", json={"images": [image_b64()] * 4, "model_type": "squeezenet"},
-                         headers=polite, timeout=30)
-    assert whole.status_code == 429 and error_code(whole) == "too_many_in_flight"
+    assert secured.post("/v1/inference", json={"data": image_b64(), "model_type": "squeezenet"}, headers=polite).status_code == 202
+    whole = secured.post("/v1/batch_inference", json={"images": [image_b64()] * 4, "model_type": "squeezenet"}, headers=polite)
+    assert whole.status_code == 429 and whole.json["error"]["code"] == "too_many_in_flight"
     for request_id in accepted:
-        assert secured.get(f"{url}/v1/inference/{request_id}", params={"wait": 30}, headers=greedy, timeout=60).json()["status"] == "success"
+        assert secured.get(f"/v1/inference/{request_id}", query_string={"wait": 30}, headers=greedy).json["status"] == "success"
     # Every request that ended left its tenant's count of requests in flight; the refused left no picture.
     wait_until(lambda: all(redis_client.zcard(k) == 0 for k in redis_client.keys(f"{keys.IN_FLIGHT_PREFIX}*")), 30,
                what="no request in flight")
     wait_until(lambda: not redis_client.keys("inference:image:*"), 10, what="no picture left in Redis")
 
 
-def test_rate_limits_without_keys_and_on_failed_authentications(start_extra_api):
+def from_address(client, address: str):
+    """Another client of the same in-process app, as if it connected from `address`."""
+    other = client.application.test_client()
+    other.environ_base["REMOTE_ADDR"] = address
+    return other
+
+
+def test_rate_limits_without_keys_and_on_failed_authentications(api_with):
     if 60 - time.time() % 60 < 8:
         time.sleep(9)  # keep each address's requests inside one minute window
-    open_api = start_extra_api(RATE_LIMIT_PER_MINUTE=3)
-    client = hostile.session_from("127.0.0.23", open_api.base_url)
-    assert [client.get(f"{open_api.base_url}/queue/status", timeout=10).status_code for _ in range(3)] == [200, 200, 200]
-    refused = client.get(f"{open_api.base_url}/queue/status", timeout=10)
-    assert refused.status_code == 429 and error_code(refused) == "rate_limited"
-    other = hostile.session_from("127.0.0.24", open_api.base_url)  # another address is unaffected
-    assert other.get(f"{open_api.base_url}/queue/status", timeout=10).status_code == 200
+    client = from_address(api_with(rate_limit_per_minute=3), "127.0.0.23")
+    assert [client.get("/queue/status").status_code for _ in range(3)] == [200, 200, 200]
+    refused = client.get("/queue/status")
+    assert refused.status_code == 429 and refused.json["error"]["code"] == "rate_limited"
+    assert from_address(client, "127.0.0.24").get("/queue/status").status_code == 200  # another address is unaffected
 
-    secured = start_extra_api(API_KEYS="the-key", AUTH_FAILURES_PER_MINUTE=3)
-    guesser = hostile.session_from("127.0.0.25", secured.base_url)
+    guesser = from_address(api_with(api_keys="the-key", auth_failures_per_minute=3), "127.0.0.25")
     for guess in ("a", "b", "c"):
-        assert guesser.get(f"{secured.base_url}/queue/status", headers={"X-API-Key": guess}, timeout=10).status_code == 401
-    locked = guesser.get(f"{secured.base_url}/queue/status", headers={"X-API-Key": "the-key"}, timeout=10)
-    assert locked.status_code == 429 and error_code(locked) == "too_many_auth_failures" and int(locked.headers["Retry-After"]) >= 1
-    owner = hostile.session_from("127.0.0.26", secured.base_url)
-    assert owner.get(f"{secured.base_url}/queue/status", headers={"X-API-Key": "the-key"}, timeout=10).status_code == 200
+        assert guesser.get("/queue/status", headers={"X-API-Key": guess}).status_code == 401
+    locked = guesser.get("/queue/status", headers={"X-API-Key": "the-key"})
+    assert locked.status_code == 429 and locked.json["error"]["code"] == "too_many_auth_failures" and int(locked.headers["Retry-After"]) >= 1
+    owner = from_address(guesser, "127.0.0.26")
+    assert owner.get("/queue/status", headers={"X-API-Key": "the-key"}).status_code == 200
 
 
 # -- operations endpoints and secrets -----------------------------------------------------------------
 
-def test_chaos_needs_a_key_and_workers_ignore_crash_commands_unless_enabled(start_extra_api, api, worker_ids):
-    secured = start_extra_api(API_KEYS="ops-key", CHAOS_ENABLED="true")
+def test_chaos_needs_a_key_and_workers_ignore_crash_commands_unless_enabled(api_with, api, worker_ids):
+    secured = api_with(api_keys="ops-key", chaos_enabled=True)
     crash = {"model": "squeezenet"}
-    assert secured.post(f"{secured.base_url}/simulate/crash", json=crash, timeout=10).status_code == 401
+    assert secured.post("/simulate/crash", json=crash).status_code == 401
     pids = pool_pids(api, "squeezenet")
     # The suite's workers run without CHAOS_ENABLED: the control command does nothing to them.
     replies = Celery(broker=os.environ["REDIS_URL"]).control.broadcast(

@@ -41,59 +41,60 @@ def get(api, path, **kw):
     return api.get(api.base_url + path, timeout=60, **kw)
 
 
-def served_model(api, data, **fields) -> str:
-    response = post(api, "/v1/inference", params={"wait": 30}, json={"data": data, "model_type": "any", **fields})
+def served_model(client, data) -> str:
+    response = client.post("/v1/inference", query_string={"wait": 30}, json={"data": data, "model_type": "any"})
     assert response.status_code == 200, response.text
-    return response.json()["result"]["model"]
+    return response.json["result"]["model"]
 
 
-def test_round_robin_spreads_any_over_live_models(start_extra_api):
-    api = start_extra_api(LOAD_BALANCE_STRATEGY="round_robin")
+def test_round_robin_spreads_any_over_live_models(api_with):
+    client = api_with(load_balance_strategy="round_robin")
     data = image_b64()
-    counts = Counter(served_model(api, data) for _ in range(2 * len(MODELS)))
+    counts = Counter(served_model(client, data) for _ in range(2 * len(MODELS)))
     assert counts == {model: 2 for model in MODELS}
 
 
-def test_random_strategy_uses_several_models(start_extra_api):
-    api = start_extra_api(LOAD_BALANCE_STRATEGY="random")
+def test_random_strategy_uses_several_models(api_with):
+    client = api_with(load_balance_strategy="random")
     data = image_b64()
-    counts = Counter(served_model(api, data) for _ in range(16))
+    counts = Counter(served_model(client, data) for _ in range(16))
     assert len(counts) >= 2 and set(counts) <= set(MODELS)
 
 
-def test_least_loaded_avoids_a_backlogged_model(api, redis_client, worker_ids):
+def test_least_loaded_avoids_a_backlogged_model(api_with, redis_client, worker_ids):
     from inference.submit import submission, waiting
 
+    client = api_with()  # LOAD_BALANCE_STRATEGY's default
     data = image_b64()
     with paused(worker_ids["resnet18"], "resnet18.low"):
         backlog = [submission.submit(redis_client, image_b64=data, model="resnet18", priority="low").job["request_id"] for _ in range(4)]
-        time.sleep(2.5)  # the API's worker snapshot is refreshed every WORKER_CACHE_SECONDS
-        models = [served_model(api, data) for _ in range(6)]
+        client.application.extensions["workers"].refresh(max_age=0)  # the workers' load as it is now
+        models = [served_model(client, data) for _ in range(6)]
     assert "resnet18" not in models
     for request_id in backlog:
         assert waiting.wait_for(redis_client, request_id, 30)["status"] == "success"
 
 
-def test_queue_full_answers_429_and_enqueues_nothing(start_extra_api, redis_client, worker_ids):
-    api = start_extra_api(QUEUE_SIZE=3, RETRY_AFTER=7)
+def test_queue_full_answers_429_and_enqueues_nothing(api_with, redis_client, worker_ids):
+    client = api_with(queue_size=3, retry_after=7)
     data = image_b64()
     with paused(worker_ids["squeezenet"], "squeezenet.low"):
-        accepted = [post(api, "/v1/inference", json={"data": data, "model_type": "squeezenet", "priority": "low"}) for _ in range(3)]
+        accepted = [client.post("/v1/inference", json={"data": data, "model_type": "squeezenet", "priority": "low"}) for _ in range(3)]
         assert [r.status_code for r in accepted] == [202, 202, 202]
         request_id = f"over-{uuid.uuid4().hex}"
-        refused = post(api, "/v1/inference", json={"data": data, "model_type": "squeezenet", "priority": "high", "request_id": request_id})
+        refused = client.post("/v1/inference", json={"data": data, "model_type": "squeezenet", "priority": "high", "request_id": request_id})
         assert refused.status_code == 429
         assert refused.headers["Retry-After"] == "7"
-        assert refused.json()["error"]["code"] == "queue_full"
+        assert refused.json["error"]["code"] == "queue_full"
         assert redis_client.llen("squeezenet.low") == 3 and redis_client.llen("squeezenet.high") == 0
         assert not redis_client.exists(f"inference:job:{request_id}")
         assert not redis_client.keys(f"inference:image:{request_id}:*")  # its picture was not left behind
-        batch = post(api, "/v1/batch_inference", json={"images": [data, data], "model_type": "squeezenet"})
+        batch = client.post("/v1/batch_inference", json={"images": [data, data], "model_type": "squeezenet"})
         assert batch.status_code == 429
-        status = get(api, "/queue/status").json()
+        status = client.get("/queue/status").json
         assert status["queues"]["squeezenet"]["low"] == 3 and status["queues"]["squeezenet"]["max_size"] == 3
     for response in accepted:
-        assert get(api, f"/v1/inference/{response.json()['request_id']}", params={"wait": 30}).json()["status"] == "success"
+        assert client.get(f"/v1/inference/{response.json['request_id']}", query_string={"wait": 30}).json["status"] == "success"
 
 
 def test_model_without_live_worker(start_extra_api, redis_url, redis_client):

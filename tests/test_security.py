@@ -40,39 +40,38 @@ def test_swagger_ui_is_served_locally(api):
         assert api.get(api.base_url + asset, timeout=10).status_code == 200
 
 
-def test_api_keys(start_extra_api):
-    secured = start_extra_api(API_KEYS="alpha-key, beta-key")
-    url = secured.base_url
+def test_api_keys(api_with):
+    secured = api_with(api_keys="alpha-key, beta-key")
     body = {"data": image_b64(), "model_type": "squeezenet"}
-    refused = secured.post(f"{url}/v1/inference", json=body, timeout=10)
-    assert refused.status_code == 401 and refused.json()["error"]["code"] == "unauthorized"
+    refused = secured.post("/v1/inference", json=body)
+    assert refused.status_code == 401 and refused.json["error"]["code"] == "unauthorized"
     assert refused.headers["WWW-Authenticate"].startswith("Bearer")
-    assert secured.post(f"{url}/v1/inference", json=body, headers={"X-API-Key": "wrong"}, timeout=10).status_code == 401
+    assert secured.post("/v1/inference", json=body, headers={"X-API-Key": "wrong"}).status_code == 401
     for path in ("/health", "/metrics", "/workers/status", "/v1/stats", "/queue/status", "/openapi.json", "/v1/models"):
-        assert secured.get(url + path, timeout=10).status_code == 401, path
-    assert secured.get(f"{url}/health/live", timeout=10).status_code == 200
-    assert secured.get(f"{url}/openapi.json", headers={"X-API-Key": "beta-key"}, timeout=10).status_code == 200
+        assert secured.get(path).status_code == 401, path
+    assert secured.get("/health/live").status_code == 200
+    assert secured.get("/openapi.json", headers={"X-API-Key": "beta-key"}).status_code == 200
 
-    ok = secured.post(f"{url}/v1/inference", params={"wait": 30}, json=body, headers={"Authorization": "Bearer alpha-key"}, timeout=60)
-    assert ok.status_code == 200 and ok.json()["status"] == "success"
-    assert secured.get(f"{url}/health", headers={"X-API-Key": "beta-key"}, timeout=10).status_code == 200
+    ok = secured.post("/v1/inference", query_string={"wait": 30}, json=body, headers={"Authorization": "Bearer alpha-key"})
+    assert ok.status_code == 200 and ok.json["status"] == "success"
+    assert secured.get("/health", headers={"X-API-Key": "beta-key"}).status_code == 200
 
 
 def test_key_comparison():
     assert key_is_valid("b", ["a", "b"]) and not key_is_valid("", ["a"]) and not key_is_valid("ab", ["a", "b"])
 
 
-def test_per_key_rate_limit(start_extra_api):
-    limited = start_extra_api(API_KEYS="one,two", RATE_LIMIT_PER_MINUTE=3)
-    url, one, two = limited.base_url, {"X-API-Key": "one"}, {"X-API-Key": "two"}
+def test_per_key_rate_limit(api_with):
+    limited = api_with(api_keys="one,two", rate_limit_per_minute=3)
+    one, two = {"X-API-Key": "one"}, {"X-API-Key": "two"}
     if 60 - time.time() % 60 < 5:
         time.sleep(6)  # keep the four requests inside one minute window
-    assert [limited.get(f"{url}/queue/status", headers=one, timeout=10).status_code for _ in range(3)] == [200, 200, 200]
-    refused = limited.get(f"{url}/queue/status", headers=one, timeout=10)
-    assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"
+    assert [limited.get("/queue/status", headers=one).status_code for _ in range(3)] == [200, 200, 200]
+    refused = limited.get("/queue/status", headers=one)
+    assert refused.status_code == 429 and refused.json["error"]["code"] == "rate_limited"
     assert 1 <= int(refused.headers["Retry-After"]) <= 60
-    assert limited.get(f"{url}/queue/status", headers=two, timeout=10).status_code == 200  # another key is unaffected
-    assert limited.get(f"{url}/health/live", timeout=10).status_code == 200
+    assert limited.get("/queue/status", headers=two).status_code == 200  # another key is unaffected
+    assert limited.get("/health/live").status_code == 200
 
 
 def test_redis_refuses_clients_without_the_password(redis_url):

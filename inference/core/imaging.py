@@ -104,9 +104,9 @@ def probe_image(raw: bytes, max_pixels: int) -> dict:
     return {"format": img.format, "width": img.width, "height": img.height, "mode": img.mode}
 
 
-def check_request_pixels(sizes: list[tuple[int, int]]) -> None:
-    """All of one request's pictures (width, height) within MAX_REQUEST_PIXELS together."""
-    most, total = get_settings().max_request_pixels, sum(width * height for width, height in sizes)
+def check_request_pixels(sizes: list[tuple[int, int]], most: int) -> None:
+    """All of one request's pictures (width, height) within `most` pixels together (MAX_REQUEST_PIXELS)."""
+    total = sum(width * height for width, height in sizes)
     if total > most:
         raise TooManyPixels(f"the request's {len(sizes)} pictures hold {total} pixels together; the limit is {most} (MAX_REQUEST_PIXELS)")
 

@@ -185,7 +185,7 @@ def classify(self, image: str | None = None, model: str | None = None, top_k: in
                 raise encoded[0]
         else:
             encoded = [decode_base64(image)] if images is None else [_or_error(decode_base64, p) for p in images]
-        check_request_pixels(picture_sizes(encoded))
+        check_request_pixels(picture_sizes(encoded), settings.max_request_pixels)
         chaos.before_inference()
     except BaseException:
         gatherer.forget(count)
