@@ -19,6 +19,7 @@ import time
 from flask import Flask, current_app, g, request
 
 from api.errors import error_response
+from inference.core.errors import RateLimited, TooManyAuthFailures, Unauthorized
 from inference.core.settings import Settings
 
 # Liveness, and page shells and their assets that hold no data: the dashboard and the docs page
@@ -79,19 +80,18 @@ def register_auth(app: Flask, settings: Settings) -> None:
             if settings.auth_failures_per_minute:
                 failures, left = counted(f"authfail:{address}")
                 if failures >= settings.auth_failures_per_minute:
-                    return error_response(429, "too_many_auth_failures", f"{failures} failed authentications from this "
-                                          "address this minute; retry later", {"Retry-After": str(left)})
+                    return error_response(TooManyAuthFailures(f"{failures} failed authentications from this address this "
+                                                              "minute; retry later", retry_after=left))
             key = presented_key()
             if not key_is_valid(key, keys):
                 if settings.auth_failures_per_minute:
                     count_one(f"authfail:{address}")
-                return error_response(401, "unauthorized", "send an API key: Authorization: Bearer <key> or X-API-Key: <key>",
-                                      {"WWW-Authenticate": 'Bearer realm="inference"'})
+                return error_response(Unauthorized("send an API key: Authorization: Bearer <key> or X-API-Key: <key>"))
             g.tenant = digest(key)
         if settings.rate_limit_per_minute:
             who = f"key:{g.tenant}" if keys else f"address:{address}"
             count, left = count_one(who)
             if count > settings.rate_limit_per_minute:
-                return error_response(429, "rate_limited", f"more than {settings.rate_limit_per_minute} requests a minute "
-                                      f"for this {'key' if keys else 'address'}; retry later", {"Retry-After": str(left)})
+                return error_response(RateLimited(f"more than {settings.rate_limit_per_minute} requests a minute for this "
+                                                  f"{'key' if keys else 'address'}; retry later", retry_after=left))
         return None

@@ -21,8 +21,7 @@ import time
 
 import redis as redis_lib
 
-from api.errors import ApiError
-from api.extensions import api_settings
+from inference.core.errors import MemoryFull
 
 READ_EVERY = 1.0  # seconds between readings of maxmemory
 
@@ -48,10 +47,4 @@ class MemoryGauge:
         if limit:
             used = int(self.redis.info("memory")["used_memory"])
             if used + size > limit:
-                raise memory_full(used)
-
-
-def memory_full(used: int) -> ApiError:
-    settings = api_settings()
-    return ApiError(503, "memory_full", f"Redis uses {used} bytes; new pictures are admitted up to REDIS_MEMORY_HIGH_WATER "
-                    f"({settings.redis_memory_high_water}) of its maxmemory; retry later", {"Retry-After": str(settings.retry_after)})
+                raise MemoryFull.at(used, limit)

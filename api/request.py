@@ -8,7 +8,7 @@ from typing import Any
 from flask import Request
 from flask.json.provider import DefaultJSONProvider
 
-from api.errors import ApiError
+from inference.core.errors import InvalidJson
 
 FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")  # werkzeug's form parser streams these
 
@@ -34,9 +34,9 @@ class WholeBodyRequest(Request):
     def on_json_loading_failed(self, e: ValueError | None) -> Any:
         """A body that is not JSON, or not what its Content-Type says: 400 `invalid_json`."""
         if e is None:
-            raise ApiError(400, "invalid_json", f"send a JSON object (Content-Type: application/json) or a multipart form, "
+            raise InvalidJson(f"send a JSON object (Content-Type: application/json) or a multipart form, "
                            f"not {self.mimetype or 'a body without a Content-Type'}")
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {e}")
+        raise InvalidJson(f"the body is not valid JSON: {e}")
 
 
 class StrictJSONProvider(DefaultJSONProvider):

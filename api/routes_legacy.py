@@ -13,7 +13,7 @@ from flask import Blueprint, jsonify, request
 from api.errors import error_response
 from api.extensions import api_settings, redis_client
 from api.service import parse_batch, parse_single, submit_all, submit_and_wait
-from inference.core.errors import http_status_of
+from inference.core.errors import Cancelled, Expired, Timeout, error_for, http_status_of
 from inference.submit import waiting
 
 bp = Blueprint("legacy", __name__)
@@ -40,11 +40,13 @@ def sync_inference():
         return jsonify(seed_shape(status))
     if status["status"] == "failed":
         error = status["error"]
-        return error_response(http_status_of(error["code"]), error["code"], error["message"], request_id=request_id)
+        failure = error_for(error["code"], error["message"])
+        failure.http_status = http_status_of(error["code"])
+        return error_response(failure, request_id=request_id)
     if status["status"] in ("expired", "cancelled"):
-        return error_response(504 if status["status"] == "expired" else 409, status["status"],
-                              status.get("reason") or status["status"], request_id=request_id)
-    return error_response(504, "timeout", f"no result within {api_settings().sync_timeout} s; poll /v1/inference/{request_id}",
+        ended = Expired if status["status"] == "expired" else Cancelled
+        return error_response(ended(status.get("reason") or status["status"]), request_id=request_id)
+    return error_response(Timeout(f"no result within {api_settings().sync_timeout} s; poll /v1/inference/{request_id}"),
                           request_id=request_id)
 
 

@@ -7,10 +7,10 @@ import time
 
 from flask import Blueprint, jsonify, request, url_for
 
-from api.errors import ApiError
 from api.extensions import redis_client
 from api.service import parse_batch, parse_single, scoped, submit, submit_all, submit_and_wait, wait_seconds
 from inference.core import keys
+from inference.core.errors import AlreadyStarted, NotFound
 from inference.submit import submission, tracking, waiting
 
 bp = Blueprint("v1", __name__, url_prefix="/v1")
@@ -45,7 +45,7 @@ def post_inference():
 def get_inference(request_id: str):
     status = waiting.wait_for(redis_client(), scoped(request_id), wait_seconds(request))
     if status is None:
-        raise ApiError(404, "not_found", f"no request with id {request_id!r} (never submitted, or expired)")
+        raise NotFound(f"no request with id {request_id!r} (never submitted, or expired)")
     return status_response(status)
 
 
@@ -53,9 +53,9 @@ def get_inference(request_id: str):
 def cancel_inference(request_id: str):
     outcome = submission.cancel(redis_client(), scoped(request_id))
     if outcome is None:
-        raise ApiError(404, "not_found", f"no request with id {request_id!r}")
+        raise NotFound(f"no request with id {request_id!r}")
     if outcome == "started":
-        raise ApiError(409, "already_started", "the request has started (or finished) and can no longer be cancelled")
+        raise AlreadyStarted("the request has started (or finished) and can no longer be cancelled")
     return jsonify(tracking.job_status(redis_client(), scoped(request_id)))
 
 
@@ -75,7 +75,7 @@ def post_batch():
 def get_batch(batch_id: str):
     task_ids = submission.load_batch(redis_client(), scoped(batch_id))
     if task_ids is None:
-        raise ApiError(404, "not_found", f"no batch with id {batch_id!r}")
+        raise NotFound(f"no batch with id {batch_id!r}")
     deadline = time.monotonic() + wait_seconds(request)
     items = [waiting.wait_for(redis_client(), task_id, max(0.0, deadline - time.monotonic())) for task_id in task_ids]
     counts = {status: sum(1 for item in items if item and item["status"] == status)

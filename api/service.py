@@ -9,13 +9,24 @@ from flask import Request, current_app, request
 from pydantic import ValidationError
 
 from api.auth import tenant
-from api.errors import ApiError, validation_error
+from api.errors import validation_error
 from api.extensions import api_settings, redis_client, worker_directory
-from api.memory import memory_full
 from api.routing import choose_model
 from api.schemas import BatchRequest, InferenceRequest
 from inference.core import keys
-from inference.core.errors import InvalidRequest
+from inference.core.errors import (
+    BatchTooLarge,
+    EmptyBatch,
+    InvalidImage,
+    InvalidJson,
+    InvalidRequest,
+    InvalidTopK,
+    InvalidWait,
+    MissingImage,
+    NoWorker,
+    QueueFull,
+    TooManyInFlight,
+)
 from inference.core.imaging import check_request_pixels, decode_base64, probe_image
 from inference.core.queues import PRIORITIES
 from inference.core.registry import ANY_MODEL
@@ -27,9 +38,9 @@ def parse_single(req: Request) -> InferenceRequest:
     if req.mimetype == "multipart/form-data":
         uploads = [upload.read() for upload in req.files.getlist("image")]
         if not uploads:
-            raise ApiError(400, "missing_image", "multipart requests carry the image in the `image` file field")
+            raise MissingImage("multipart requests carry the image in the `image` file field")
         if not all(uploads):
-            raise ApiError(400, "invalid_image", "an uploaded image is empty")
+            raise InvalidImage("an uploaded image is empty")
         fields: dict = {k: v for k, v in req.form.items() if v != ""}
         encoded = [pybase64.b64encode(raw).decode() for raw in uploads]
         # Several `image` files: one request for all of them, as with `images` in JSON.
@@ -41,7 +52,7 @@ def parse_single(req: Request) -> InferenceRequest:
 def json_body(req: Request) -> dict:
     body = req.get_json()  # malformed: 400 invalid_json (api/request.py)
     if not isinstance(body, dict):
-        raise ApiError(400, "invalid_json", "send a JSON object (Content-Type: application/json) or a multipart form")
+        raise InvalidJson("send a JSON object (Content-Type: application/json) or a multipart form")
     return body
 
 
@@ -53,24 +64,24 @@ def parse_batch(req: Request) -> list[InferenceRequest]:
         raise validation_error(exc) from None
     limit = api_settings().batch_size
     if not items:
-        raise ApiError(400, "empty_batch", "the batch holds no requests")
+        raise EmptyBatch("the batch holds no requests")
     if len(items) > limit:
-        raise ApiError(413, "batch_too_large", f"a batch holds at most {limit} requests (BATCH_SIZE)")
+        raise BatchTooLarge(f"a batch holds at most {limit} requests (BATCH_SIZE)")
     return [validate_item(item, prefix=f"requests[{i}]: ") for i, item in enumerate(items)]
 
 
 def validate_item(fields, prefix: str = "") -> InferenceRequest:
     if not isinstance(fields, dict):
-        raise ApiError(400, "invalid_request", f"{prefix}the request must be a JSON object")
+        raise InvalidRequest(f"{prefix}the request must be a JSON object")
     try:
         item = InferenceRequest.model_validate(fields)
     except ValidationError as exc:
         raise validation_error(exc, prefix) from None
     settings = api_settings()
     if item.top_k is not None and item.top_k > settings.max_top_k:
-        raise ApiError(400, "invalid_top_k", f"{prefix}top_k must be at most {settings.max_top_k}")
+        raise InvalidTopK(f"{prefix}top_k must be at most {settings.max_top_k}")
     if item.images is not None and len(item.images) > settings.batch_size:
-        raise ApiError(413, "batch_too_large", f"{prefix}a request holds at most {settings.batch_size} images (BATCH_SIZE)")
+        raise BatchTooLarge(f"{prefix}a request holds at most {settings.batch_size} images (BATCH_SIZE)")
     # Every picture is checked here, so a request the API accepts has no broken image in it.
     raws, sizes = [], []
     for n, data in enumerate([item.data] if item.images is None else item.images):
@@ -79,12 +90,12 @@ def validate_item(fields, prefix: str = "") -> InferenceRequest:
             raws.append(decode_base64(data))
             probed = probe_image(raws[-1], settings.max_image_pixels)
         except InvalidRequest as exc:
-            raise ApiError(exc.http_status, exc.code, where + exc.message) from None
+            raise type(exc)(where + exc.message) from None
         sizes.append((probed["width"], probed["height"]))
     try:
         check_request_pixels(sizes, settings.max_request_pixels)
     except InvalidRequest as exc:
-        raise ApiError(exc.http_status, exc.code, prefix + exc.message) from None
+        raise type(exc)(prefix + exc.message) from None
     item._raw_images = raws  # sent to the worker by reference (submission.submit)
     return item
 
@@ -103,8 +114,7 @@ def resolve_model(model_type: str) -> str:
             return choose_model(settings.load_balance_strategy, live, redis_client())
         model_type = settings.default_model
     if model_type not in live and settings.no_worker_policy == "reject":
-        raise ApiError(503, "no_worker", f"no live worker serves {model_type!r}; retry later",
-                       {"Retry-After": str(settings.retry_after)})
+        raise NoWorker(f"no live worker serves {model_type!r}; retry later")
     return model_type
 
 
@@ -117,27 +127,15 @@ def admit(models: list[str]) -> None:
     for model, count in wanted.items():
         queued = sum(depths[model].values())
         if queued + count > api_settings().queue_size:
-            raise queue_full(model, queued)
+            raise QueueFull.at(model, queued, api_settings().queue_size)
     most = in_flight_limit()
     in_flight = submission.in_flight(redis_client(), tenant()) if most else 0
     if most and in_flight + len(models) > most:
-        raise too_many_in_flight(in_flight)
+        raise TooManyInFlight.at(in_flight, most)
 
 
 def in_flight_limit() -> int:
     return api_settings().max_in_flight_per_key if tenant() else 0
-
-
-def too_many_in_flight(count: int) -> ApiError:
-    settings = api_settings()
-    return ApiError(429, "too_many_in_flight", f"this key has {count} requests queued or running (MAX_IN_FLIGHT_PER_KEY "
-                    f"{settings.max_in_flight_per_key}); retry when some have finished", {"Retry-After": str(settings.retry_after)})
-
-
-def queue_full(model: str, queued: int) -> ApiError:
-    settings = api_settings()
-    return ApiError(429, "queue_full", f"{model} has {queued} requests queued (QUEUE_SIZE {settings.queue_size}); retry later",
-                    {"Retry-After": str(settings.retry_after)})
 
 
 def submit_all(items: list[InferenceRequest]) -> list[submission.Submitted]:
@@ -147,30 +145,23 @@ def submit_all(items: list[InferenceRequest]) -> list[submission.Submitted]:
     if len(items) > 1:
         admit(models)  # all or nothing
         memory.admit_batch(sum(len(raw) for item in items for raw in item._raw_images))
-    try:
-        return [
-            submission.submit(
-                redis_client(),
-                image=item._raw_images[0] if item.images is None else None,
-                images=item._raw_images if item.images is not None else None,
-                model=model,
-                priority=item.priority,
-                top_k=item.top_k,
-                request_id=item.request_id,
-                timeout_ms=min(item.timeout_ms, settings.worker_timeout * 1000) if item.timeout_ms else None,
-                queue_limit=settings.queue_size if len(items) == 1 else None,
-                tenant=tenant(),
-                in_flight_limit=in_flight_limit() if len(items) == 1 else 0,
-                memory_limit=memory.limit() if len(items) == 1 else 0,
-            )
-            for item, model in zip(items, models)
-        ]
-    except submission.QueueFull as full:
-        raise queue_full(full.model, full.queued) from None
-    except submission.TooManyInFlight as busy:
-        raise too_many_in_flight(busy.in_flight) from None
-    except submission.MemoryFull as full:
-        raise memory_full(full.used) from None
+    return [
+        submission.submit(
+            redis_client(),
+            image=item._raw_images[0] if item.images is None else None,
+            images=item._raw_images if item.images is not None else None,
+            model=model,
+            priority=item.priority,
+            top_k=item.top_k,
+            request_id=item.request_id,
+            timeout_ms=min(item.timeout_ms, settings.worker_timeout * 1000) if item.timeout_ms else None,
+            queue_limit=settings.queue_size if len(items) == 1 else None,
+            tenant=tenant(),
+            in_flight_limit=in_flight_limit() if len(items) == 1 else 0,
+            memory_limit=memory.limit() if len(items) == 1 else 0,
+        )
+        for item, model in zip(items, models)
+    ]
 
 
 def submit(item: InferenceRequest) -> submission.Submitted:
@@ -200,7 +191,7 @@ def wait_seconds(req: Request = request) -> float:
     try:
         wait = float(raw)
     except ValueError:
-        raise ApiError(400, "invalid_wait", "wait must be a number of seconds") from None
+        raise InvalidWait("wait must be a number of seconds") from None
     if not wait >= 0:
-        raise ApiError(400, "invalid_wait", "wait must not be negative")
+        raise InvalidWait("wait must not be negative")
     return min(wait, api_settings().max_wait_seconds)

@@ -20,7 +20,7 @@ def test_classify_submit_wait_cancel_and_batch(api):
     assert client.wait(request_id)["status"] == "success"
     with pytest.raises(InferenceError) as refused:
         client.cancel(request_id)
-    assert refused.value.code == "already_started" and refused.value.status == 409
+    assert refused.value.code == "already_started" and refused.value.http_status == 409
 
     many = client.classify([CAT, TESTDATA / "astronaut.jpg"], model="resnet18", top_k=3)  # one request
     assert many["images"] == 2 and many["results"][0]["predictions"] == result["predictions"]
@@ -40,7 +40,7 @@ def test_retries_503_then_gives_up(start_extra_api, redis_url):
     client = InferenceClient(api.base_url, retries=2, backoff=0.05)
     with pytest.raises(InferenceError) as refused:
         client.submit(CAT, model="resnet18")
-    assert refused.value.code == "no_worker" and refused.value.status == 503
+    assert refused.value.code == "no_worker" and refused.value.http_status == 503
     assert client.attempts == 3  # the first try and two retries
 
 

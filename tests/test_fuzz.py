@@ -130,7 +130,7 @@ def test_pictures_of_extreme_sizes_get_a_result_or_a_coded_4xx_in_bounded_time(a
     the vocabulary; the worker's pool process survives every one."""
     import time
 
-    from api.errors import vocabulary
+    from inference.core.errors import vocabulary
 
     pids = pool_pids(api, "mobilenet")
     seen = set()

@@ -190,6 +190,7 @@ def test_a_claimed_request_reads_as_running(redis_client):
     redis_client.set(picture, b"picture", ex=60)
     assert claim_and_read(redis_client, request_id, [picture, picture[:-1] + "1"]) == Claim(keys.REDELIVERED, [b"picture", None], 2)
     assert submission.cancel(redis_client, request_id) == "started"  # too late to cancel
+    redis_client.delete(picture)  # later tests check that no picture is left behind
 
 
 def test_waits_keep_one_subscriber_and_ignore_earlier_requests_news(redis_client):

@@ -30,16 +30,21 @@ from pathlib import Path
 
 import requests
 
+from inference.core.errors import InferenceError, error_for
+
+__all__ = ["InferenceClient", "InferenceError"]
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
 FINAL = {"success", "failed", "cancelled", "expired"}
 
 
-class InferenceError(Exception):
-    """The API refused a request, or the request failed; `code` says why."""
-
-    def __init__(self, code: str, message: str, status: int | None = None, body: dict | None = None):
-        super().__init__(f"{code}: {message}")
-        self.code, self.message, self.status, self.body = code, message, status, body or {}
+def answered(code: str, message: str, body: dict, status: int | None = None) -> InferenceError:
+    """The API refused a request, or the request failed: the error of its code (inference/core/errors.py)."""
+    error = error_for(code, message)
+    error.body = body
+    if status is not None:
+        error.http_status = status
+    return error
 
 
 class InferenceClient:
@@ -70,8 +75,7 @@ class InferenceClient:
             body = response.json() if response.content else {}
             if response.status_code not in expect:
                 error = body.get("error", {})
-                raise InferenceError(error.get("code", str(response.status_code)), error.get("message", response.text),
-                                     response.status_code, body)
+                raise answered(error.get("code", "http_error"), error.get("message", response.text), body, response.status_code)
             return response.status_code, body
         raise AssertionError("unreachable")
 
@@ -113,7 +117,7 @@ class InferenceClient:
         status = self.wait(self.submit(image, **kwargs))
         if status["status"] != "success":
             error = status.get("error") or {"code": status["status"], "message": status.get("reason") or status["status"]}
-            raise InferenceError(error["code"], error["message"], body=status)
+            raise answered(error["code"], error["message"], status)
         return status["result"]
 
     def submit_batch(self, images: Iterable[bytes | str | Path], *, model: str = "any", priority: str = "normal") -> dict:

@@ -17,6 +17,7 @@ import redis as redis_lib
 
 from inference.core import metrics
 from inference.core.celery_app import app
+from inference.core.errors import MemoryFull, QueueFull, TooManyInFlight
 from inference.core.keys import (
     BATCH_PREFIX,
     CANCELLED,
@@ -53,30 +54,6 @@ def in_flight(redis: redis_lib.Redis, tenant: str) -> int:
 
 def new_request_id() -> str:
     return uuid.uuid4().hex
-
-
-class QueueFull(Exception):
-    """The model's queues hold `queued` requests, QUEUE_SIZE or more: nothing was written."""
-
-    def __init__(self, model: str, queued: int):
-        super().__init__(f"{model} has {queued} requests queued")
-        self.model, self.queued = model, queued
-
-
-class MemoryFull(Exception):
-    """Redis would hold more than the memory limit with this request's pictures: nothing was written."""
-
-    def __init__(self, used: int):
-        super().__init__(f"Redis uses {used} bytes")
-        self.used = used
-
-
-class TooManyInFlight(Exception):
-    """The tenant has `in_flight` requests queued or running, its limit or more: nothing was written."""
-
-    def __init__(self, in_flight: int):
-        super().__init__(f"{in_flight} requests in flight")
-        self.in_flight = in_flight
 
 
 def submit(redis: redis_lib.Redis, *, model: str, priority: str, top_k: int | None = None, request_id: str | None = None,
@@ -123,11 +100,11 @@ def submit(redis: redis_lib.Redis, *, model: str, priority: str, top_k: int | No
                       limit=queue_limit, in_flight=InFlight(in_flight_key(tenant), in_flight_limit, task_id) if tenant else None,
                       memory_limit=memory_limit)
     if outcome.status == "full":
-        raise QueueFull(model, outcome.depth)
+        raise QueueFull.at(model, outcome.depth, queue_limit or 0)
     if outcome.status == "busy":
-        raise TooManyInFlight(outcome.depth)
+        raise TooManyInFlight.at(outcome.depth, in_flight_limit)
     if outcome.status == "memory":
-        raise MemoryFull(outcome.depth)
+        raise MemoryFull.at(outcome.depth, memory_limit)
     if outcome.status == "exists":
         return Submitted(json.loads(outcome.existing) if outcome.existing else job, created=False)
     log.info("request %s queued on %s", task_id, queue, extra={"request_id": task_id})
