@@ -2,7 +2,7 @@
 
 As in Flask's factory examples, the app is built from its settings and has no other side
 effect: the process entry point (api/wsgi.py) configures logging, and tests build apps with
-settings of their own (`create_app(Settings(queue_size=3))`) and talk to them in-process.
+settings of their own (`create_app(Settings(queue_limit=3))`) and talk to them in-process.
 """
 
 from __future__ import annotations

@@ -130,7 +130,7 @@ def stats():
 @bp.get("/queue/status")
 def queue_status():
     depths = tracking.queue_depths(redis_client(), model_names(), PRIORITIES)
-    max_size = api_settings().queue_size
+    max_size = api_settings().queue_limit
     return jsonify({
         "queue_size": tracking.total_queued(depths),
         "max_size": max_size,  # per model

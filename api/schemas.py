@@ -19,7 +19,7 @@ class InferenceRequest(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
     images: list[Annotated[str, Field(min_length=1)]] | None = Field(
-        None, min_length=1, description="Several images, base64-encoded, in place of `data` (at most BATCH_SIZE): one task, one "
+        None, min_length=1, description="Several images, base64-encoded, in place of `data` (at most MAX_ITEMS_PER_REQUEST): one task, one "
         "result whose `results` hold each image's predictions in order; a picture that does not decode fails alone.")
     data: str | None = Field(None, min_length=1, validate_default=True,
                              description="The image, base64-encoded (JPEG, PNG, GIF, BMP, TIFF, WEBP). Give `data` or `images`.")

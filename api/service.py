@@ -62,11 +62,11 @@ def parse_batch(req: Request) -> list[InferenceRequest]:
         items = BatchRequest.model_validate(json_body(req)).items()
     except ValidationError as exc:
         raise validation_error(exc) from None
-    limit = api_settings().batch_size
+    limit = api_settings().max_items_per_request
     if not items:
         raise EmptyBatch("the batch holds no requests")
     if len(items) > limit:
-        raise BatchTooLarge(f"a batch holds at most {limit} requests (BATCH_SIZE)")
+        raise BatchTooLarge(f"a batch holds at most {limit} requests (MAX_ITEMS_PER_REQUEST)")
     return [validate_item(item, prefix=f"requests[{i}]: ") for i, item in enumerate(items)]
 
 
@@ -80,8 +80,8 @@ def validate_item(fields, prefix: str = "") -> InferenceRequest:
     settings = api_settings()
     if item.top_k is not None and item.top_k > settings.max_top_k:
         raise InvalidTopK(f"{prefix}top_k must be at most {settings.max_top_k}")
-    if item.images is not None and len(item.images) > settings.batch_size:
-        raise BatchTooLarge(f"{prefix}a request holds at most {settings.batch_size} images (BATCH_SIZE)")
+    if item.images is not None and len(item.images) > settings.max_items_per_request:
+        raise BatchTooLarge(f"{prefix}a request holds at most {settings.max_items_per_request} images (MAX_ITEMS_PER_REQUEST)")
     # Every picture is checked here, so a request the API accepts has no broken image in it.
     raws, sizes = [], []
     for n, data in enumerate([item.data] if item.images is None else item.images):
@@ -120,14 +120,14 @@ def resolve_model(model_type: str) -> str:
 
 def admit(models: list[str]) -> None:
     """Back-pressure for a batch, whole: 429 when its requests would push a model's queues past
-    QUEUE_SIZE, or its tenant past MAX_IN_FLIGHT_PER_KEY. (A single request is admitted in its
+    QUEUE_LIMIT, or its tenant past MAX_IN_FLIGHT_PER_KEY. (A single request is admitted in its
     own submission's round trip.)"""
     wanted = Counter(models)
     depths = tracking.queue_depths(redis_client(), list(wanted), PRIORITIES)
     for model, count in wanted.items():
         queued = sum(depths[model].values())
-        if queued + count > api_settings().queue_size:
-            raise QueueFull.at(model, queued, api_settings().queue_size)
+        if queued + count > api_settings().queue_limit:
+            raise QueueFull.at(model, queued, api_settings().queue_limit)
     most = in_flight_limit()
     in_flight = submission.in_flight(redis_client(), tenant()) if most else 0
     if most and in_flight + len(models) > most:
@@ -155,7 +155,7 @@ def submit_all(items: list[InferenceRequest]) -> list[submission.Submitted]:
             top_k=item.top_k,
             request_id=item.request_id,
             timeout_ms=min(item.timeout_ms, settings.worker_timeout * 1000) if item.timeout_ms else None,
-            queue_limit=settings.queue_size if len(items) == 1 else None,
+            queue_limit=settings.queue_limit if len(items) == 1 else None,
             tenant=tenant(),
             in_flight_limit=in_flight_limit() if len(items) == 1 else 0,
             memory_limit=memory.limit() if len(items) == 1 else 0,

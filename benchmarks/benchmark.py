@@ -345,12 +345,12 @@ def main(argv=None) -> int:
 
     console.rule(f"the system: Valkey, {args.workers} resnet18 worker(s) (batch {best}, {instances} instance(s) each), the API")
     procs = Processes()
-    env = {**os.environ, "MODEL_WEIGHTS": "random", "QUEUE_SIZE": "100000", "NO_WORKER_POLICY": "queue",
+    env = {**os.environ, "MODEL_WEIGHTS": "random", "QUEUE_LIMIT": "100000", "NO_WORKER_POLICY": "queue",
            "LOG_LEVEL": "WARNING", "WORKER_POOL": "threads", "MAX_BATCH_SIZE": str(best), "MAX_BATCH_DELAY_MS": "10",
            "MODEL_INSTANCES": str(instances), "WORKER_REPLICAS": str(args.workers),
            # On a CPU, the plain script's threads shared among the workers' instances; on a GPU the worker's own choice (1).
            **({"TORCH_THREADS": str(max(1, threads // (instances * args.workers)))} if plain.loaded.device == "cpu" else {}),
-           "BATCH_SIZE": str(max(32, args.images_per_request)), "MAX_CONTENT_LENGTH": str(64 * 1024 * 1024)}
+           "MAX_ITEMS_PER_REQUEST": str(max(32, args.images_per_request)), "MAX_CONTENT_LENGTH": str(64 * 1024 * 1024)}
     per_request = args.images_per_request
     in_flight = min(4 * max(best, instances), 64)  # single-image saturation: enough to fill a batch (or every instance) and the next
     rounds, sweep, many = [], {}, {}

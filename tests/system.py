@@ -120,9 +120,9 @@ def start_api(procs: Processes, env: dict, name: str = "api") -> str:
 
 def wait_for_ready_workers(base_url: str, count: int, timeout: float = 180) -> list[dict]:
     def ready():
-        body = requests.get(f"{base_url}/workers/status", timeout=5).json()
-        return body["workers"] if body["ready"] >= count else None
+        # Every API process keeps its own view of the workers: twelve answers in a row, spread over
+        # the processes by the kernel (one listening socket each), all see them.
+        answers = [requests.get(f"{base_url}/workers/status", timeout=5).json() for _ in range(12)]
+        return answers[-1]["workers"] if all(body["ready"] >= count for body in answers) else None
 
-    workers = wait_until(ready, timeout, interval=1.0, what=f"{count} ready workers")
-    time.sleep(3)  # every API process refreshes its own view (WORKER_CACHE_SECONDS, 0.5 s replies)
-    return workers
+    return wait_until(ready, timeout, interval=0.5, what=f"{count} ready workers in every API process")

@@ -73,6 +73,11 @@ class Cluster:
         wait_until(lambda: models <= {w["model"] for w in self.status() if w.get("ready_processes")},
                    timeout, interval=0.5, what=f"ready workers for {models}")
 
+    def wait_running(self, report):
+        """Until one of the load's requests runs (a worker claimed it): a kill then hits one mid-inference."""
+        wait_until(lambda: any(requests.get(f"{self.api}/v1/inference/{rid}", timeout=5).json()["status"] == "running"
+                               for rid in list(report.accepted)), 30, interval=0.05, what="a request running")
+
     def worker_of(self, model, timeout=60):
         """A ready worker of `model`. Each API process keeps its own view of the workers, so one
         may still show a worker as loading (no processes yet) that another shows ready: ask again."""
@@ -113,7 +118,7 @@ def report_line(report, scenario):
 def test_kill_pool_process_mid_inference(cluster):
     duplicates_before = cluster.duplicates()
     report = loadgen.send(cluster.api, payload(), 6 * SCALE, concurrency=2)
-    time.sleep(0.6)
+    cluster.wait_running(report)
     victim = cluster.worker_of("resnet18")["processes"][0]["pid"]
     killed_at = time.monotonic()
     os.kill(victim, signal.SIGKILL)
@@ -130,7 +135,7 @@ def test_kill_pool_process_mid_inference(cluster):
 
 def test_kill_whole_worker_and_restart(cluster):
     report = loadgen.send(cluster.api, payload(), 6 * SCALE, concurrency=2)
-    time.sleep(0.6)
+    cluster.wait_running(report)
     worker_id = cluster.worker_of("resnet18")["worker_id"]
     crash = requests.post(f"{cluster.api}/simulate/crash", json={"worker": worker_id}, timeout=10)
     assert crash.status_code == 200 and crash.json()["crashed"] == [worker_id]
@@ -159,7 +164,7 @@ def test_redis_restart_mid_load(cluster):
     assert time.monotonic() - started < 2.0
     assert requests.get(f"{cluster.api}/health", timeout=5).status_code == 503
 
-    time.sleep(2)
+    time.sleep(2)  # the outage lasts 2 s
     start_redis(cluster.procs, cluster.env, name="chaos-redis", url=cluster.redis_url,
                 data_dir=cluster.procs.data_dirs["chaos-redis"])
     # The API and the workers reconnect by themselves.
@@ -222,7 +227,9 @@ def test_all_workers_of_a_model_die(cluster):
     cluster.procs.stop(cluster.process_name("squeezenet"), signal.SIGKILL)
     killed_at = time.monotonic()
     wait_until(lambda: "squeezenet" not in {w["model"] for w in cluster.status()}, 10, what="squeezenet gone")
-    time.sleep(2.5)  # every API process refreshes its view (WORKER_CACHE_SECONDS=1, 0.5 s replies)
+    # Every API process keeps its own view of the workers: twelve answers in a row all see it.
+    wait_until(lambda: all(requests.get(f"{cluster.api}/health", timeout=5).json()["models"]["squeezenet"]["workers"] == 0
+                           for _ in range(12)), 15, what="every API process to see squeezenet gone")
     health = requests.get(f"{cluster.api}/health", timeout=5).json()
     assert health["status"] == "degraded" and health["models"]["squeezenet"]["workers"] == 0
     report = loadgen.send(cluster.api, payload("any"), 4 * SCALE, concurrency=2)

@@ -76,7 +76,7 @@ def test_least_loaded_avoids_a_backlogged_model(api_with, redis_client, worker_i
 
 
 def test_queue_full_answers_429_and_enqueues_nothing(api_with, redis_client, worker_ids):
-    client = api_with(queue_size=3, retry_after=7)
+    client = api_with(queue_limit=3, retry_after=7)
     data = image_b64()
     with paused(worker_ids["squeezenet"], "squeezenet.low"):
         accepted = [client.post("/v1/inference", json={"data": data, "model_type": "squeezenet", "priority": "low"}) for _ in range(3)]

@@ -14,7 +14,7 @@ from inference.core.errors import InvalidImage, InvalidRequest
 from inference.core.imaging import load_rgb, open_checked
 from inference.core.jpeg_headers import read_layout
 from inference.core.registry import MODELS as SPECS
-from inference.core.settings import get_settings
+from inference.core.settings import use_settings
 from inference.worker import process, tensor_decode
 from tests.conftest import encoded, header_variants, image_bytes, rotated_jpeg
 
@@ -97,14 +97,14 @@ def test_worker_batch_mixes_both_paths_and_fails_only_the_broken(resnet, monkeyp
     decoded_here = []
     real_decode = tensor_decode.decode
     monkeypatch.setattr(tensor_decode, "decode", lambda raws, device: decoded_here.extend(raws) or real_decode(raws, device))
-    get_settings.cache_clear()
+    use_settings(None)
     try:
         cat_png = encoded(Image.open(io.BytesIO(image_bytes("chelsea.jpg"))), "PNG")
         items = [(image_bytes("chelsea.jpg"), 3), (cat_png, 3), (image_bytes("chelsea.jpg")[:2500], 3), (rotated_jpeg(), 2)]
         outputs = process.decode_and_classify(items)
     finally:
         monkeypatch.delenv("IMAGE_DECODER")
-        get_settings.cache_clear()
+        use_settings(None)
     assert decoded_here == [items[0][0], items[2][0]]  # the JPEGs whose headers looked plain
     assert isinstance(outputs[2], InvalidImage)  # refused by torchvision, then by PIL, which says why
     assert [len(outputs[n]) for n in (0, 1, 3)] == [3, 3, 2]
@@ -125,13 +125,13 @@ def test_hostile_jpegs_take_the_pil_path_where_they_are_cropped_or_refused(resne
     assert not any(tensor_decode.suits_tensor_decoding(raw, LIMIT) for raw in (wide, tall, scans))
     monkeypatch.setenv("IMAGE_DECODER", "torchvision")
     monkeypatch.setattr(process, "_loaded", resnet)
-    get_settings.cache_clear()
+    use_settings(None)
     try:
         started = time.perf_counter()
         outputs = process.decode_and_classify([(wide, 1), (tall, 1), (scans, 1), (image_bytes("chelsea.jpg"), 1)])
     finally:
         monkeypatch.delenv("IMAGE_DECODER")
-        get_settings.cache_clear()
+        use_settings(None)
     assert time.perf_counter() - started < 2
     assert isinstance(outputs[2], ImageTooComplex)
     assert all(len(outputs[n]) == 1 for n in (0, 1, 3))

@@ -13,7 +13,7 @@ from api.schemas import InferenceRequest
 from inference.core.errors import http_status_of
 from inference.core.queues import model_queues, queue_name, route_task
 from inference.core.registry import MODELS, get_spec
-from inference.core.settings import Settings, get_settings, markdown_table
+from inference.core.settings import Settings, markdown_table, use_settings
 from tests.conftest import repo_root
 
 WORKER_SHARE_VARIABLES = ("TORCH_THREADS", "HOST_WORKERS", "WORKER_POOL", "WORKER_CONCURRENCY", "MODEL_INSTANCES")
@@ -25,9 +25,9 @@ def settings_from(monkeypatch, env: dict):
     with monkeypatch.context() as patch:
         for name, value in env.items():
             patch.setenv(name, value)
-        get_settings.cache_clear()
+        use_settings(None)
         yield
-    get_settings.cache_clear()
+    use_settings(None)
 
 
 def test_queue_names_and_order():
@@ -52,39 +52,69 @@ def test_registry_names_and_stable_seeds():
         get_spec("vgg16")
 
 
-def test_every_model_has_a_worker_config():
-    from inference.cli.launch import read_config
-
+def test_every_model_has_a_worker_config_that_says_only_its_model():
     for name in MODELS:
-        assert read_config(name)["model"] == name
+        settings = Settings(worker_config=name)
+        assert settings.worker_model == name
+        assert settings.model_dump(exclude={"worker_config", "worker_model"}) == Settings().model_dump(exclude={"worker_config", "worker_model"})
 
 
 def test_launcher_builds_a_pinned_worker_command(monkeypatch):
     from inference.cli.launch import celery_argv
 
-    monkeypatch.delenv("WORKER_MODEL", raising=False)
-    monkeypatch.delenv("WORKER_CONCURRENCY", raising=False)
-    argv = celery_argv({"model": "resnet18", "concurrency": 2, "pool": "prefork"})
+    for variable in ("WORKER_MODEL", "WORKER_CONCURRENCY", "MAX_BATCH_SIZE", "MODEL_INSTANCES", "WORKER_POOL"):
+        monkeypatch.delenv(variable, raising=False)
+    argv = celery_argv(Settings(worker_model="resnet18", worker_concurrency=2, worker_pool="prefork"))
     assert argv[argv.index("--model") + 1] == "resnet18"
     assert argv[argv.index("--concurrency") + 1] == "2"
     assert argv[argv.index("--hostname") + 1] == "resnet18@%h"
     assert not {"-E", "--task-events"} & set(argv)  # WORKER_TASK_EVENTS decides (celeryconfig), not the command line
-    for variable in ("MAX_BATCH_SIZE", "MODEL_INSTANCES", "WORKER_POOL"):
-        monkeypatch.delenv(variable, raising=False)
-    batching = celery_argv({"model": "resnet18", "batch_size": 4, "instances": 2})
+    batching = celery_argv(Settings(worker_model="resnet18", max_batch_size=4, model_instances=2))
     # Batching needs threads; twice what the instances hold keeps the next batches ready.
     assert batching[batching.index("--pool") + 1] == "threads"
     assert batching[batching.index("--concurrency") + 1] == "16"
-    auto = celery_argv({"model": "resnet18", "batch_size": 4, "instances": 0})
+    auto = celery_argv(Settings(worker_model="resnet18", max_batch_size=4, model_instances=0))
     assert auto[auto.index("--concurrency") + 1] == "16"  # auto: room for the two instances it may pick
-    side_by_side = celery_argv({"model": "resnet18", "pool": "threads", "batch_size": 1})
+    side_by_side = celery_argv(Settings(worker_model="resnet18", worker_pool="threads", max_batch_size=1))
     assert side_by_side[side_by_side.index("--concurrency") + 1] == "4"  # batch 1 on threads: the instances run side by side
+
+
+def test_a_worker_reads_the_environment_then_its_config_file_then_the_defaults(monkeypatch, tmp_path):
+    config = tmp_path / "fast.toml"
+    config.write_text('worker_model = "squeezenet"\nmax_batch_size = 8\nworker_priorities = "high"\n')
+    for variable in ("MAX_BATCH_SIZE", "WORKER_PRIORITIES", "WORKER_MODEL", "MAX_BATCH_DELAY_MS"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("WORKER_PRIORITIES", "high,normal")
+    settings = Settings(worker_config=str(config))
+    assert (settings.worker_model, settings.max_batch_size) == ("squeezenet", 8)  # the file
+    assert settings.worker_priorities == "high,normal"  # the environment wins over it
+    assert settings.max_batch_delay_ms == 5.0  # the default
+    monkeypatch.setenv("WORKER_CONFIG", str(config))  # as the launcher hands it to the worker
+    assert Settings().max_batch_size == 8
+    config.write_text('worker_model = "squeezenet"\nbatch_size = 8\n')  # a typo, or an old name
+    with pytest.raises(ValueError, match="batch_size"):
+        Settings()
+    monkeypatch.setenv("WORKER_CONFIG", "no-such-worker")
+    with pytest.raises(ValueError, match="does not exist"):
+        Settings()
+
+
+def test_renamed_settings_still_read_their_old_variables_with_a_warning(monkeypatch):
+    for variable in ("QUEUE_LIMIT", "MAX_ITEMS_PER_REQUEST"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("QUEUE_SIZE", "12")
+    monkeypatch.setenv("BATCH_SIZE", "7")
+    with pytest.warns(FutureWarning, match="QUEUE_SIZE is deprecated"):
+        settings = Settings()
+    assert (settings.queue_limit, settings.max_items_per_request) == (12, 7)
+    monkeypatch.setenv("QUEUE_LIMIT", "30")
+    with pytest.warns(FutureWarning):
+        assert Settings().queue_limit == 30  # the new name wins
 
 
 def test_the_configuration_page_lists_every_setting():
     page = (repo_root() / "docs" / "configuration.md").read_text()
-    missing = [name.upper() for name in Settings.model_fields if f"`{name.upper()}`" not in page]
-    assert not missing, f"docs/configuration.md's table lacks {missing}; paste `make config-table`"
+    assert markdown_table() in page, "docs/configuration.md's table differs from the settings; paste `make config-table`"
     assert markdown_table().count("\n") == len(Settings.model_fields) + 1
 
 
@@ -208,30 +238,31 @@ def test_worker_consumes_the_configured_priorities_in_order(monkeypatch):
     from inference.worker.bootstep import worker_queues
 
     monkeypatch.setenv("WORKER_PRIORITIES", "low, high")
-    get_settings.cache_clear()
+    use_settings(None)
     try:
         assert worker_queues("resnet18") == ["resnet18.high", "resnet18.low"]
         monkeypatch.setenv("WORKER_PRIORITIES", "urgent")
-        get_settings.cache_clear()
+        use_settings(None)
         with pytest.raises(SystemExit, match="WORKER_PRIORITIES"):
             worker_queues("resnet18")
     finally:
         monkeypatch.delenv("WORKER_PRIORITIES")
-        get_settings.cache_clear()
+        use_settings(None)
 
 
-def test_worker_configs_become_environment(monkeypatch):
+def test_the_launcher_hands_its_worker_the_config_and_nothing_else(monkeypatch):
     import os
 
     from inference.cli import launch
 
-    # A private environment: what the launcher sets must not leak into workers other tests start.
-    environment = {k: v for k, v in os.environ.items() if k not in launch.ENV_OF_KEY.values() and not k.startswith("CHAOS_")}
-    monkeypatch.setattr(os, "environ", environment)
-    monkeypatch.setattr(os, "execv", lambda *a: None)
+    ran = {}
+    monkeypatch.delenv("WORKER_MODEL", raising=False)
+    monkeypatch.setattr(os, "execve", lambda path, argv, env: ran.update(argv=argv, env=env))
     launch.main(["resnet18"])
-    assert environment["WORKER_PRIORITIES"] == "high,normal,low" and environment["WORKER_MODEL"] == "resnet18"
-    assert environment["WORKER_DEVICE"] == "auto" and environment["MAX_BATCH_SIZE"] == "1"
+    assert ran["argv"][ran["argv"].index("--model") + 1] == "resnet18"
+    added = {k: v for k, v in ran["env"].items() if os.environ.get(k) != v}
+    assert set(added) <= {"WORKER_CONFIG", "HOST_WORKERS"} and added["WORKER_CONFIG"] == "resnet18"
+    assert "WORKER_CONFIG" not in os.environ  # its own environment is untouched
 
 
 def test_torch_threads_share_the_cores_among_every_model_copy(monkeypatch):

@@ -6,7 +6,7 @@ Environment variables (WORKER_CONCURRENCY, TORCH_THREADS, ...) win over the file
 With `--restart` it stays as a supervisor and starts the worker again whenever it dies (the
 Procfile uses this: honcho would otherwise stop the whole system when one worker crashes).
 
-`replicas = N` (WORKER_REPLICAS) runs N such Celery workers for the config, nodes
+`worker_replicas = N` (WORKER_REPLICAS) runs N such Celery workers for the config, nodes
 `<name>-1@host` ... `<name>-N@host`, each with its own GIL, model copy and batcher, all on the
 config's device, supervised as one: a signal goes to all of them, and without `--restart` one
 that dies takes the others down with it. One process's GIL cannot keep a GPU busy with requests
@@ -23,58 +23,28 @@ import signal
 import subprocess
 import sys
 import time
-import tomllib
-from pathlib import Path
+
+from inference.core.settings import Settings, worker_config_path
 
 log = logging.getLogger("launch")
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "worker_configs"
 
-# config key -> environment variable that the worker reads
-ENV_OF_KEY = {
-    "model": "WORKER_MODEL",
-    "concurrency": "WORKER_CONCURRENCY",
-    "torch_threads": "TORCH_THREADS",
-    "pool": "WORKER_POOL",
-    "priorities": "WORKER_PRIORITIES",
-    "device": "WORKER_DEVICE",
-    "batch_size": "MAX_BATCH_SIZE",
-    "batch_delay_ms": "MAX_BATCH_DELAY_MS",
-    "instances": "MODEL_INSTANCES",
-    "optimize": "MODEL_OPTIMIZE",
-    "channels_last": "WORKER_CHANNELS_LAST",
-    "fp16": "WORKER_FP16",
-    "replicas": "WORKER_REPLICAS",
-}
-
-
-def read_config(name_or_path: str) -> dict:
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = CONFIG_DIR / f"{name_or_path}.toml"
-    with path.open("rb") as fh:
-        return tomllib.load(fh)
-
-
-def celery_argv(config: dict, name: str | None = None, replica: int | None = None) -> list[str]:
-    """The `celery worker` command for a config; `replica` n names its node <name>-n@host."""
-    model = os.environ.get("WORKER_MODEL") or config["model"]
-    hostname = name or f"{model}@%h"
-    concurrency = int(os.environ.get("WORKER_CONCURRENCY") or config.get("concurrency", 1))
-    pool = os.environ.get("WORKER_POOL") or config.get("pool", "prefork")
-    batch_size = int(os.environ.get("MAX_BATCH_SIZE") or config.get("batch_size", 1))
-    if batch_size > 1 or pool == "threads":
+def celery_argv(settings: Settings, name: str | None = None, replica: int | None = None) -> list[str]:
+    """The `celery worker` command for a worker's settings; `replica` n names its node <name>-n@host."""
+    hostname = name or f"{settings.worker_model}@%h"
+    pool, concurrency = settings.worker_pool, settings.worker_concurrency
+    if settings.max_batch_size > 1 or pool == "threads":
         # A batch gathers requests that run at once: threads in one process holding one model.
         # Twice what the model instances hold, so the next batches are ready when one ends
         # (auto, 0, picks at most 2); at batch size 1 too, where the instances run side by side.
-        instances = int(os.environ.get("MODEL_INSTANCES") or config.get("instances", 0)) or 2
-        pool, concurrency = "threads", max(concurrency, 2 * batch_size * instances)
+        instances = settings.model_instances or 2
+        pool, concurrency = "threads", max(concurrency, 2 * settings.max_batch_size * instances)
     return [
         sys.executable, "-m", "celery", "-A", "inference", "worker",
-        "--model", model,
+        "--model", settings.worker_model,
         "--concurrency", str(concurrency),
         "--pool", pool,
-        "--loglevel", os.environ.get("LOG_LEVEL") or config.get("loglevel", "INFO"),
+        "--loglevel", settings.log_level,
         "--hostname", replica_name(hostname, replica) if replica else hostname,
     ]
 
@@ -85,22 +55,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", help="Celery node name (default <model>@%%h); unique per worker")
     parser.add_argument("--restart", action="store_true", help="supervise: start the worker again when it dies")
     args = parser.parse_args(argv)
-    config = read_config(args.config)
-    for key, env in ENV_OF_KEY.items():
-        if key in config:
-            value = config[key]
-            os.environ.setdefault(env, ",".join(value) if isinstance(value, list) else str(value))
-    for key, value in config.get("chaos", {}).items():
-        os.environ.setdefault(f"CHAOS_{key.upper()}", str(value))
-    replicas = int(os.environ.get("WORKER_REPLICAS") or 1)
-    if replicas > 1:
-        # Their torch threads share the cores as those of as many workers would.
-        os.environ["HOST_WORKERS"] = str(int(os.environ.get("HOST_WORKERS") or 1) * replicas)
-        raise SystemExit(supervise([celery_argv(config, args.name, replica=n) for n in range(1, replicas + 1)], args.restart))
-    cmd = celery_argv(config, args.name)
+    settings = Settings(worker_config=args.config)  # the environment, then the file, then the defaults
+    if not settings.worker_model:
+        raise SystemExit(f"{worker_config_path(args.config)} names no worker_model")
+    # The worker reads the same file; its replicas' torch threads share the cores as that many workers' would.
+    env = {**os.environ, "WORKER_CONFIG": args.config, "HOST_WORKERS": str(settings.host_workers * settings.worker_replicas)}
+    if settings.worker_replicas > 1:
+        cmds = [celery_argv(settings, args.name, replica=n) for n in range(1, settings.worker_replicas + 1)]
+        raise SystemExit(supervise(cmds, args.restart, env))
+    cmd = celery_argv(settings, args.name)
     if args.restart:
-        raise SystemExit(supervise([cmd], restart=True))
-    os.execv(cmd[0], cmd)
+        raise SystemExit(supervise([cmd], True, env))
+    os.execve(cmd[0], cmd, env)
 
 
 def replica_name(name: str, n: int) -> str:
@@ -109,7 +75,7 @@ def replica_name(name: str, n: int) -> str:
     return f"{node}-{n}{at}{host}"
 
 
-def supervise(cmds: list[list[str]], restart: bool, pause: float = 2.0) -> int:
+def supervise(cmds: list[list[str]], restart: bool, env: dict[str, str], pause: float = 2.0) -> int:
     """Run one worker per command, as one unit: SIGTERM/SIGINT go to all of them, and this
     returns once they are gone. One that dies on its own is started again (`restart`), or
     stops the others (its exit code is returned)."""
@@ -118,7 +84,7 @@ def supervise(cmds: list[list[str]], restart: bool, pause: float = 2.0) -> int:
     running: dict[int, tuple[list[str], subprocess.Popen]] = {}
 
     def start(cmd: list[str]) -> None:
-        child = subprocess.Popen(cmd)
+        child = subprocess.Popen(cmd, env=env)
         running[child.pid] = (cmd, child)  # held: a dropped Popen of a live child is reaped by the next Popen()
 
     def stop(signum, _frame):

@@ -133,7 +133,7 @@ class TooManyPixels(InvalidRequest):
 
 
 class BatchTooLarge(InvalidRequest):
-    """More than BATCH_SIZE requests or images."""
+    """More than MAX_ITEMS_PER_REQUEST requests or images."""
 
     code = "batch_too_large"
     http_status = 413
@@ -232,13 +232,13 @@ class TooManyInFlight(Refused):
 
 
 class QueueFull(Refused):
-    """The model's queues hold QUEUE_SIZE requests."""
+    """The model's queues hold QUEUE_LIMIT requests."""
 
     code = "queue_full"
 
     @classmethod
     def at(cls, model: str, queued: int, limit: int) -> QueueFull:
-        return cls(f"{model} has {queued} requests queued (QUEUE_SIZE {limit}); retry later")
+        return cls(f"{model} has {queued} requests queued (QUEUE_LIMIT {limit}); retry later")
 
 
 class MemoryFull(Refused):

@@ -1,21 +1,58 @@
-"""Every setting of the system, one line each, read from environment variables.
+"""Every setting of the system, one line each: one model, read the same way by every process.
 
-This is the single place a setting lives: `celeryconfig.py`, the workers and the API all
-read `settings`. `make config-table` prints the configuration table of docs/configuration.md.
+A setting comes from, in this order: the process's environment (upper-case name), then the
+worker config named by WORKER_CONFIG (`worker_configs/<name>.toml`, lower-case names, only what
+differs from the defaults), then the default here. The launcher and the worker read the same
+model; `celeryconfig.py` and the API read it too (`create_app(settings)` takes one).
+`make config-table` prints the configuration table of docs/configuration.md.
 """
 
 from __future__ import annotations
 
 import os
-from functools import lru_cache
-from typing import Literal
+import warnings
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "worker_configs"
+# Renamed settings: the old environment variable still works, with a warning.
+RENAMED = {"QUEUE_SIZE": "QUEUE_LIMIT", "BATCH_SIZE": "MAX_ITEMS_PER_REQUEST"}
+
+
+def worker_config_path(name_or_path: str) -> Path:
+    """`resnet18` -> worker_configs/resnet18.toml; a path stays a path."""
+    path = Path(name_or_path)
+    return path if path.suffix else CONFIG_DIR / f"{name_or_path}.toml"
+
+
+class WorkerConfigSource(TomlConfigSettingsSource):
+    """A worker config file: it must exist, and name only settings that exist (a typo in a file
+    would otherwise be ignored without a word)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path):
+        if not path.is_file():
+            raise ValueError(f"worker config {path} does not exist (WORKER_CONFIG)")
+        super().__init__(settings_cls, toml_file=path)
+        unknown = set(self.toml_data) - set(settings_cls.model_fields)
+        if unknown:
+            raise ValueError(f"{path} names no such setting: {', '.join(sorted(unknown))} (see docs/configuration.md)")
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", populate_by_name=True)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
+        kwargs: dict[str, Any] = getattr(init_settings, "init_kwargs", {})
+        config = kwargs.get("worker_config") or next((v for k, v in os.environ.items() if k.upper() == "WORKER_CONFIG"), "")
+        if not config:
+            return init_settings, env_settings
+        return init_settings, env_settings, WorkerConfigSource(settings_cls, worker_config_path(config))
 
     # Broker and results
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis used as Celery broker and result backend (a password goes in the URL: redis://:pw@host:6379/0).")
@@ -30,7 +67,8 @@ class Settings(BaseSettings):
     model_weights: Literal["auto", "pretrained", "random"] = Field("auto", description="`pretrained`: torchvision ImageNet weights from TORCH_HOME (fail if missing); `auto`: pretrained if available, else random with a loud warning; `random`: seeded random weights.")
     random_weights_seed: int = Field(0, description="Base seed for random weights; each model adds a fixed offset so every worker of a model answers identically.")
     weights_download: bool = Field(False, description="Let `auto`/`pretrained` download missing weights into TORCH_HOME (needs internet).")
-    worker_model: str = Field("", description="Model a worker serves when `--model` is not given (set by the launcher).")
+    worker_config: str = Field("", description="The worker config a worker reads after the environment: a name in worker_configs/ (`resnet18`) or a TOML file's path; its keys are these settings' lower-case names. Set by `python -m inference.cli.launch NAME`.")
+    worker_model: str = Field("", description="Model a worker serves when `--model` is not given (its worker config says it).")
     worker_concurrency: int = Field(1, description="Worker processes per model worker (each loads its own copy of the model).")
     worker_task_events: bool = Field(False, description="Workers send task events from the start (Flower's task list and task metrics, `celery events`). Off, as Celery has it, a monitor turns them on while it watches: Flower sends `enable_events` every 5 s, and `celery -A inference control enable_events` does it for `celery events`. Each request with events costs the worker three Redis publishes (~0.5 ms of latency one at a time on the 2-core machine); heartbeats go either way (Flower and /workers/status still see the workers).")
     worker_priorities: str = Field("high,normal,low", description="Priorities a worker consumes, comma-separated (always in high, normal, low order).")
@@ -67,7 +105,7 @@ class Settings(BaseSettings):
     api_threads: int = Field(256, description="Threads per API process: a request being read or served holds one, a long poll (`?wait`) too, and a connection that sends its request a byte at a time; idle keep-alive connections hold none. With 64, 200 slow connections and 150 long polls took every thread and /health/live went unanswered; with 256, it answered in 4-11 ms (tests/test_hostile.py). `make load-test` ran alike with 64 and 256 (21-25 requests/s, /health p95 23-30 ms); gevent (a greenlet per connection) ran 6-16 % slower there with /health p95 134-145 ms. Waiting threads cost little (no CPU, a small stack); their Redis connections are pooled (twice this many at most).")
     api_keepalive: int = Field(75, description="Seconds the API keeps an idle keep-alive connection open; longer than the idle time of clients' and load balancers' connection pools, so the API is never the side that closes a connection a request is being sent on.")
     load_balance_strategy: Literal["least_loaded", "round_robin", "random"] = Field("least_loaded", description="How `model_type: any` picks among models with live workers: fewest queued + running per ready process, in turn, or at random.")
-    queue_size: int = Field(1000, description="Requests one model's queues may hold; beyond it submissions get 429 with Retry-After and nothing is enqueued.")
+    queue_limit: int = Field(1000, validation_alias=AliasChoices("queue_limit", "queue_size"), description="Requests one model's queues may hold; beyond it submissions get 429 `queue_full` with Retry-After and nothing is enqueued. (Was QUEUE_SIZE, still read.)")
     no_worker_policy: Literal["reject", "queue"] = Field("reject", description="A request for a model with no live worker: `reject` (503 with Retry-After) or `queue` it until a worker comes.")
     retry_after: int = Field(2, description="Seconds in the Retry-After header of 429 and 503 answers.")
     default_model: str = Field("resnet18", description="Model used for `model_type: any` when no live worker decides otherwise.")
@@ -79,7 +117,7 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, description="Largest decoded image in pixels (width x height); bigger images are rejected as decompression bombs.")
     max_request_pixels: int = Field(80_000_000, description="Most pixels all the pictures of one request may hold together (a request of `images`): bounds the decoding one task costs its worker (~1.2 s per 40 million pixels on the 2-core machine). Over it, 413 `too_many_pixels`.")
     max_jpeg_scans: int = Field(32, ge=1, description="Most scans a JPEG may have (a progressive one has ~10): each scan is a decoding pass over the whole picture, and a 270 KB JPEG of 1,000 scans took 38 s to decode. Over it, 400 `image_too_complex`.")
-    batch_size: int = Field(32, description="Most items one submission may carry: requests in a batch request, or images in one request (`images`).")
+    max_items_per_request: int = Field(32, validation_alias=AliasChoices("max_items_per_request", "batch_size"), description="Most items one submission may carry: requests in a batch request, or images in one request (`images`). (Was BATCH_SIZE, still read; not MAX_BATCH_SIZE, the worker's dynamic batches.)")
     worker_cache_seconds: float = Field(2.0, description="Seconds the API caches its view of live workers.")
 
     # Security
@@ -97,6 +135,14 @@ class Settings(BaseSettings):
     flower_db: str = Field("var/flower.db", description="Flower's database of task history (and the generated login beside it).")
 
     @model_validator(mode="after")
+    def renamed_variables(self) -> Settings:
+        for old, new in RENAMED.items():
+            if old in os.environ:
+                warnings.warn(f"{old} is deprecated and will go: set {new}" + (" (it wins over it)" if new in os.environ else ""),
+                              FutureWarning, stacklevel=2)
+        return self
+
+    @model_validator(mode="after")
     def redelivery_after_time_limit(self) -> Settings:
         # A task still running (or waiting for a retry) when the timeout ends would run twice.
         if self.visibility_timeout <= self.worker_timeout + self.retry_backoff_max:
@@ -105,9 +151,22 @@ class Settings(BaseSettings):
         return self
 
 
-@lru_cache(maxsize=1)
+_current: Settings | None = None
+
+
 def get_settings() -> Settings:
-    return Settings()
+    """This process's settings, read once."""
+    global _current
+    if _current is None:
+        _current = Settings()
+    return _current
+
+
+def use_settings(settings: Settings | None) -> None:
+    """This process's settings from now on: a worker's, once pinned to its model (its pool
+    processes, forked after, inherit them); None reads them again."""
+    global _current
+    _current = settings
 
 
 def markdown_table() -> str:

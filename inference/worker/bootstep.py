@@ -22,8 +22,8 @@ from celery.worker.control import control_command, inspect_command
 from inference.core.celery_app import app
 from inference.core.queues import PRIORITIES, queue_name
 from inference.core.registry import get_spec
-from inference.core.settings import get_settings
-from inference.worker.process import STATE_DIR_ENV, load_model_in_process
+from inference.core.settings import get_settings, use_settings
+from inference.worker import process
 from inference.worker.sizing import openmp_wait_policy
 
 log = logging.getLogger(__name__)
@@ -34,24 +34,26 @@ class PinToModel(bootsteps.StartStopStep):
 
     def __init__(self, worker, model=None, **options):
         openmp_wait_policy()  # before torch loads, here or in the pool processes
-        model = model or get_settings().worker_model
+        settings = get_settings()
+        model = model or settings.worker_model
         if not model:
             raise SystemExit("a worker serves one model: pass --model NAME or set WORKER_MODEL")
         get_spec(model)  # fail fast on an unknown name
-        os.environ["WORKER_MODEL"] = model  # inherited by the forked pool processes
-        os.environ[STATE_DIR_ENV] = tempfile.mkdtemp(prefix=f"inference-{model}-")
-        os.environ["WORKER_POOL"] = pool_kind(worker.pool_cls)
-        os.environ["WORKER_CONCURRENCY"] = str(worker.concurrency)
-        get_settings.cache_clear()
+        # The settings as this worker runs them (the command line's model, pool and concurrency):
+        # its pool processes, forked after this, inherit them, and the model-info directory.
+        use_settings(settings.model_copy(update={"worker_model": model, "worker_pool": pool_kind(worker.pool_cls),
+                                                 "worker_concurrency": worker.concurrency}))
+        process.report_dir = tempfile.mkdtemp(prefix=f"inference-{model}-")
         queues = worker_queues(model)
         worker.setup_queues(queues)
         log.info("worker pinned to model %s, queues %s", model, ", ".join(queues))
-        if os.environ["WORKER_POOL"] == "threads":
+        if get_settings().worker_pool == "threads":
             # The threads pool sends no worker_process_init: load here, before any task arrives.
-            load_model_in_process()
+            process.load_model_in_process()
 
     def stop(self, worker):
-        shutil.rmtree(os.environ.get(STATE_DIR_ENV, ""), ignore_errors=True)
+        if process.report_dir:
+            shutil.rmtree(process.report_dir, ignore_errors=True)
 
     terminate = stop
 
@@ -82,11 +84,10 @@ def _alive(pid: int) -> bool:
 
 
 def process_infos() -> list[dict]:
-    state_dir = os.environ.get(STATE_DIR_ENV)
-    if not state_dir or not os.path.isdir(state_dir):
+    if not process.report_dir or not os.path.isdir(process.report_dir):
         return []
     infos = []
-    for path in sorted(Path(state_dir).glob("*.json")):
+    for path in sorted(Path(process.report_dir).glob("*.json")):
         info = json.loads(path.read_text())
         if _alive(info["pid"]):
             infos.append(info)

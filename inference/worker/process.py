@@ -27,7 +27,7 @@ from inference.worker.sizing import adaptive_threads, lone_batch_threads, model_
 
 log = logging.getLogger(__name__)
 
-STATE_DIR_ENV = "INFERENCE_STATE_DIR"  # where pool processes leave their model info for the inspect command
+report_dir: str | None = None  # where pool processes leave their model info for `inspect model_info` (set by the bootstep)
 _loaded = None  # this process's LoadedModel
 _batcher: MicroBatcher | None = None  # and the batcher in front of it
 _decoders: ThreadPoolExecutor | None = None  # decode a batch's pictures in parallel (PIL releases the GIL)
@@ -74,9 +74,8 @@ def load_model_in_process(**_):
     if info["weights"] == "random":
         log.warning("!!! %s (model %s, process %s) !!!", info["weights_warning"], info["model"], os.getpid())
     log.info("model ready: %s", json.dumps(info))
-    state_dir = os.environ.get(STATE_DIR_ENV)
-    if state_dir:
-        Path(state_dir, f"{os.getpid()}.json").write_text(json.dumps({**info, "ready_at": time.time()}))
+    if report_dir:
+        Path(report_dir, f"{os.getpid()}.json").write_text(json.dumps({**info, "ready_at": time.time()}))
 
 
 def decode_and_classify(items: list[tuple[bytes, int]]) -> list:

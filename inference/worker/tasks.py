@@ -10,7 +10,7 @@
         "deadline": 1700000002.0,           # optional, epoch seconds: not started by then = expired
     })
 
-In place of `image`, `images` (a list of up to BATCH_SIZE base64 pictures) classifies several
+In place of `image`, `images` (a list of up to MAX_ITEMS_PER_REQUEST base64 pictures) classifies several
 in one task, the cheapest way to send many: the result then holds `results`, one entry per
 image in order, each `{"predictions": [...]}` or, for a picture that does not decode,
 `{"error": {"code", "message"}}` (the others still succeed). `image_ref` and `image_refs` are
@@ -173,7 +173,7 @@ def classify(self, image: str | None = None, model: str | None = None, top_k: in
         top_k = settings.default_top_k if top_k is None else top_k
         if not isinstance(top_k, int) or not 1 <= top_k <= settings.max_top_k:
             raise InvalidRequest(f"top_k must be an integer between 1 and {settings.max_top_k}")
-        check_pictures(image, images, image_refs, image_ref, settings.batch_size)
+        check_pictures(image, images, image_refs, image_ref, settings.max_items_per_request)
         fetched = skip_unless_runnable(self, self.request.id, deadline, model, priority, keys.named_pictures(image_ref, image_refs))
         started_at = time.time()
         # Several images: a broken (or missing) one fails alone; one image: it fails the request.
@@ -231,7 +231,7 @@ def check_pictures(image, images, image_refs, image_ref, most: int) -> None:
         raise InvalidRequest("give one of `image` (one base64 picture), `images` (a list of them), "
                              "`image_ref` or `image_refs` (Redis keys)")
     if (images is not None or image_refs is not None) and (not isinstance(given[0], list) or not 1 <= len(given[0]) <= most):
-        raise InvalidRequest(f"`images` and `image_refs` must be lists of 1 to {most} pictures (BATCH_SIZE)")
+        raise InvalidRequest(f"`images` and `image_refs` must be lists of 1 to {most} pictures (MAX_ITEMS_PER_REQUEST)")
     if not all(map(keys.is_stored_image, keys.named_pictures(image_ref, image_refs))):
         raise InvalidRequest(f"`image_ref` and `image_refs` must be keys that submission.submit wrote (starting with {keys.IMAGE_PREFIX})")
 
