@@ -10,7 +10,7 @@ import uuid
 import pytest
 from PIL import Image
 
-from tests.conftest import MODELS, image_b64, image_bytes, wait_for_pictures_deleted
+from tests.helpers import MODELS, image_b64, image_bytes, wait_for_pictures_deleted
 from tests.system import wait_until
 
 pytestmark = pytest.mark.e2e

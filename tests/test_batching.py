@@ -9,9 +9,8 @@ import time
 import pytest
 
 from inference.worker.batching import MicroBatcher
-from tests.conftest import _processes, image_b64, image_bytes, wait_for_pictures_deleted
+from tests.helpers import image_b64, image_bytes, paused, suite_processes, wait_for_pictures_deleted
 from tests.system import start_worker, wait_until
-from tests.test_scheduling import paused
 
 
 def test_batch_closes_when_full():
@@ -154,13 +153,13 @@ def test_batch_size_one_runs_at_once_and_errors_reach_every_request():
 def ready_resnet18_worker(api, prefix: str, env: dict) -> tuple[str, dict]:
     """Start a resnet18 worker named <prefix>-<pid>@host with `env`; once its model is ready, its
     process name (to stop it) and its entry in /workers/status."""
-    name = start_worker(_processes, "resnet18", env, name=f"{prefix}-{os.getpid()}@%h")
+    name = start_worker(suite_processes, "resnet18", env, name=f"{prefix}-{os.getpid()}@%h")
     try:
         worker = wait_until(lambda: next((w for w in api.get(f"{api.base_url}/workers/status", timeout=5).json()["workers"]
                                           if w["worker_id"].startswith(prefix) and w.get("ready_processes")), None),
                             120, interval=0.5, what=prefix)
     except BaseException:
-        _processes.stop(f"worker-{name}")
+        suite_processes.stop(f"worker-{name}")
         raise
     return f"worker-{name}", worker
 
@@ -174,7 +173,7 @@ def batching_worker(api):
     try:
         yield worker["worker_id"]
     finally:
-        _processes.stop(process_name)
+        suite_processes.stop(process_name)
 
 
 def expected_predictions(image_name: str, top_k: int) -> list[dict]:
@@ -250,7 +249,7 @@ def test_batch_size_one_on_the_threads_pool_runs_two_instances(api, batching_wor
         assert [s["status"] for s in statuses] == ["success"] * 4
         assert all(s["result"]["worker_id"].startswith("resnet18-side") and s["result"]["batch_size"] == 1 for s in statuses)
     finally:
-        _processes.stop(process_name)
+        suite_processes.stop(process_name)
 
 
 @pytest.mark.e2e

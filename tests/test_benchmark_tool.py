@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.conftest import image_b64, repo_root
+from tests.helpers import image_b64, repo_root
 
 pytestmark = pytest.mark.e2e
 

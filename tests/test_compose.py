@@ -11,7 +11,7 @@ import yaml
 
 from inference.core.registry import MODELS
 from inference.core.settings import Settings
-from tests.conftest import repo_root
+from tests.helpers import repo_root
 from tests.system import TESTDATA
 
 SCHEMA = TESTDATA / "compose-spec.json"

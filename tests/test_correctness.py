@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import MODELS, image_b64, image_bytes
+from tests.helpers import MODELS, image_b64, image_bytes
 
 pytestmark = pytest.mark.e2e
 

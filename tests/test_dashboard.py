@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import image_b64
+from tests.helpers import image_b64
 from tests.system import LOG_DIR
 
 pytestmark = pytest.mark.e2e

@@ -15,7 +15,7 @@ from PIL import Image
 
 from inference.core.errors import InvalidBase64, InvalidRequest
 from inference.core.imaging import ALLOWED_FORMATS, decode_base64, load_rgb, probe_image
-from tests.conftest import image_bytes, pool_pids
+from tests.helpers import image_bytes, pool_pids
 
 FUZZ = settings(deadline=None, suppress_health_check=list(HealthCheck), database=None)
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:PIL")  # PIL warns about the corruption it survives

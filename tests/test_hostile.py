@@ -26,7 +26,7 @@ from celery import Celery
 
 from inference.core.errors import vocabulary
 from tests import hostile
-from tests.conftest import MODELS, image_b64, image_bytes, pool_pids, queued_job
+from tests.helpers import MODELS, image_b64, image_bytes, pool_pids, queued_job
 from tests.system import LOG_DIR, Processes, free_port, start_api, start_redis, start_worker, wait_until
 
 pytestmark = pytest.mark.e2e

@@ -10,7 +10,7 @@ from PIL import Image
 
 from inference.core.errors import ImageTooLarge, InvalidBase64, InvalidImage
 from inference.core.imaging import decode_base64, load_rgb, open_checked, probe_image
-from tests.conftest import header_variants, image_bytes
+from tests.helpers import header_variants, image_bytes
 
 LIMIT = 40_000_000
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests import load_test
-from tests.conftest import MODELS
+from tests.helpers import MODELS
 
 pytestmark = pytest.mark.e2e
 

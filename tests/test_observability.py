@@ -9,7 +9,7 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import MODELS, image_b64
+from tests.helpers import MODELS, image_b64
 from tests.system import LOG_DIR, wait_until
 
 pytestmark = pytest.mark.e2e

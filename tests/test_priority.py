@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.conftest import image_b64
+from tests.helpers import image_b64
 
 pytestmark = pytest.mark.e2e
 

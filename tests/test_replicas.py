@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import _processes, image_b64
+from tests.helpers import image_b64, paused, suite_processes
 from tests.system import process_stats, start_worker, wait_until
-from tests.test_scheduling import paused
 
 
 def test_replicas_are_named_after_the_config_node():
@@ -32,8 +31,8 @@ def test_two_replicas_serve_the_model_and_fall_together(api, redis_client, worke
     from inference.submit import submission, waiting
 
     env = {**os.environ, "WORKER_REPLICAS": "2"}
-    name = start_worker(_processes, "squeezenet", env, name=f"sq-replicas-{os.getpid()}@%h")
-    launcher = _processes.procs[f"worker-{name}"]
+    name = start_worker(suite_processes, "squeezenet", env, name=f"sq-replicas-{os.getpid()}@%h")
+    launcher = suite_processes.procs[f"worker-{name}"]
     try:
         prefix = f"sq-replicas-{os.getpid()}"
 
@@ -57,4 +56,4 @@ def test_two_replicas_serve_the_model_and_fall_together(api, redis_client, worke
         assert launcher.wait(timeout=60) != 0
         wait_until(lambda: not Path(f"/proc/{replicas[1]}").exists(), 30, what="the other replica stopped")
     finally:
-        _processes.stop(f"worker-{name}")
+        suite_processes.stop(f"worker-{name}")

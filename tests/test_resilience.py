@@ -23,7 +23,7 @@ from inference.core import metrics
 from inference.core.keys import DUPLICATES_KEY
 from inference.submit.client import InferenceClient
 from tests import loadgen
-from tests.conftest import image_b64
+from tests.helpers import image_b64
 from tests.system import LOG_DIR, TESTDATA, Processes, free_port, start_api, start_redis, start_worker, wait_until
 
 pytestmark = pytest.mark.e2e

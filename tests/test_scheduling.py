@@ -9,28 +9,13 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
-from contextlib import contextmanager
 
 import pytest
 
-from tests.conftest import MODELS, image_b64, queued_job, wait_for_pictures_deleted
+from tests.helpers import MODELS, image_b64, paused, queued_job, wait_for_pictures_deleted
 from tests.system import wait_until
 
 pytestmark = pytest.mark.e2e
-
-
-@contextmanager
-def paused(worker_id: str, *queues: str):
-    """The worker stops consuming these queues; they are added back, in the same order, after."""
-    from inference.core.celery_app import app
-
-    for queue in queues:
-        app.control.cancel_consumer(queue, destination=[worker_id], reply=True, timeout=5)
-    try:
-        yield
-    finally:
-        for queue in queues:
-            app.control.add_consumer(queue, destination=[worker_id], reply=True, timeout=5)
 
 
 def post(api, path, **kw):

@@ -15,7 +15,7 @@ import requests
 from openapi_spec_validator import validate
 
 from api.auth import key_is_valid
-from tests.conftest import image_b64
+from tests.helpers import image_b64
 from tests.system import Processes, free_port, wait_until
 
 pytestmark = pytest.mark.e2e

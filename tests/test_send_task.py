@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from tests.conftest import image_b64, repo_root
+from tests.helpers import image_b64, repo_root
 
 pytestmark = pytest.mark.e2e
 

@@ -11,7 +11,7 @@ import pytest
 from kombu import Connection, Exchange
 
 from inference.core import metrics
-from tests.conftest import image_b64, pool_pids
+from tests.helpers import image_b64, pool_pids
 from tests.system import LOG_DIR, wait_until
 
 pytestmark = pytest.mark.e2e

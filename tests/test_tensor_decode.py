@@ -16,7 +16,7 @@ from inference.core.jpeg_headers import read_layout
 from inference.core.registry import MODELS as SPECS
 from inference.core.settings import use_settings
 from inference.worker import process, tensor_decode
-from tests.conftest import encoded, header_variants, image_bytes, rotated_jpeg
+from tests.helpers import encoded, header_variants, image_bytes, rotated_jpeg
 
 LIMIT = 10**8
 

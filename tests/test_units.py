@@ -14,7 +14,7 @@ from inference.core.errors import http_status_of
 from inference.core.queues import model_queues, queue_name, route_task
 from inference.core.registry import MODELS, get_spec
 from inference.core.settings import Settings, markdown_table, use_settings
-from tests.conftest import repo_root
+from tests.helpers import repo_root
 
 WORKER_SHARE_VARIABLES = ("TORCH_THREADS", "HOST_WORKERS", "WORKER_POOL", "WORKER_CONCURRENCY", "MODEL_INSTANCES")
 
