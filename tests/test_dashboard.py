@@ -1,15 +1,19 @@
-"""The dashboard in a real browser (Debian's headless Chromium), fed by the running system."""
+"""The pages a person opens, in a real browser (Debian's headless Chromium), fed by the running system:
+the dashboard, /docs and Flower."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
+import requests
 
-from tests.helpers import image_b64
-from tests.system import LOG_DIR
+from tests.helpers import MODELS, image_b64
+from tests.system import LOG_DIR, Processes, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -76,3 +80,29 @@ def test_docs_page_renders_the_api(api, chromium):
     subprocess.run([*chromium, f"--screenshot={screenshot}", "--window-size=1400,1100", f"{api.base_url}/docs"],
                    capture_output=True, timeout=120)
     assert screenshot.exists() and screenshot.stat().st_size > 20_000
+
+
+def test_flower_page_shows_the_workers_after_its_login(system, api, chromium, tmp_path):
+    """Flower (`make run`'s, behind its login) in a real browser: its workers page lists every
+    model's worker as online. Without the login it shows nothing of them."""
+    procs, port = Processes(), free_port()
+    env = {**os.environ, "FLOWER_PORT": str(port), "FLOWER_DB": str(tmp_path / "flower.db"), "FLOWER_BASIC_AUTH": "ops:flower-pw-123"}
+    procs.start("flower-browser", [sys.executable, "-m", "inference.cli.flower"], env)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: requests.get(f"{url}/api/workers", params={"refresh": 1}, auth=("ops", "flower-pw-123"),
+                                        timeout=10).json(), 60, what="Flower to see the workers")
+        refused = subprocess.run([*chromium, "--dump-dom", f"{url}/workers"], capture_output=True, text=True, timeout=120).stdout
+        assert "resnet18" not in refused
+        dom = subprocess.run([*chromium, "--dump-dom", f"http://ops:flower-pw-123@127.0.0.1:{port}/workers"],
+                             capture_output=True, text=True, timeout=120).stdout
+        for model in MODELS:
+            assert re.search(rf"{model}-test-[^<]*@", dom), f"Flower's page lists no {model} worker"
+        assert dom.count("Online") >= len(MODELS)
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        screenshot = LOG_DIR / "flower.png"
+        subprocess.run([*chromium, f"--screenshot={screenshot}", "--window-size=1400,900", f"http://ops:flower-pw-123@127.0.0.1:{port}/workers"],
+                       capture_output=True, timeout=120)
+        assert screenshot.exists() and screenshot.stat().st_size > 20_000
+    finally:
+        procs.stop_all()
