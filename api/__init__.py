@@ -24,7 +24,7 @@ from inference.core.settings import Settings, get_settings
 
 def create_app(settings: Settings | None = None) -> Flask:
     """The API for `settings` (by default the environment's); every part of it reads them from
-    `app.extensions["settings"]` (`api.service.api_settings()`), never from the environment."""
+    `app.extensions["settings"]` (`api.extensions.api_settings()`), never from the environment."""
     settings = settings or get_settings()
     app = Flask(__name__)
     app.request_class = WholeBodyRequest

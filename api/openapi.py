@@ -9,6 +9,7 @@ import flask_swagger_ui
 from flask import Blueprint, jsonify, send_from_directory
 
 from api.schemas import BatchRequest, InferenceRequest
+from inference.core.errors import vocabulary
 
 bp = Blueprint("openapi", __name__)
 SWAGGER_UI = Path(flask_swagger_ui.__file__).parent / "dist"
@@ -35,6 +36,19 @@ REQUEST_ID = {"name": "request_id", "in": "path", "required": True, "schema": {"
 
 
 def build_spec() -> dict:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Image classification inference", "version": "1.0.0",
+                 "description": "Submit-then-poll image classification on Celery workers (see the README and docs/api.md; error codes in docs/security.md)."},
+        "paths": paths(),
+        "components": {"schemas": schemas(), "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}},
+        "security": [{"bearer": []}, {"apiKey": []}],  # enforced only when API_KEYS is set
+    }
+
+
+def paths() -> dict:
     submit_body = {"required": True, "content": {
         "application/json": {"schema": {"$ref": "#/components/schemas/InferenceRequest"}},
         "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {
@@ -42,7 +56,7 @@ def build_spec() -> dict:
             "priority": {"type": "string"}, "top_k": {"type": "integer"}, "request_id": {"type": "string"}}}},
     }}
     batch_body = {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchRequest"}}}}
-    paths = {
+    return {
         "/v1/inference": {"post": {"summary": "Submit an image", "parameters": [WAIT], "requestBody": submit_body,
                                    "responses": {"202": _json(STATUS, "accepted"), "200": _json(STATUS, "finished within ?wait"),
                                                  **_errors(400, 401, 413, 429, 503)}}},
@@ -72,27 +86,20 @@ def build_spec() -> dict:
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
             "200": {"description": "text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}, **_errors(401)}}},
     }
-    schemas = {
+
+
+def schemas() -> dict:
+    return {
         "InferenceRequest": InferenceRequest.model_json_schema(ref_template="#/components/schemas/{model}"),
         "BatchRequest": BatchRequest.model_json_schema(ref_template="#/components/schemas/{model}"),
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {
             "type": "object", "required": ["code", "message"],
-            "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
+            "properties": {"code": {"type": "string", "enum": sorted(vocabulary())}, "message": {"type": "string"}}}}},
         "RequestStatus": {"type": "object", "required": ["request_id", "status"], "properties": {
             "request_id": {"type": "string"},
             "status": {"type": "string", "enum": ["queued", "running", "success", "failed", "expired", "cancelled"]},
             "model": {"type": "string"}, "priority": {"type": "string"},
             "result": {"type": "object"}, "error": {"$ref": "#/components/schemas/Error/properties/error"}}},
-    }
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "Image classification inference", "version": "1.0.0",
-                 "description": "Submit-then-poll image classification on Celery workers (see the README and docs/api.md; error codes in docs/security.md)."},
-        "paths": paths,
-        "components": {"schemas": schemas, "securitySchemes": {
-            "bearer": {"type": "http", "scheme": "bearer"},
-            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}},
-        "security": [{"bearer": []}, {"apiKey": []}],  # enforced only when API_KEYS is set
     }
 
 

@@ -304,7 +304,7 @@ def submission_rate(base: str, payload: str, count: int, concurrency: int) -> fl
     return timed_pool(one, count, concurrency)["rps"]
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=3.0, help="duration of each plain-script measurement")
     parser.add_argument("--requests", type=int, default=256,
@@ -324,7 +324,53 @@ def main(argv=None) -> int:
     parser.add_argument("--many-concurrency", type=int, default=4, help="batched submissions in flight")
     parser.add_argument("--api-workers", type=int, default=2, help="gunicorn processes of the API")
     parser.add_argument("--out", type=Path, default=OUT, help="where the JSON and the charts go")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def best_batch(plain: PlainScript, args: argparse.Namespace) -> tuple[dict[int, float], int]:
+    """The plain script's images/s by batch size, and the best size. Each size twice, in one
+    order and then the other: a drifting machine favours none of them."""
+    sizes = [int(size) for size in args.batch_sizes.split(",")]
+    timed_sizes = [(size, plain.rps(size, args.seconds / 2)) for size in track(sizes + sizes[::-1], description="by batch size", console=console)]
+    by_batch = {size: statistics.mean(rps for timed, rps in timed_sizes if timed == size) for size in sizes}
+    return by_batch, max(by_batch, key=by_batch.__getitem__)
+
+
+def system_env(args: argparse.Namespace, best: int, instances: int, threads: int, device: str) -> dict[str, str]:
+    """The system's settings: one resnet18 worker batching at the plain script's best size."""
+    return {**os.environ, "MODEL_WEIGHTS": "random", "QUEUE_LIMIT": "100000", "NO_WORKER_POLICY": "queue",
+            "LOG_LEVEL": "WARNING", "WORKER_POOL": "threads", "MAX_BATCH_SIZE": str(best), "MAX_BATCH_DELAY_MS": "10",
+            "MODEL_INSTANCES": str(instances), "WORKER_REPLICAS": str(args.workers),
+            # On a CPU, the plain script's threads shared among the workers' instances; on a GPU the worker's own choice (1).
+            **({"TORCH_THREADS": str(max(1, threads // (instances * args.workers)))} if device == "cpu" else {}),
+            "MAX_ITEMS_PER_REQUEST": str(max(32, args.images_per_request)), "MAX_CONTENT_LENGTH": str(64 * 1024 * 1024)}
+
+
+def one_round(plain: PlainScript, args: argparse.Namespace, best: int, pids: dict, api: str, redis_url: str,
+              payloads: list[str], singles: list[dict], in_flight: int) -> dict:
+    """Plain, REST, plain, apply_async, plain; then one request at a time against the plain
+    script's one-image passes. Each saturation run sits between two of the plain script's, whose
+    mean it is compared with: the machine's drift over the seconds of a run (5-10 % here) cancels out."""
+    one: dict = {"plain_rps_around": [plain.rps(best, args.seconds)]}
+    one["rest_saturation"], rest_cpu = cpu_per_request(pids, lambda: rest_load(api, payloads, args.requests, in_flight))
+    one["plain_rps_around"].append(plain.rps(best, args.seconds))
+    one["celery_saturation"], celery_cpu = cpu_per_request(pids, lambda: celery_load(redis_url, singles, args.requests, in_flight))
+    one["plain_rps_around"].append(plain.rps(best, args.seconds))
+    one["cpu_ms_per_request"] = {"rest_saturation": rest_cpu, "celery_saturation": celery_cpu}
+    before_rest, between, after_celery = one["plain_rps_around"]
+    one["plain_rps_for"] = {"rest_saturation": (before_rest + between) / 2, "celery_saturation": (between + after_celery) / 2}
+    one["plain_rps"] = statistics.mean(one["plain_rps_around"])
+    low_load, passes = one_at_a_time(plain, {"rest_low_load": rest_request(api, payloads),
+                                             "celery_low_load": celery_request(redis_url, singles)}, args.low_load)
+    one.update(low_load)
+    one["plain_passes_ms"] = passes
+    one["compute_single_ms"] = statistics.median(passes)
+    one["forward_rps"] = plain.forward_rps(best, args.seconds)
+    return one
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     from inference.core.settings import cpu_count, get_settings
     from inference.worker.sizing import auto_instances
 
@@ -333,25 +379,14 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     console.rule(f"plain script (resnet18, random weights, {threads} torch threads)")
     plain = PlainScript("resnet18", threads)
-    sizes = [int(size) for size in args.batch_sizes.split(",")]
-    # Each size twice, in one order and then the other: a drifting machine favours none of them.
-    sweep_order = sizes + sizes[::-1]
-    timed_sizes = [(size, plain.rps(size, args.seconds / 2)) for size in track(sweep_order, description="by batch size", console=console)]
-    by_batch = {size: statistics.mean(rps for timed, rps in timed_sizes if timed == size) for size in sizes}
-    best = max(by_batch, key=by_batch.get)
+    by_batch, best = best_batch(plain, args)
     eager_rps = PlainScript("resnet18", threads, optimize="none").rps(best, args.seconds)
     # As the worker picks them on the threads pool (batch size 1 included: its instances run side by side).
     instances = args.instances or get_settings().model_instances or auto_instances(plain.loaded.device, threads // args.workers)
 
     console.rule(f"the system: Valkey, {args.workers} resnet18 worker(s) (batch {best}, {instances} instance(s) each), the API")
     procs = Processes()
-    env = {**os.environ, "MODEL_WEIGHTS": "random", "QUEUE_LIMIT": "100000", "NO_WORKER_POLICY": "queue",
-           "LOG_LEVEL": "WARNING", "WORKER_POOL": "threads", "MAX_BATCH_SIZE": str(best), "MAX_BATCH_DELAY_MS": "10",
-           "MODEL_INSTANCES": str(instances), "WORKER_REPLICAS": str(args.workers),
-           # On a CPU, the plain script's threads shared among the workers' instances; on a GPU the worker's own choice (1).
-           **({"TORCH_THREADS": str(max(1, threads // (instances * args.workers)))} if plain.loaded.device == "cpu" else {}),
-           "MAX_ITEMS_PER_REQUEST": str(max(32, args.images_per_request)), "MAX_CONTENT_LENGTH": str(64 * 1024 * 1024)}
-    per_request = args.images_per_request
+    env = system_env(args, best, instances, threads, plain.loaded.device)
     in_flight = min(4 * max(best, instances), 64)  # single-image saturation: enough to fill a batch (or every instance) and the next
     rounds, sweep, many = [], {}, {}
     try:
@@ -367,26 +402,8 @@ def main(argv=None) -> int:
         rest_load(api, payloads, 2 * in_flight, in_flight)  # warm-up (and the client threads' connections)
         celery_load(env["REDIS_URL"], singles, 2 * in_flight, in_flight)
         for _ in track(range(args.rounds), description="rounds: plain, REST, plain, apply_async, plain; one at a time", console=console):
-            # Each saturation run sits between two of the plain script's, whose mean it is compared
-            # with: the machine's drift over the seconds of a run (5-10 % here) cancels out.
-            one: dict = {"plain_rps_around": [plain.rps(best, args.seconds)]}
-            one["rest_saturation"], rest_cpu = cpu_per_request(pids, lambda: rest_load(api, payloads, args.requests, in_flight))
-            one["plain_rps_around"].append(plain.rps(best, args.seconds))
-            one["celery_saturation"], celery_cpu = cpu_per_request(
-                pids, lambda: celery_load(env["REDIS_URL"], singles, args.requests, in_flight))
-            one["plain_rps_around"].append(plain.rps(best, args.seconds))
-            one["cpu_ms_per_request"] = {"rest_saturation": rest_cpu, "celery_saturation": celery_cpu}
-            before_rest, between, after_celery = one["plain_rps_around"]
-            one["plain_rps_for"] = {"rest_saturation": (before_rest + between) / 2, "celery_saturation": (between + after_celery) / 2}
-            one["plain_rps"] = statistics.mean(one["plain_rps_around"])
-            low_load, passes = one_at_a_time(plain, {"rest_low_load": rest_request(api, payloads),
-                                                     "celery_low_load": celery_request(env["REDIS_URL"], singles)}, args.low_load)
-            one.update(low_load)
-            one["plain_passes_ms"] = passes
-            one["compute_single_ms"] = statistics.median(passes)
-            one["forward_rps"] = plain.forward_rps(best, args.seconds)
-            rounds.append(one)
-        if per_request > 1:
+            rounds.append(one_round(plain, args, best, pids, api, env["REDIS_URL"], payloads, singles, in_flight))
+        if args.images_per_request > 1:
             many = batched_submissions(plain, api, env["REDIS_URL"], images_b64, best, args)
         for c in track(sorted({1, max(1, in_flight // 4), in_flight // 2, in_flight}), description="REST, by concurrency", console=console):
             sweep[c] = rest_load(api, payloads, max(args.requests // 4, 3 * c), c)

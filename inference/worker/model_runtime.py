@@ -1,6 +1,9 @@
-"""Loading a registry model and running it: initialize / preprocess / inference / postprocess.
+"""A registry model, loaded and run: weights, device, the weights' transforms, forward pass, top-k.
 
-Imported only inside worker processes (and tests): this is where torch lives.
+The worker decodes pictures itself (inference/worker/process.py with PIL, tensor_decode.py with
+torchvision on the model's device) and hands the tensors to `classify_each`; `classify` (PIL
+pictures in, predictions out) is the same path for scripts: the benchmark's plain script and
+the correctness tests. Imported only inside worker processes (and tests): this is where torch lives.
 """
 
 from __future__ import annotations

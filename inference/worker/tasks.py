@@ -165,43 +165,14 @@ def classify(self, image: str | None = None, model: str | None = None, top_k: in
     gatherer = batcher()
     gatherer.expect(count)  # a batch being gathered waits for them
     try:
-        # A message that cannot run fails before it claims the request or reads a key.
         loaded = loaded_model()
-        if model != loaded.spec.name:
-            raise WrongWorker(f"task for model {model!r} reached a {loaded.spec.name!r} worker; send it to queue {model}.<priority>")
-        settings = get_settings()
-        top_k = settings.default_top_k if top_k is None else top_k
-        if not isinstance(top_k, int) or not 1 <= top_k <= settings.max_top_k:
-            raise InvalidRequest(f"top_k must be an integer between 1 and {settings.max_top_k}")
-        check_pictures(image, images, image_refs, image_ref, settings.max_items_per_request)
-        fetched = skip_unless_runnable(self, self.request.id, deadline, model, priority, keys.named_pictures(image_ref, image_refs))
-        started_at = time.time()
-        # Several images: a broken (or missing) one fails alone; one image: it fails the request.
-        if image_refs is not None or image_ref is not None:
-            encoded = fetched
-            if all(isinstance(raw, ImageMissing) for raw in encoded) and already_succeeded(self):
-                raise Ignore()  # redelivered after its first run stored a result: that result stands
-            if several is None and isinstance(encoded[0], ImageMissing):
-                raise encoded[0]
-        else:
-            encoded = [decode_base64(image)] if images is None else [_or_error(decode_base64, p) for p in images]
-        check_request_pixels(picture_sizes(encoded), settings.max_request_pixels)
+        top_k, encoded, started_at = admitted_pictures(self, loaded.spec.name, model, top_k, priority, deadline,
+                                                       image, images, image_refs, image_ref)
         chaos.before_inference()
     except BaseException:
         gatherer.forget(count)
         raise  # its pictures go with its final state (inference/core/result_backend.py)
-    # The batcher decodes each picture (a corrupt one fails alone) and classifies it.
-    if several is None:
-        outcomes: list = [gatherer.run((encoded[0], top_k), timeout=settings.worker_timeout, expected=True)]
-    else:
-        gatherer.forget(sum(isinstance(raw, InvalidRequest) for raw in encoded))
-        submitted = gatherer.submit_many([(raw, top_k) for raw in encoded if not isinstance(raw, InvalidRequest)], expected=True)
-        ran = iter(submitted.outcomes(settings.worker_timeout))
-        outcomes = [raw if isinstance(raw, InvalidRequest) else next(ran) for raw in encoded]
-        # A picture that did not decode fails alone; anything else fails the request.
-        failed = next((o for o in outcomes if isinstance(o, BaseException) and not isinstance(o, InvalidRequest)), None)
-        if failed is not None:
-            raise failed
+    outcomes = run_pictures(gatherer, encoded, top_k, several is not None)
     done = [o for o in outcomes if isinstance(o, BatchOutcome)]
     result = build_result(
         info=loaded.info,
@@ -223,6 +194,50 @@ def classify(self, image: str | None = None, model: str | None = None, top_k: in
     log.info("request %s (%d image(s)) classified by %s in %.1f ms", result["request_id"], len(outcomes), model,
              1000 * result["processing_time"])
     return result
+
+
+def admitted_pictures(task, served: str, model, top_k, priority, deadline, image, images, image_refs,
+                      image_ref) -> tuple[int, list, float]:
+    """A message checked, its request claimed and its pictures read: (top_k, encoded pictures, when it started).
+    A message that cannot run fails before it claims the request or reads a key. Of several
+    pictures a broken or missing one is an error in the list (it fails alone); a single one
+    fails the request."""
+    if model != served:
+        raise WrongWorker(f"task for model {model!r} reached a {served!r} worker; send it to queue {model}.<priority>")
+    settings = get_settings()
+    top_k = settings.default_top_k if top_k is None else top_k
+    if not isinstance(top_k, int) or not 1 <= top_k <= settings.max_top_k:
+        raise InvalidRequest(f"top_k must be an integer between 1 and {settings.max_top_k}")
+    check_pictures(image, images, image_refs, image_ref, settings.max_items_per_request)
+    fetched = skip_unless_runnable(task, task.request.id, deadline, model, priority, keys.named_pictures(image_ref, image_refs))
+    started_at = time.time()
+    if image_refs is not None or image_ref is not None:
+        encoded = fetched
+        if all(isinstance(raw, ImageMissing) for raw in encoded) and already_succeeded(task):
+            raise Ignore()  # redelivered after its first run stored a result: that result stands
+        if image_refs is None and isinstance(encoded[0], ImageMissing):
+            raise encoded[0]
+    else:
+        encoded = [decode_base64(image)] if images is None else [_or_error(decode_base64, p) for p in images]
+    check_request_pixels(picture_sizes(encoded), settings.max_request_pixels)
+    return top_k, encoded, started_at
+
+
+def run_pictures(gatherer, encoded: list, top_k: int, several: bool) -> list:
+    """Each picture through the batcher, which decodes it (a corrupt one fails alone) and
+    classifies it: its BatchOutcome, or the error of a picture that did not decode."""
+    timeout = get_settings().worker_timeout
+    if not several:
+        return [gatherer.run((encoded[0], top_k), timeout=timeout, expected=True)]
+    gatherer.forget(sum(isinstance(raw, InvalidRequest) for raw in encoded))
+    submitted = gatherer.submit_many([(raw, top_k) for raw in encoded if not isinstance(raw, InvalidRequest)], expected=True)
+    ran = iter(submitted.outcomes(timeout))
+    outcomes = [raw if isinstance(raw, InvalidRequest) else next(ran) for raw in encoded]
+    # A picture that did not decode fails alone; anything else fails the request.
+    failed = next((o for o in outcomes if isinstance(o, BaseException) and not isinstance(o, InvalidRequest)), None)
+    if failed is not None:
+        raise failed
+    return outcomes
 
 
 def check_pictures(image, images, image_refs, image_ref, most: int) -> None:
