@@ -1,4 +1,5 @@
-"""End to end over HTTP: a running API (gunicorn), real workers, real models, real Redis."""
+"""End to end over HTTP: a running API (gunicorn), real workers, real models, real Redis; bad input
+in-process too, on Flask's test client (the same app, without the server)."""
 
 from __future__ import annotations
 
@@ -184,7 +185,6 @@ def _bomb_b64() -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-
 def test_a_body_of_known_length_and_a_chunked_one_read_alike(api, chelsea_b64):
     """A body of known length is read in one piece (api/request.py), one sent in chunks without
     a length as werkzeug reads it: both whole, both classified."""
@@ -204,6 +204,8 @@ def test_a_body_of_known_length_and_a_chunked_one_read_alike(api, chelsea_b64):
         assert result["images"] == 24 and result["failed_images"] == 0
     assert answers[0].json()["result"]["results"] == answers[1].json()["result"]["results"]
 
+# Every kind of bad input, as Flask's test client sends it to an API built in this process
+# (create_app): the same app gunicorn serves, against the suite's Valkey.
 BAD_REQUESTS = {
     "unknown model": ({"json": {"data": "{chelsea}", "model_type": "vgg16"}}, 400, "unknown_model"),
     "wrong priority": ({"json": {"data": "{chelsea}", "priority": "urgent"}}, 400, "invalid_priority"),
@@ -214,42 +216,69 @@ BAD_REQUESTS = {
     "data and images": ({"json": {"data": "{chelsea}", "images": ["{chelsea}"]}}, 400, "invalid_request"),
     "empty images": ({"json": {"images": []}}, 400, "invalid_request"),
     "too many images": ({"json": {"images": ["{chelsea}"] * 33}}, 413, "batch_too_large"),
-    "empty body": ({"data": b"", "headers": {"Content-Type": "application/json"}}, 400, "invalid_json"),
-    "not JSON": ({"data": b"{nope", "headers": {"Content-Type": "application/json"}}, 400, "invalid_json"),
+    "empty body": ({"data": b"", "content_type": "application/json"}, 400, "invalid_json"),
+    "not JSON": ({"data": b"{nope", "content_type": "application/json"}, 400, "invalid_json"),
     "top_k too large": ({"json": {"data": "{chelsea}", "top_k": 5000}}, 400, "invalid_top_k"),
     "top_k zero": ({"json": {"data": "{chelsea}", "top_k": 0}}, 400, "invalid_top_k"),
     "bad request id": ({"json": {"data": "{chelsea}", "request_id": "../../etc"}}, 400, "invalid_request_id"),
-    "multipart without file": ({"data": {"model_type": "resnet18"}, "files": {"other": ("x", b"1")}}, 400, "missing_image"),
+    "multipart without file": ({"data": {"model_type": "resnet18", "other": (b"1", "x")}, "content_type": "multipart/form-data"},
+                               400, "missing_image"),
     "decompression bomb": ({"json": {"data": "{bomb}"}}, 413, "image_too_large"),
-    "huge body": ({"data": b"x" * (11 * 1024 * 1024), "headers": {"Content-Type": "application/json"}}, 413, "body_too_large"),
+    "huge body": ({"data": b"x" * (11 * 1024 * 1024), "content_type": "application/json"}, 413, "body_too_large"),
 }
 
 
+def filled(kwargs: dict, chelsea_b64: str) -> dict:
+    """A case's request with its placeholders replaced (and multipart files as streams)."""
+    if "json" in kwargs:
+        body = dict(kwargs["json"])
+        if body.get("data") == "{chelsea}":
+            body["data"] = chelsea_b64
+        if body.get("data") == "{bomb}":
+            body["data"] = _bomb_b64()
+        if "images" in body:
+            body["images"] = [chelsea_b64 if i == "{chelsea}" else i for i in body["images"]]
+        return {**kwargs, "json": body}
+    if isinstance(kwargs["data"], dict):
+        fields = {k: (io.BytesIO(v[0]), v[1]) if isinstance(v, tuple) else v for k, v in kwargs["data"].items()}
+        return {**kwargs, "data": fields}
+    return kwargs
+
+
+@pytest.fixture(scope="module")
+def client(system):
+    from api import create_app
+
+    app = create_app()
+    yield app.test_client()
+    app.extensions["workers"].close()
+
+
 @pytest.mark.parametrize("case", BAD_REQUESTS, ids=list(BAD_REQUESTS))
-def test_bad_input_is_a_clear_4xx_and_enqueues_nothing(api, redis_client, chelsea_b64, case):
+def test_bad_input_is_a_clear_4xx_and_enqueues_nothing(client, redis_client, chelsea_b64, case):
     kwargs, status, code = BAD_REQUESTS[case]
-    if "json" in kwargs and kwargs["json"].get("data") == "{chelsea}":
-        kwargs = {**kwargs, "json": {**kwargs["json"], "data": chelsea_b64}}
-    if "json" in kwargs and "images" in kwargs["json"]:
-        kwargs = {**kwargs, "json": {**kwargs["json"], "images": [chelsea_b64 if i == "{chelsea}" else i for i in kwargs["json"]["images"]]}}
-    if "json" in kwargs and kwargs["json"].get("data") == "{bomb}":
-        kwargs = {**kwargs, "json": {**kwargs["json"], "data": _bomb_b64()}}
     jobs_before = len(redis_client.keys("inference:job:*"))
     for path in ("/v1/inference", "/inference"):
-        response = post(api, path, **kwargs)
+        response = client.post(path, **filled(kwargs, chelsea_b64))
         assert response.status_code == status, (path, response.text)
-        assert response.json()["error"]["code"] == code
-        assert response.json()["error"]["message"]
+        assert response.json["error"]["code"] == code
+        assert response.json["error"]["message"]
     assert len(redis_client.keys("inference:job:*")) == jobs_before
     assert sum(redis_client.llen(f"{m}.{p}") for m in MODELS for p in ("high", "normal", "low")) == 0
 
 
-def test_bad_item_rejects_whole_batch(api, redis_client, chelsea_b64):
+def test_a_huge_body_is_refused_over_http_too(api):
+    """The 413 reaches a client still sending (api/errors.py reads the rest of the body first)."""
+    response = post(api, "/v1/inference", data=b"x" * (11 * 1024 * 1024), headers={"Content-Type": "application/json"})
+    assert response.status_code == 413 and response.json()["error"]["code"] == "body_too_large"
+
+
+def test_bad_item_rejects_whole_batch(client, redis_client, chelsea_b64):
     jobs_before = len(redis_client.keys("inference:job:*"))
-    response = post(api, "/batch_inference", json={"requests": [{"data": chelsea_b64}, {"data": "%%%"}]})
+    response = client.post("/batch_inference", json={"requests": [{"data": chelsea_b64}, {"data": "%%%"}]})
     assert response.status_code == 400
-    assert response.json()["error"]["code"] == "invalid_base64"
-    assert "requests[1]" in response.json()["error"]["message"]
+    assert response.json["error"]["code"] == "invalid_base64"
+    assert "requests[1]" in response.json["error"]["message"]
     assert len(redis_client.keys("inference:job:*")) == jobs_before
 
 
