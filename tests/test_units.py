@@ -265,6 +265,27 @@ def test_the_launcher_hands_its_worker_the_config_and_nothing_else(monkeypatch):
     assert "WORKER_CONFIG" not in os.environ  # its own environment is untouched
 
 
+
+def test_the_launcher_refuses_a_config_that_names_no_model(monkeypatch, tmp_path):
+    from inference.cli import launch
+
+    monkeypatch.delenv("WORKER_MODEL", raising=False)
+    config = tmp_path / "nameless.toml"
+    config.write_text("max_batch_size = 4\n")
+    with pytest.raises(SystemExit, match="names no worker_model"):
+        launch.main([str(config)])
+
+
+def test_a_client_reads_back_the_error_class_of_each_code():
+    from inference.core.errors import InferenceError, NoWorker, QueueFull, error_classes, error_for
+
+    assert type(error_for("queue_full", "full")) is QueueFull and error_for("queue_full", "full").retryable
+    assert isinstance(error_for("no_worker", "none"), NoWorker) and error_for("no_worker", "none").http_status == 503
+    unknown = error_for("from_a_newer_server", "?")
+    assert type(unknown) is InferenceError and unknown.code == "from_a_newer_server" and InferenceError.code == "inference_error"
+    assert all(type(error_for(code, "m")) is cls for code, cls in error_classes().items() if code != "http_error")
+
+
 def test_torch_threads_share_the_cores_among_every_model_copy(monkeypatch):
     from inference.worker import sizing
 
