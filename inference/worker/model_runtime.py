@@ -14,6 +14,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from PIL import Image
@@ -22,6 +23,7 @@ from torchvision.models import get_model, get_weight
 from inference.core.errors import WeightsUnavailable
 from inference.core.imaging import visible_part
 from inference.core.registry import ModelSpec
+from inference.worker import openvino_runtime
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,7 @@ RANDOM_WEIGHTS_WARNING = "RANDOM WEIGHTS, NOT PRETRAINED: predictions are meanin
 @dataclass
 class LoadedModel:
     spec: ModelSpec
-    model: torch.nn.Module
+    model: Callable[[torch.Tensor], torch.Tensor]  # a torch module, TorchScript, or a compiled OpenVINO model
     weights: str  # "pretrained" or "random"
     transforms: Callable[[Image.Image], torch.Tensor]
     categories: list[str]
@@ -175,25 +177,38 @@ def resolve_optimize(optimize: str, device: str) -> str:
 
 def load(spec: ModelSpec, mode: str, seed: int, *, allow_download: bool = False, device: str = "auto",
          threads: int = 0, warmup: bool = True, optimize: str = "none", channels_last: bool = False,
-         fp16: bool = False) -> LoadedModel:
+         fp16: bool = False, runtime: str = "torch", precision: str = "auto", cache_dir: str = "var/models") -> LoadedModel:
     if threads > 0:
         torch.set_num_threads(threads)
     device = pick_device(device)
     if fp16 and not device.startswith("cuda"):
         log.warning("fp16 asked for on %s: ignored (half precision is for CUDA devices)", device)
         fp16 = False
+    runtime = openvino_runtime.resolve_runtime(runtime, device)
+    if runtime == "openvino":
+        channels_last = False  # OpenVINO takes plain NCHW arrays and picks its own layouts
+    elif precision != "auto":
+        log.warning("WORKER_PRECISION=%s: ignored by the PyTorch runtime (fp32; FP16 on CUDA)", precision)
     dtype = torch.float16 if fp16 else torch.float32
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     started = time.perf_counter()
     model, used = build_model(spec, mode, seed, allow_download)
     model = model.eval().to(device, dtype).to(memory_format=memory_format)
-    optimize = resolve_optimize(optimize, device)
+    runner: Callable[[torch.Tensor], torch.Tensor] = model
+    converted = None
+    if runtime == "openvino":
+        # Keyed by architecture and weights: pretrained ones by name, random ones by their seed.
+        key = f"{spec.builder}-{spec.weights if used == 'pretrained' else f'random-seed{seed + spec.seed_offset}'}"
+        xml, converted = openvino_runtime.cached_ir(model, key, Path(cache_dir))
+        runner, optimize = openvino_runtime.compile_ir(xml, precision, threads), "openvino"
+    else:
+        optimize = resolve_optimize(optimize, device)
     if optimize == "jit":
-        model = optimize_for_inference(model, torch.zeros(1, 3, 224, 224).to(device, dtype=dtype, memory_format=memory_format))
+        runner = optimize_for_inference(model, torch.zeros(1, 3, 224, 224).to(device, dtype=dtype, memory_format=memory_format))
     weights = get_weight(spec.weights)
     loaded = LoadedModel(
         spec=spec,
-        model=model,
+        model=runner,
         weights=used,
         transforms=weights.transforms(),
         categories=list(weights.meta["categories"]),
@@ -209,9 +224,11 @@ def load(spec: ModelSpec, mode: str, seed: int, *, allow_download: bool = False,
         "weights_requested": mode,
         "weights_warning": RANDOM_WEIGHTS_WARNING if used == "random" else None,
         "device": device,
+        "runtime": runtime,
         "optimize": optimize,
         "channels_last": channels_last,
-        "precision": "fp16" if fp16 else "fp32",
+        "precision": runner.precision if isinstance(runner, openvino_runtime.OpenVinoModel) else "fp16" if fp16 else "fp32",
+        "converted": converted,
         "torch_threads": torch.get_num_threads(),
         "load_seconds": round(load_s, 3),
         "warmup_seconds": None,

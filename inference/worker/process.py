@@ -58,6 +58,9 @@ def load_model_in_process(**_):
             optimize=settings.model_optimize,
             channels_last=settings.worker_channels_last,
             fp16=settings.worker_fp16,
+            runtime=settings.worker_runtime,
+            precision=settings.worker_precision,
+            cache_dir=settings.model_cache_dir,
         )
 
     if settings.max_batch_size > 1 and torch_threads() > 1:  # PIL decoding: CPU cores, whatever the device

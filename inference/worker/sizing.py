@@ -32,13 +32,16 @@ def torch_threads(device: str = "cpu") -> int:
 
 def model_instances(device: str = "cpu") -> int:
     """MODEL_INSTANCES, or when 0 (auto) what suits the device; one where TORCH_THREADS pins each
-    copy's threads (two would double them). The prefork pool runs one per process."""
+    copy's threads (two would double them), and for OpenVINO, which runs one batch at a time on
+    all the process's threads. The prefork pool runs one per process."""
     settings = get_settings()
     if settings.worker_pool == "prefork":
         return 1
     if settings.model_instances:
         return settings.model_instances
-    return 1 if settings.torch_threads else auto_instances(device, cpu_count() // settings.host_workers)
+    if settings.torch_threads or (settings.worker_runtime == "openvino" and device.startswith("cpu")):
+        return 1
+    return auto_instances(device, cpu_count() // settings.host_workers)
 
 
 def auto_instances(device: str, cores: int) -> int:

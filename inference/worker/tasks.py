@@ -133,6 +133,8 @@ def build_result(*, info, request_id, worker_id, submitted_at, started_at, finis
         "weights": info["weights"],
         "weights_warning": info["weights_warning"],
         "device": info["device"],
+        "runtime": info["runtime"],
+        "precision": info["precision"],
         "priority": priority,
         "worker_id": worker_id,
         "queue_time": round(started_at - submitted_at, 6) if submitted_at else None,
