@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 
 import requests
@@ -101,3 +102,15 @@ def paused(worker_id: str, *queues: str):
     finally:
         for queue in queues:
             app.control.add_consumer(queue, destination=[worker_id], reply=True, timeout=5)
+
+
+@cache
+def large_photo(width: int = 4000, height: int = 3000, orientation: int = 1) -> bytes:
+    """A 12-megapixel JPEG, as a phone takes them (the test picture enlarged); `orientation`
+    in its EXIF."""
+    from inference.core.jpeg_headers import ORIENTATION_TAG  # not at import (see conftest.py)
+
+    exif = Image.Exif()
+    exif[ORIENTATION_TAG] = orientation
+    photo = Image.open(io.BytesIO(image_bytes("astronaut.jpg"))).convert("RGB").resize((width, height), Image.Resampling.BICUBIC)
+    return encoded(photo, quality=92, exif=exif)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import MODELS, image_b64, image_bytes
+from tests.helpers import MODELS, image_b64, image_bytes, large_photo
 
 pytestmark = pytest.mark.e2e
 
@@ -74,3 +74,18 @@ def test_fp16_is_for_cuda_only(caplog):
     loaded = model_runtime.load(SPECS["squeezenet"], "random", 0, device="cpu", fp16=True, warmup=False)
     assert loaded.info["precision"] == "fp32" and loaded.dtype.is_floating_point and loaded.dtype.itemsize == 4
     assert "fp16 asked for on cpu: ignored" in caplog.text
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_a_photo_decoded_at_reduced_scale_gets_the_full_decodes_answer(reference_models, model):
+    """A 12-megapixel photo decoded at 1/4 (as workers do) against decoded in full: the same top
+    class, and every confidence within 1e-3 (random efficientnet's fifth place is a tie, which
+    either decode may break its own way)."""
+    from inference.core.imaging import model_input
+
+    reference = reference_models[model]
+    reduced, full = ([reference.transforms(model_input(large_photo(), 10**8, resize_to))] for resize_to in (reference.resize_to, 0))
+    got, want = reference.forward(reference.batch_of(reduced))[0], reference.forward(reference.batch_of(full))[0]
+    assert int(got.argmax()) == int(want.argmax())
+    assert float((got.topk(5).values - want.topk(5).values).abs().max()) <= 1e-3
+    assert float((got - want).abs().max()) <= 1e-3

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from inference.core.errors import ImageTooLarge, InvalidBase64, InvalidImage
-from inference.core.imaging import decode_base64, load_rgb, open_checked, probe_image
-from tests.helpers import header_variants, image_bytes
+from inference.core.imaging import decode_base64, load_rgb, model_input, open_checked, probe_image
+from tests.helpers import encoded, header_variants, image_bytes, large_photo
 
 LIMIT = 40_000_000
 
@@ -95,3 +95,16 @@ def test_pixel_limit_rejects_before_decoding():
 def test_disallowed_format_rejected():
     with pytest.raises(InvalidImage):
         load_rgb(encode(Image.new("RGB", (4, 4)), "PPM"), LIMIT)
+
+
+def test_a_large_jpeg_decodes_at_a_reduced_scale_and_a_small_one_in_full():
+    """A worker decodes a JPEG at the smallest DCT scale that keeps both sides twice its model's
+    resize (256): a 12-megapixel photo at 1/4, upright as its EXIF says; a picture up to 512
+    pixels as before, bit for bit."""
+    assert model_input(large_photo(), 10**8, 256).size == (1000, 750)
+    assert model_input(large_photo(orientation=6), 10**8, 256).size == (750, 1000)  # rotated upright, as in full
+    assert load_rgb(large_photo(orientation=6), 10**8).size == (3000, 4000)
+    for name in ("astronaut.jpg", "chelsea.jpg"):
+        assert model_input(image_bytes(name), 10**8, 256).tobytes() == model_input(image_bytes(name), 10**8, 0).tobytes()
+    png = encoded(Image.new("RGB", (4000, 3000)), "PNG")  # not a JPEG: no reduced decoding
+    assert model_input(png, 10**8, 256).size == (4000, 3000)

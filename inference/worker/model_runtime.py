@@ -42,6 +42,11 @@ class LoadedModel:
     dtype: torch.dtype = torch.float32
     memory_format: torch.memory_format = torch.contiguous_format
 
+    @property
+    def resize_to(self) -> int:
+        """The length the weights' transforms give a picture's shorter side (0: unknown)."""
+        return min(getattr(self.transforms, "resize_size", None) or [0])
+
     def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
         """Decoded pictures as a batch, as a worker prepares them (`imaging.visible_part` first)."""
         return self.batch_of([self.transforms(visible_part(img)) for img in images])

@@ -103,7 +103,7 @@ def decode_and_classify(items: list[tuple[bytes, int]]) -> list:
 
     def prepare(raw: bytes):
         try:
-            return loaded.transforms(model_input(raw, max_pixels))
+            return loaded.transforms(model_input(raw, max_pixels, loaded.resize_to))
         except InvalidRequest as exc:
             return exc
 
