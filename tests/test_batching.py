@@ -167,8 +167,9 @@ def ready_resnet18_worker(api, prefix: str, env: dict) -> tuple[str, dict]:
 @pytest.fixture(scope="module")
 def batching_worker(api):
     """A second resnet18 worker with MAX_BATCH_SIZE=8; tests pause the first one's queues."""
-    # Its own thread budget (TORCH_THREADS unset: the cores), so MODEL_INSTANCES auto picks 2 here.
-    env = {**os.environ, "MAX_BATCH_SIZE": "8", "MAX_BATCH_DELAY_MS": "300", "TORCH_THREADS": "0"}
+    # Its own thread budget (TORCH_THREADS unset: the cores), so MODEL_INSTANCES auto picks 2 here;
+    # on PyTorch, whose instances these tests are about (an OpenVINO worker runs one).
+    env = {**os.environ, "MAX_BATCH_SIZE": "8", "MAX_BATCH_DELAY_MS": "300", "TORCH_THREADS": "0", "WORKER_RUNTIME": "torch"}
     process_name, worker = ready_resnet18_worker(api, "resnet18-batch", env)
     try:
         yield worker["worker_id"]
@@ -234,7 +235,7 @@ def test_batch_size_one_on_the_threads_pool_runs_two_instances(api, batching_wor
     from inference.core.settings import cpu_count
     from inference.submit import submission, waiting
 
-    env = {**os.environ, "WORKER_POOL": "threads", "MAX_BATCH_SIZE": "1", "TORCH_THREADS": "0"}
+    env = {**os.environ, "WORKER_POOL": "threads", "MAX_BATCH_SIZE": "1", "TORCH_THREADS": "0", "WORKER_RUNTIME": "torch"}
     process_name, worker = ready_resnet18_worker(api, "resnet18-side", env)
     try:
         process, = worker["processes"]

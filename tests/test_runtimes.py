@@ -67,8 +67,11 @@ def test_pytorch_serves_where_openvino_cannot_run(monkeypatch, caplog, tmp_path)
     from inference.worker import openvino_runtime
 
     assert openvino_runtime.resolve_runtime("openvino", "cuda:0") == "torch"
+    assert openvino_runtime.resolve_runtime("auto", "cuda:0") == "torch"  # CUDA workers keep PyTorch
     assert openvino_runtime.resolve_runtime("torch", "cpu") == "torch"
+    assert openvino_runtime.resolve_runtime("auto", "cpu") == "openvino"  # the default, where it is installed
     monkeypatch.setattr(openvino_runtime, "available", lambda: False)
+    assert openvino_runtime.resolve_runtime("auto", "cpu") == "torch"
     loaded = load("squeezenet", tmp_path, runtime="openvino")
     assert loaded.info["runtime"] == "torch" and loaded.info["precision"] == "fp32"
     assert "openvino is not installed: PyTorch serves instead" in caplog.text

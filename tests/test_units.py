@@ -298,7 +298,7 @@ def test_torch_threads_share_the_cores_among_every_model_copy(monkeypatch):
              ({"WORKER_POOL": "threads"}, 8),  # auto: two instances on a CPU
              ({"HOST_WORKERS": "32"}, 1), ({"HOST_WORKERS": "4", "TORCH_THREADS": "3"}, 3)]
     for env, threads in cases:
-        with settings_from(monkeypatch, env):
+        with settings_from(monkeypatch, {"WORKER_RUNTIME": "torch", **env}):
             assert sizing.torch_threads() == threads, env
             assert sizing.torch_threads("cuda:0") == (3 if "TORCH_THREADS" in env else 1), env  # GPU models: CPU work is small
 
@@ -348,9 +348,14 @@ def test_model_instances_auto_two_on_a_cpu_with_cores_to_share(monkeypatch):
              ({"WORKER_POOL": "threads", "HOST_WORKERS": "2"}, "cpu", 1),  # one core each: nothing to share
              ({"WORKER_POOL": "threads", "TORCH_THREADS": "2"}, "cpu", 1),  # threads pinned per copy: not doubled
              ({"WORKER_POOL": "threads", "MODEL_INSTANCES": "3"}, "cuda", 3),
-             ({"WORKER_POOL": "prefork", "MODEL_INSTANCES": "3"}, "cpu", 1)]  # one model copy per pool process
+             ({"WORKER_POOL": "prefork", "MODEL_INSTANCES": "3"}, "cpu", 1),  # one model copy per pool process
+             # OpenVINO runs one batch at a time on all the process's threads (auto: OpenVINO on a CPU).
+             ({"WORKER_POOL": "threads", "WORKER_RUNTIME": "openvino"}, "cpu", 1),
+             ({"WORKER_POOL": "threads", "WORKER_RUNTIME": "auto"}, "cpu", 1),
+             ({"WORKER_POOL": "threads", "WORKER_RUNTIME": "auto"}, "cuda", 1),
+             ({"WORKER_POOL": "threads", "WORKER_RUNTIME": "openvino", "MODEL_INSTANCES": "2"}, "cpu", 2)]
     for env, device, instances in cases:
-        with settings_from(monkeypatch, env):
+        with settings_from(monkeypatch, {"WORKER_RUNTIME": "torch", **env}):
             assert sizing.model_instances(device) == instances, (env, device)
 
 

@@ -29,16 +29,18 @@ def available() -> bool:
     return True
 
 
-def resolve_runtime(runtime: str, device: str) -> str:
-    """WORKER_RUNTIME on `device`: OpenVINO only on a CPU and only where it is installed; `auto`
-    is PyTorch for now. Asked for where it cannot run, PyTorch, with a warning."""
-    if runtime != "openvino":
+def resolve_runtime(runtime: str, device: str, warn: bool = True) -> str:
+    """WORKER_RUNTIME on `device`: OpenVINO only on a CPU and only where it is installed (`auto`:
+    there, PyTorch elsewhere). Asked for by name where it cannot run: PyTorch, with a warning."""
+    if runtime == "torch":
         return "torch"
     if not device.startswith("cpu"):
-        log.warning("WORKER_RUNTIME=openvino on %s: PyTorch serves instead (OpenVINO runs CPU workers)", device)
+        if runtime == "openvino" and warn:
+            log.warning("WORKER_RUNTIME=openvino on %s: PyTorch serves instead (OpenVINO runs CPU workers)", device)
         return "torch"
     if not available():
-        log.warning("WORKER_RUNTIME=openvino but openvino is not installed: PyTorch serves instead")
+        if runtime == "openvino" and warn:
+            log.warning("WORKER_RUNTIME=openvino but openvino is not installed: PyTorch serves instead")
         return "torch"
     return "openvino"
 
