@@ -61,11 +61,11 @@ console = Console()
 
 class PlainScript:
     """(a) and (b), in this process: what a user would write around the same model, with the
-    worker's model options (device, MODEL_OPTIMIZE, WORKER_CHANNELS_LAST, WORKER_FP16,
-    IMAGE_DECODER: JPEGs decoded on a CUDA device, and GOMP_SPINCOUNT) so that only the system
-    differs."""
+    worker's model options (runtime and precision, device, MODEL_OPTIMIZE, WORKER_CHANNELS_LAST,
+    WORKER_FP16, IMAGE_DECODER: JPEGs decoded on a CUDA device, and GOMP_SPINCOUNT) so that only
+    the system differs; or with PyTorch's eager fp32 model (`runtime="torch", optimize="none"`)."""
 
-    def __init__(self, model_name: str, threads: int, optimize: str | None = None):
+    def __init__(self, model_name: str, threads: int, optimize: str | None = None, runtime: str | None = None):
         from inference.worker.sizing import openmp_wait_policy
 
         openmp_wait_policy()  # as a worker's, before torch loads (it made no difference to the plain script alone)
@@ -77,7 +77,9 @@ class PlainScript:
         settings = get_settings()
         self.loaded = model_runtime.load(get_spec(model_name), "random", 0, threads=threads,
                                          optimize=optimize or settings.model_optimize, device=settings.worker_device,
-                                         channels_last=settings.worker_channels_last, fp16=settings.worker_fp16)
+                                         channels_last=settings.worker_channels_last, fp16=settings.worker_fp16,
+                                         runtime=runtime or settings.worker_runtime, precision=settings.worker_precision,
+                                         cache_dir=settings.model_cache_dir)
         self.load_rgb, self.tensor_decode = load_rgb, tensor_decode
         self.raw = [p.read_bytes() for p in IMAGES]
 
@@ -380,7 +382,7 @@ def main(argv=None) -> int:
     console.rule(f"plain script (resnet18, random weights, {threads} torch threads)")
     plain = PlainScript("resnet18", threads)
     by_batch, best = best_batch(plain, args)
-    eager_rps = PlainScript("resnet18", threads, optimize="none").rps(best, args.seconds)
+    eager_rps = PlainScript("resnet18", threads, optimize="none", runtime="torch").rps(best, args.seconds)
     # As the worker picks them on the threads pool (batch size 1 included: its instances run side by side).
     instances = args.instances or get_settings().model_instances or auto_instances(plain.loaded.device, threads // args.workers)
 
@@ -419,7 +421,8 @@ def main(argv=None) -> int:
         procs.stop_all()
 
     report = summarise(rounds, by_batch, best, eager_rps, sweep, submissions, threads, instances)
-    report["machine"].update(device=device_name(plain.loaded.device), api_workers=args.api_workers, workers=args.workers)
+    report["machine"].update(device=device_name(plain.loaded.device), api_workers=args.api_workers, workers=args.workers,
+                             runtime=plain.loaded.info["runtime"], precision=plain.loaded.info["precision"])
     report["batched_submissions"] = many
     (out / "benchmark.json").write_text(json.dumps(report, indent=2))
     print_table(report, out)
@@ -492,6 +495,8 @@ def summarise(rounds, by_batch, best, eager_rps, sweep, submissions, threads, in
             **{f"{name}_whole_run_vs_plain": median_of(lambda r, name=name: r[name]["rps_whole_run"] / r["plain_rps_for"][name])
                for name in SATURATION},
             "rest_saturation_vs_forward": median_of(lambda r: r["rest_saturation"]["rps"] / r["forward_rps"]),
+            # Against plain PyTorch fp32 (eager), measured once before the rounds.
+            "rest_saturation_vs_pytorch_eager": median_of(lambda r: r["rest_saturation"]["rps"]) / eager_rps,
             # Over the plain script's one-image pass, timed in blocks between the requests' blocks.
             "low_load_overhead_ms": median_of(lambda r: r["rest_low_load"]["p50_ms"] - r["compute_single_ms"]),
             "celery_low_load_overhead_ms": median_of(lambda r: r["celery_low_load"]["p50_ms"] - r["compute_single_ms"]),
@@ -504,13 +509,14 @@ def summarise(rounds, by_batch, best, eager_rps, sweep, submissions, threads, in
 
 def print_table(report: dict, out: Path) -> None:
     plain, runs, ratios, machine = report["plain"], report["runs"], report["ratios"], report["machine"]
-    table = Table(title=f"resnet18 on {machine['device']}, {machine['cores']} cores, {machine['torch_threads']} torch threads, "
+    table = Table(title=f"resnet18 on {machine['device']} ({machine['runtime']}, {machine['precision']}), {machine['cores']} cores, "
+                        f"{machine['torch_threads']} threads, "
                         f"{machine['workers']} worker(s) of {machine['model_instances']} instance(s); medians of {machine['rounds']} rounds")
     for column in ("what", "images/s", "vs plain", "vs forward", "p50 ms", "p95 ms", "p99 ms"):
         table.add_column(column, justify="right" if column != "what" else "left")
     table.add_row(f"plain script (batch {plain['best_batch_size']})", f"{plain['plain_rps']:.1f}", "1.00",
                   f"{plain['plain_rps'] / plain['forward_rps']:.2f}", f"{plain['compute_single_ms']:.1f} (1 image)", "", "")
-    table.add_row("plain script, eager model", f"{plain['eager_rps']:.1f}", f"{plain['eager_rps'] / plain['plain_rps']:.2f}",
+    table.add_row("plain PyTorch fp32, eager", f"{plain['eager_rps']:.1f}", f"{plain['eager_rps'] / plain['plain_rps']:.2f}",
                   "", "", "", "")
     table.add_row("forward only", f"{plain['forward_rps']:.1f}", f"{plain['forward_rps'] / plain['plain_rps']:.2f}", "1.00", "", "", "")
     within_rounds = {"rest_saturation": ratios["rest_saturation_vs_plain"], "celery_saturation": ratios["celery_saturation_vs_plain"]}
@@ -543,7 +549,8 @@ def print_table(report: dict, out: Path) -> None:
     console.print(f"saturation: REST {ratios['rest_saturation_vs_plain']:.2f}x, apply_async {ratios['celery_saturation_vs_plain']:.2f}x "
                   f"plain script (goal >= 0.9), sustained while {runs['rest_saturation']['concurrency']} requests were in flight; "
                   f"whole runs with ramp-up and drain: {ratios['rest_saturation_whole_run_vs_plain']:.2f}x, "
-                  f"{ratios['celery_saturation_whole_run_vs_plain']:.2f}x; API submissions: {report['api_submissions_per_s']:.0f}/s (goal >= 500)")
+                  f"{ratios['celery_saturation_whole_run_vs_plain']:.2f}x; API submissions: {report['api_submissions_per_s']:.0f}/s (goal >= 500); "
+                  f"REST against plain PyTorch fp32 (eager): {ratios['rest_saturation_vs_pytorch_eager']:.2f}x")
     console.print(f"written: {out / 'benchmark.json'}, {out / 'latency.png'}, {out / 'throughput.png'}")
 
 

@@ -26,6 +26,9 @@ def test_benchmark_runs_and_reports(tmp_path):
     report = json.loads((tmp_path / "benchmark.json").read_text())
     assert report["plain"]["best_batch_size"] in (1, 4, 8, 16) and report["plain"]["plain_rps"] > 0
     assert report["machine"]["workers"] == 2  # both started and ready, or the run would have timed out
+    # The plain script runs what the worker runs (OpenVINO on a CPU by default); plain PyTorch fp32 beside it.
+    assert (report["machine"]["runtime"], report["machine"]["precision"]) in (("openvino", "bf16"), ("openvino", "fp32"), ("torch", "fp32"))
+    assert report["plain"]["eager_rps"] > 0 and report["ratios"]["rest_saturation_vs_pytorch_eager"] > 0
     for name in ("rest_saturation", "celery_saturation", "rest_low_load", "celery_low_load"):
         assert report["runs"][name]["rps"] > 0
         assert set(report["runs"][name]["breakdown_ms"]) >= {"queued", "model", "to_client"}
