@@ -384,7 +384,9 @@ def main(argv=None) -> int:
     by_batch, best = best_batch(plain, args)
     eager_rps = PlainScript("resnet18", threads, optimize="none", runtime="torch").rps(best, args.seconds)
     # As the worker picks them on the threads pool (batch size 1 included: its instances run side by side).
-    instances = args.instances or get_settings().model_instances or auto_instances(plain.loaded.device, threads // args.workers)
+    # OpenVINO runs one batch at a time on all the worker's threads (inference/worker/sizing.py).
+    instances = args.instances or get_settings().model_instances or (
+        1 if plain.loaded.info["runtime"] == "openvino" else auto_instances(plain.loaded.device, threads // args.workers))
 
     console.rule(f"the system: Valkey, {args.workers} resnet18 worker(s) (batch {best}, {instances} instance(s) each), the API")
     procs = Processes()
