@@ -1,3 +1,5 @@
+"""`python -m benchmarks`: the benchmark (benchmarks/benchmark.py)."""
+
 from benchmarks.benchmark import main
 
 raise SystemExit(main())
