@@ -16,9 +16,10 @@ import hashlib
 import hmac
 import time
 
-from flask import Flask, current_app, g, request
+from flask import Flask, g, request
 
 from api.errors import error_response
+from api.extensions import redis_client
 from inference.core.errors import RateLimited, TooManyAuthFailures, Unauthorized
 from inference.core.settings import Settings
 
@@ -59,13 +60,16 @@ def window(name: str) -> tuple[str, int]:
 def count_one(name: str) -> tuple[int, int]:
     """One more event under `name` this minute: (events this minute, seconds left in it)."""
     counter, left = window(name)
-    count, _ = current_app.extensions["redis"].pipeline().incr(counter).expire(counter, 120).execute()
+    pipe = redis_client().pipeline()
+    pipe.incr(counter)
+    pipe.expire(counter, 120)
+    count, _ = pipe.execute()
     return count, left
 
 
 def counted(name: str) -> tuple[int, int]:
     counter, left = window(name)
-    return int(current_app.extensions["redis"].get(counter) or 0), left
+    return int(redis_client().get(counter) or 0), left
 
 
 def register_auth(app: Flask, settings: Settings) -> None:

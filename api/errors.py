@@ -10,12 +10,12 @@ import logging
 from collections.abc import Mapping
 
 import redis
-from flask import Flask, current_app, jsonify, request
+from flask import Flask, jsonify, request
 from kombu.exceptions import OperationalError
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from api.extensions import api_settings
+from api.extensions import api_settings, redis_client
 from inference.core import metrics
 from inference.core.errors import (
     BodyTooLarge,
@@ -93,7 +93,7 @@ def count_rejection() -> None:
         fields: Mapping = body if isinstance(body, Mapping) else {}
         model = fields.get("model_type", ANY_MODEL)
         priority = fields.get("priority")
-        metrics.record(current_app.extensions["redis"], model if model in (*model_names(), ANY_MODEL) else "unknown",
+        metrics.record(redis_client(), model if model in (*model_names(), ANY_MODEL) else "unknown",
                        priority if priority in PRIORITIES else "normal", "rejected")
     except Exception as exc:  # Redis down, body unreadable: the error answer matters more
         log.debug("rejection not counted: %s", exc)

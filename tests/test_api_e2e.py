@@ -245,18 +245,10 @@ def filled(kwargs: dict, chelsea_b64: str) -> dict:
     return kwargs
 
 
-@pytest.fixture(scope="module")
-def client(system):
-    from api import create_app
-
-    app = create_app()
-    yield app.test_client()
-    app.extensions["workers"].close()
-
-
 @pytest.mark.parametrize("case", BAD_REQUESTS, ids=list(BAD_REQUESTS))
-def test_bad_input_is_a_clear_4xx_and_enqueues_nothing(client, redis_client, chelsea_b64, case):
+def test_bad_input_is_a_clear_4xx_and_enqueues_nothing(api_with, redis_client, chelsea_b64, case):
     kwargs, status, code = BAD_REQUESTS[case]
+    client = api_with()
     jobs_before = len(redis_client.keys("inference:job:*"))
     for path in ("/v1/inference", "/inference"):
         response = client.post(path, **filled(kwargs, chelsea_b64))
@@ -273,7 +265,8 @@ def test_a_huge_body_is_refused_over_http_too(api):
     assert response.status_code == 413 and response.json()["error"]["code"] == "body_too_large"
 
 
-def test_bad_item_rejects_whole_batch(client, redis_client, chelsea_b64):
+def test_bad_item_rejects_whole_batch(api_with, redis_client, chelsea_b64):
+    client = api_with()
     jobs_before = len(redis_client.keys("inference:job:*"))
     response = client.post("/batch_inference", json={"requests": [{"data": chelsea_b64}, {"data": "%%%"}]})
     assert response.status_code == 400

@@ -66,6 +66,14 @@ def claim_key(request_id: str) -> str:
     return CLAIM_PREFIX + request_id
 
 
+def starts_key(request_id: str) -> str:
+    return STARTS_PREFIX + request_id
+
+
+def batch_key(batch_id: str) -> str:
+    return BATCH_PREFIX + batch_id
+
+
 def is_stored_image(ref: object) -> bool:
     """A key that submit writes: the only keys a task's `image_ref(s)` may read or delete."""
     return isinstance(ref, str) and ref.startswith(IMAGE_PREFIX)
@@ -80,7 +88,7 @@ def temporary_keys(request_id: str, kwargs: object) -> list[str]:
     """The keys a request's final outcome deletes: its count of starts, and those among the
     pictures its task names that submit wrote (whatever a message names)."""
     named = named_pictures(kwargs.get("image_ref"), kwargs.get("image_refs")) if isinstance(kwargs, dict) else []
-    return [STARTS_PREFIX + request_id, *(ref for ref in named if is_stored_image(ref))]
+    return [starts_key(request_id), *(ref for ref in named if is_stored_image(ref))]
 
 
 def claimed_as_cancelled(redis: redis_lib.Redis, request_id: str) -> bool:

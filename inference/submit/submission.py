@@ -19,10 +19,10 @@ from inference.core import metrics
 from inference.core.celery_app import app
 from inference.core.errors import MemoryFull, QueueFull, TooManyInFlight
 from inference.core.keys import (
-    BATCH_PREFIX,
     CANCELLED,
     CANCELLED_CLAIM,
     IMAGE_PREFIX,
+    batch_key,
     claim_key,
     claimed_as_cancelled,
     in_flight_key,
@@ -125,9 +125,9 @@ def cancel(redis: redis_lib.Redis, request_id: str) -> str | None:
 
 
 def save_batch(redis: redis_lib.Redis, batch_id: str, request_ids: list[str]) -> None:
-    redis.set(BATCH_PREFIX + batch_id, json.dumps(request_ids), ex=get_settings().result_expires)
+    redis.set(batch_key(batch_id), json.dumps(request_ids), ex=get_settings().result_expires)
 
 
 def load_batch(redis: redis_lib.Redis, batch_id: str) -> list[str] | None:
-    raw = redis.get(BATCH_PREFIX + batch_id)
+    raw = redis.get(batch_key(batch_id))
     return json.loads(raw) if raw is not None else None

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import redis as redis_lib
 
-from inference.core.keys import CANCELLED_CLAIM, REDELIVERED, STARTED, STARTS_PREFIX, claim_key, claimed_as_cancelled
+from inference.core.keys import CANCELLED_CLAIM, REDELIVERED, STARTED, claim_key, claimed_as_cancelled, starts_key
 from inference.core.settings import get_settings
 
 
@@ -23,8 +23,8 @@ def claim_and_read(redis: redis_lib.Redis, request_id: str, keys: list[str]) -> 
     expires = get_settings().result_expires
     pipe = redis.pipeline(transaction=False)
     pipe.set(claim_key(request_id), STARTED, nx=True, ex=expires)
-    pipe.incr(STARTS_PREFIX + request_id)
-    pipe.expire(STARTS_PREFIX + request_id, expires)
+    pipe.incr(starts_key(request_id))
+    pipe.expire(starts_key(request_id), expires)
     if keys:
         pipe.mget(keys)
     claimed, starts, _, *read = pipe.execute()
