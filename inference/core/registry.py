@@ -33,6 +33,7 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 ANY_MODEL = "any"
+RANDOM_WEIGHTS_WARNING = "RANDOM WEIGHTS, NOT PRETRAINED: predictions are meaningless"  # in logs and every result
 
 
 def model_names() -> list[str]:

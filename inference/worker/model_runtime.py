@@ -14,7 +14,6 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from PIL import Image
@@ -22,12 +21,11 @@ from torchvision.models import get_model, get_weight
 
 from inference.core.errors import WeightsUnavailable
 from inference.core.imaging import visible_part
-from inference.core.registry import ModelSpec
+from inference.core.registry import RANDOM_WEIGHTS_WARNING, ModelSpec
 from inference.worker import openvino_runtime
+from inference.worker.device import pick_device
 
 log = logging.getLogger(__name__)
-
-RANDOM_WEIGHTS_WARNING = "RANDOM WEIGHTS, NOT PRETRAINED: predictions are meaningless"
 
 
 @dataclass
@@ -154,12 +152,6 @@ def _calibrate_batchnorm(model: torch.nn.Module, seed: int) -> None:
     model.eval()
 
 
-def pick_device(requested: str = "auto") -> str:
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return requested
-
-
 def optimize_for_inference(model: torch.nn.Module, example: torch.Tensor) -> torch.nn.Module:
     """TorchScript: trace, freeze, fold batch norm into convolutions, fuse, and on CPU use
     oneDNN layouts (resnet18 ~1.4x, mobilenet ~2.5x faster on the build machine, outputs equal to
@@ -182,17 +174,17 @@ def resolve_optimize(optimize: str, device: str) -> str:
 
 def load(spec: ModelSpec, mode: str, seed: int, *, allow_download: bool = False, device: str = "auto",
          threads: int = 0, warmup: bool = True, optimize: str = "none", channels_last: bool = False,
-         fp16: bool = False, runtime: str = "torch", precision: str = "auto", cache_dir: str = "var/models") -> LoadedModel:
+         fp16: bool = False, runtime: str = "torch", precision: str = "auto", cache_dir: str = "var/models") -> LoadedModel | openvino_runtime.CompiledClassifier:
     if threads > 0:
         torch.set_num_threads(threads)
     device = pick_device(device)
     if fp16 and not device.startswith("cuda"):
         log.warning("fp16 asked for on %s: ignored (half precision is for CUDA devices)", device)
         fp16 = False
-    runtime = openvino_runtime.resolve_runtime(runtime, device)
-    if runtime == "openvino":
-        channels_last = False  # OpenVINO takes plain NCHW arrays and picks its own layouts
-    elif precision != "auto":
+    if openvino_runtime.resolve_runtime(runtime, device) == "openvino":
+        return openvino_runtime.load(spec, mode, seed, precision=precision, threads=threads, cache_dir=cache_dir,
+                                     allow_download=allow_download, warmup=warmup)
+    if precision != "auto":
         log.warning("WORKER_PRECISION=%s: ignored by the PyTorch runtime (fp32; FP16 on CUDA)", precision)
     dtype = torch.float16 if fp16 else torch.float32
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -200,14 +192,7 @@ def load(spec: ModelSpec, mode: str, seed: int, *, allow_download: bool = False,
     model, used = build_model(spec, mode, seed, allow_download)
     model = model.eval().to(device, dtype).to(memory_format=memory_format)
     runner: Callable[[torch.Tensor], torch.Tensor] = model
-    converted = None
-    if runtime == "openvino":
-        # Keyed by architecture and weights: pretrained ones by name, random ones by their seed.
-        key = f"{spec.builder}-{spec.weights if used == 'pretrained' else f'random-seed{seed + spec.seed_offset}'}"
-        xml, converted = openvino_runtime.cached_ir(model, key, Path(cache_dir))
-        runner, optimize = openvino_runtime.compile_ir(xml, precision, threads), "openvino"
-    else:
-        optimize = resolve_optimize(optimize, device)
+    optimize = resolve_optimize(optimize, device)
     if optimize == "jit":
         runner = optimize_for_inference(model, torch.zeros(1, 3, 224, 224).to(device, dtype=dtype, memory_format=memory_format))
     weights = get_weight(spec.weights)
@@ -229,11 +214,10 @@ def load(spec: ModelSpec, mode: str, seed: int, *, allow_download: bool = False,
         "weights_requested": mode,
         "weights_warning": RANDOM_WEIGHTS_WARNING if used == "random" else None,
         "device": device,
-        "runtime": runtime,
+        "runtime": "torch",
         "optimize": optimize,
         "channels_last": channels_last,
-        "precision": runner.precision if isinstance(runner, openvino_runtime.OpenVinoModel) else "fp16" if fp16 else "fp32",
-        "converted": converted,
+        "precision": "fp16" if fp16 else "fp32",
         "torch_threads": torch.get_num_threads(),
         "load_seconds": round(load_s, 3),
         "warmup_seconds": None,

@@ -1,20 +1,37 @@
-"""OpenVINO for CPU workers: the torchvision model converted once, cached on disk, compiled for this CPU.
+"""OpenVINO for CPU workers: the torchvision model converted once, cached on disk, served without torch.
 
-The torchvision model and its weights stay the source of truth: `ov.convert_model` converts the
-very module PyTorch would run (pretrained, or random with its seed), and the IR (.xml + .bin) is
-kept in MODEL_CACHE_DIR under a key of architecture, weights and OpenVINO version, so the next
-process loads it without converting. On this machine's CPU (AMX) OpenVINO runs these models
-several times faster than PyTorch, in bf16 by default (WORKER_PRECISION=auto: what the CPU does
-best), or in f32 with PyTorch's answers to 1e-5.
+The torchvision model and its weights stay the source of truth: `inference/worker/convert.py`
+converts the very module PyTorch would run (pretrained, or random with its seed) and keeps the IR
+(.xml + .bin) in MODEL_CACHE_DIR under a key of architecture, weights and OpenVINO version, with a
+sidecar (.json) of what serving needs besides the network: the categories and the weights'
+transforms. A process that finds its model there loads it with openvino, PIL and numpy alone;
+one that does not converts it in a child process, so torch (366 MB) never stays in a worker.
+Precision: bf16 where the CPU has it (AMX, AVX-512 BF16; WORKER_PRECISION=auto), else f32, which
+answers as PyTorch does to 1e-4.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import json
 import logging
 import os
 import re
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inference.core.errors import WeightsUnavailable
+from inference.core.imaging import visible_part
+from inference.core.registry import RANDOM_WEIGHTS_WARNING, ModelSpec
+from inference.worker.core_lending import CoreLender
+from inference.worker.preprocessing import ClassificationTransform, softmax, top_classes
 
 log = logging.getLogger(__name__)
 
@@ -45,61 +62,181 @@ def resolve_runtime(runtime: str, device: str, warn: bool = True) -> str:
     return "openvino"
 
 
-class OpenVinoModel:
-    """A compiled OpenVINO model, called like the torch module it came from: a float32 NCHW batch
-    in, logits out. Each calling thread has its own infer request (one is not thread-safe)."""
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes in bf16 (AMX or AVX-512 BF16), as OpenVINO's CPU plugin sees it."""
+    import openvino as ov
 
-    def __init__(self, compiled):
-        self.compiled = compiled
-        self.output = compiled.output(0)
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def resolve_precision(precision: str) -> str:
+    """WORKER_PRECISION on this CPU: `auto` is bf16 where the CPU has it, else fp32; bf16 asked
+    for on a CPU without it is fp32, with a warning (OpenVINO would fall back silently)."""
+    if precision == "auto":
+        return "bf16" if cpu_has_bf16() else "fp32"
+    if precision == "bf16" and not cpu_has_bf16():
+        log.warning("WORKER_PRECISION=bf16 but this CPU has no bf16 (AMX, AVX-512 BF16): fp32 serves instead")
+        return "fp32"
+    return precision
+
+
+def ir_key(spec: ModelSpec, weights: str, seed: int) -> str:
+    """Architecture and weights: pretrained ones by name, random ones by their seed."""
+    return f"{spec.builder}-{spec.weights if weights == 'pretrained' else f'random-seed{seed + spec.seed_offset}'}"
+
+
+def ir_path(cache_dir: Path, key: str) -> Path:
+    """The .xml of `key` for the installed OpenVINO (its .bin and .json sidecar beside it)."""
+    import openvino as ov
+
+    version = re.sub(r"[^A-Za-z0-9.]+", "_", ov.__version__)  # e.g. 2026.4.1-22982-...-releases/2026/4
+    return cache_dir / f"{key}-openvino-{version}.xml"
+
+
+def whole(xml: Path) -> bool:
+    """Whether the IR and its sidecar are all there (an older cache's IR without a sidecar is not)."""
+    return all(xml.with_suffix(suffix).exists() for suffix in (".xml", ".bin", ".json"))
+
+
+def torch_hub_dir() -> Path:
+    """torch.hub.get_dir() without importing torch: where torchvision keeps downloaded weights."""
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "torch")
+    return Path(os.environ.get("TORCH_HOME", default)) / "hub"
+
+
+def cached(spec: ModelSpec, mode: str, seed: int, cache_dir: Path, allow_download: bool) -> Path | None:
+    """The cached IR that MODEL_WEIGHTS=`mode` would convert now, if there is one. Under `auto`, a
+    random model's IR serves only while the pretrained checkpoint it looked for is still missing."""
+    pretrained = ir_path(cache_dir, ir_key(spec, "pretrained", seed))
+    random = ir_path(cache_dir, ir_key(spec, "random", seed))
+    if mode in ("auto", "pretrained") and whole(pretrained):
+        return pretrained
+    if mode == "random" and whole(random):
+        return random
+    if mode == "auto" and whole(random) and not allow_download:
+        checkpoint = json.loads(random.with_suffix(".json").read_text())["pretrained_checkpoint"]
+        if not (torch_hub_dir() / "checkpoints" / checkpoint).exists():
+            return random
+    return None
+
+
+def convert(spec: ModelSpec, mode: str, seed: int, cache_dir: Path, allow_download: bool) -> Path:
+    """Convert now (inference/worker/convert.py). In this process where torch is loaded already
+    (tests, the benchmark's plain script); elsewhere in a child process, so that the worker
+    never holds torch."""
+    if "torch" in sys.modules:
+        from inference.worker.convert import convert_to_ir
+
+        return convert_to_ir(spec, mode, seed, cache_dir, allow_download)
+    command = [sys.executable, "-m", "inference.worker.convert", spec.name, "--weights", mode, "--seed", str(seed),
+               "--cache-dir", str(cache_dir)] + (["--allow-download"] if allow_download else [])
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        message = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit status {done.returncode}"
+        if "WeightsUnavailable" in done.stderr:
+            raise WeightsUnavailable(message)
+        raise RuntimeError(f"converting {spec.name} to OpenVINO failed: {message}")
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+def compile_ir(model, precision: str, threads: int):
+    """The IR (an ov.Model) compiled for this CPU: one stream, `threads` inference threads. No
+    pinning: OpenVINO pins a model's threads to cores by default, and two 1-thread workers on
+    this 2-core machine then shared one core (each 10 passes/s of resnet18 instead of 20)."""
+    import openvino as ov
+
+    config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": PRECISION_HINT[precision],
+              "INFERENCE_NUM_THREADS": threads, "ENABLE_CPU_PINNING": False}
+    return ov.Core().compile_model(model, "CPU", config)
+
+
+class CompiledClassifier:
+    """A registry model compiled by OpenVINO, with the same methods as model_runtime.LoadedModel
+    (numpy arrays where that has tensors): pictures in, the top classes out. Compiled once per
+    thread count a batch may run with (`lender`: inference/worker/core_lending.py), each
+    calling thread with its own infer requests (one is not thread-safe)."""
+
+    device = "cpu"
+
+    def __init__(self, spec: ModelSpec, variants: dict[int, Any], sidecar: dict, lender: CoreLender | None = None):
+        self.spec, self.variants, self.lender = spec, variants, lender
+        self.info: dict = {}
+        self.compiled = variants[min(variants)]
+        self.weights = sidecar["weights"]
+        self.categories: list[str] = sidecar["categories"]
+        self.transforms = ClassificationTransform(**sidecar["transform"])
         self._local = threading.local()
 
-    def __call__(self, batch):
-        import numpy as np
-        import torch
-
-        request = getattr(self._local, "request", None)
-        if request is None:
-            request = self._local.request = self.compiled.create_infer_request()
-        # share_inputs: no copy of the batch (a contiguous float32 array, alive for the call).
-        result = request.infer({0: np.ascontiguousarray(batch.numpy())}, share_inputs=True)
-        return torch.from_numpy(np.array(result[self.output]))
+    @property
+    def resize_to(self) -> int:
+        return self.transforms.resize_size
 
     @property
     def precision(self) -> str:
         hint = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         return "bf16" if "bf16" in hint or "bfloat16" in hint else "fp32" if "f32" in hint or "float32" in hint else hint
 
+    def preprocess(self, images) -> np.ndarray:
+        return self.batch_of([self.transforms(visible_part(img)) for img in images])
 
-def cached_ir(model, key: str, cache_dir: Path) -> tuple[Path, bool]:
-    """The IR of `model` in `cache_dir` (converted now only if missing): (its .xml, converted now?).
-    Written under a temporary name and renamed, .bin first: two processes converting at once
-    never leave half a model behind, and the .xml's presence means the pair is whole."""
+    def batch_of(self, arrays) -> np.ndarray:
+        return np.stack([np.asarray(a, dtype=np.float32) for a in arrays])
+
+    def scores(self, batch) -> np.ndarray:
+        threads = self.lender.threads() if self.lender else min(self.variants)
+        requests = self._local.__dict__.setdefault("requests", {})
+        if threads not in requests:
+            requests[threads] = self.variants[threads].create_infer_request()
+        with self.lender.running() if self.lender else contextlib.nullcontext():
+            # share_inputs: no copy of the batch (a contiguous float32 array, alive for the call).
+            result = requests[threads].infer({0: np.ascontiguousarray(batch, dtype=np.float32)}, share_inputs=True)
+        return softmax(np.asarray(result[0]))  # the logits (each variant has its own output port)
+
+    forward = scores  # already on the CPU
+
+    def postprocess(self, probs: np.ndarray, top_k: int | list[int]) -> list[list[dict]]:
+        return top_classes(probs, [top_k] * probs.shape[0] if isinstance(top_k, int) else top_k, self.categories)
+
+    def warm_up(self) -> None:
+        started = time.perf_counter()
+        zeros = np.zeros((1, 3, self.transforms.crop_size, self.transforms.crop_size), np.float32)
+        for compiled in self.variants.values():
+            for _ in range(2):
+                compiled.create_infer_request().infer({0: zeros})
+        self.info["warmup_seconds"] = round(time.perf_counter() - started, 3)
+
+    def classify(self, images, top_k: int) -> list[list[dict]]:
+        return self.postprocess(self.scores(self.preprocess(images)), top_k)
+
+    def classify_each(self, items: list[tuple[np.ndarray, int]]) -> list[list[dict]]:
+        """One forward pass for several requests (preprocessed pictures), each with its own top_k."""
+        return self.postprocess(self.scores(self.batch_of([array for array, _ in items])), [top_k for _, top_k in items])
+
+
+def load(spec: ModelSpec, mode: str, seed: int, *, precision: str = "auto", threads: int = 1, lend_cores: int = 0,
+         cache_dir: str = "var/models", allow_download: bool = False, warmup: bool = True) -> CompiledClassifier:
+    """The registry model from the IR cache (converted first if it is not there), compiled for
+    `threads`, and with `lend_cores` (more cores than `threads`) for every count a batch may borrow."""
     import openvino as ov
-    import torch
 
-    version = re.sub(r"[^A-Za-z0-9.]+", "_", ov.__version__)  # e.g. 2026.4.1-22982-...-releases/2026/4
-    xml = cache_dir / f"{key}-openvino-{version}.xml"
-    if xml.exists() and xml.with_suffix(".bin").exists():
-        return xml, False
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    converted = ov.convert_model(model, example_input=torch.zeros(1, 3, 224, 224), input=[ov.PartialShape([-1, 3, 224, 224])])
-    temporary = cache_dir / f".{xml.stem}.{os.getpid()}.{threading.get_ident()}.xml"
-    ov.save_model(converted, temporary, compress_to_fp16=False)  # weights stay f32: the precision is chosen when compiling
-    os.replace(temporary.with_suffix(".bin"), xml.with_suffix(".bin"))
-    os.replace(temporary, xml)
-    log.info("converted %s to OpenVINO IR: %s", key, xml)
-    return xml, True
-
-
-def compile_ir(xml: Path, precision: str, threads: int) -> OpenVinoModel:
-    """The IR compiled for this CPU: one stream, `threads` inference threads (0: OpenVINO's choice)."""
-    import openvino as ov
-
-    config: dict = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = threads
-    if precision in PRECISION_HINT:
-        config["INFERENCE_PRECISION_HINT"] = PRECISION_HINT[precision]
-    core = ov.Core()
-    return OpenVinoModel(core.compile_model(core.read_model(xml), "CPU", config))
+    started = time.perf_counter()
+    xml = cached(spec, mode, seed, Path(cache_dir), allow_download)
+    converted = xml is None
+    if xml is None:
+        xml = convert(spec, mode, seed, Path(cache_dir), allow_download)
+    sidecar = json.loads(xml.with_suffix(".json").read_text())
+    lender = CoreLender(threads, lend_cores) if lend_cores > threads else None
+    model, served = ov.Core().read_model(xml), resolve_precision(precision)
+    variants = {count: compile_ir(model, served, count) for count in (lender.choices if lender else [threads])}
+    classifier = CompiledClassifier(spec, variants, sidecar, lender)
+    classifier.info = {
+        "model": spec.name, "architecture": spec.builder, "weights": sidecar["weights"], "weights_requested": mode,
+        "weights_warning": RANDOM_WEIGHTS_WARNING if sidecar["weights"] == "random" else None,
+        "device": "cpu", "runtime": "openvino", "optimize": "openvino", "channels_last": False,
+        "precision": classifier.precision, "converted": converted, "torch_threads": threads, "openvino_threads": sorted(variants),
+        "load_seconds": round(time.perf_counter() - started, 3), "warmup_seconds": None, "pid": os.getpid(),
+    }
+    if warmup:
+        classifier.warm_up()
+    return classifier

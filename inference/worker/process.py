@@ -14,6 +14,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from celery.signals import worker_process_init
 
@@ -21,14 +22,21 @@ from inference.core import logging_setup  # noqa: F401  (log format signals)
 from inference.core.errors import InvalidRequest
 from inference.core.imaging import model_input
 from inference.core.registry import get_spec
-from inference.core.settings import get_settings
+from inference.core.settings import cpu_count, get_settings
+from inference.worker import openvino_runtime
 from inference.worker.batching import MicroBatcher
+from inference.worker.device import pick_device
+from inference.worker.openvino_runtime import resolve_runtime
 from inference.worker.sizing import adaptive_threads, lone_batch_threads, model_instances, one_torch_thread, torch_threads
+
+if TYPE_CHECKING:
+    from inference.worker.model_runtime import LoadedModel  # torch: PyTorch workers only
+    from inference.worker.openvino_runtime import CompiledClassifier
 
 log = logging.getLogger(__name__)
 
 report_dir: str | None = None  # where pool processes leave their model info for `inspect model_info` (set by the bootstep)
-_loaded = None  # this process's LoadedModel
+_loaded: LoadedModel | CompiledClassifier | None = None  # this process's model
 _batcher: MicroBatcher | None = None  # and the batcher in front of it
 _decoders: ThreadPoolExecutor | None = None  # decode a batch's pictures in parallel (PIL releases the GIL)
 
@@ -39,32 +47,29 @@ def load_model_in_process(**_):
     settings = get_settings()
     if not settings.worker_model:
         return
-    from inference.worker import model_runtime  # torch is imported in pool processes only
-
-    device = model_runtime.pick_device(settings.worker_device)
+    device = pick_device(settings.worker_device)
+    runtime = resolve_runtime(settings.worker_runtime, device)
 
     def load_here() -> None:
         # Building the model (random weights are calibrated with forward passes) and warming it
         # up run in the batcher's thread, the one that will run every batch: a second OpenMP team,
         # left behind by torch work in this main thread, made each forward pass ~50% slower.
         global _loaded
-        _loaded = model_runtime.load(
-            get_spec(settings.worker_model),
-            settings.model_weights,
-            settings.random_weights_seed,
-            allow_download=settings.weights_download,
-            device=device,
-            threads=torch_threads(device),
-            optimize=settings.model_optimize,
-            channels_last=settings.worker_channels_last,
-            fp16=settings.worker_fp16,
-            runtime=settings.worker_runtime,
-            precision=settings.worker_precision,
-            cache_dir=settings.model_cache_dir,
-        )
+        spec, threads = get_spec(settings.worker_model), torch_threads(device)
+        if runtime == "openvino":  # no torch in this process (inference/worker/openvino_runtime.py)
+            lend = settings.lend_idle_cores and not settings.torch_threads
+            _loaded = openvino_runtime.load(spec, settings.model_weights, settings.random_weights_seed, precision=settings.worker_precision,
+                                            threads=threads, lend_cores=cpu_count() if lend else 0, cache_dir=settings.model_cache_dir,
+                                            allow_download=settings.weights_download)
+            return
+        from inference.worker import model_runtime  # torch is imported in PyTorch workers' pool processes only
+
+        _loaded = model_runtime.load(spec, settings.model_weights, settings.random_weights_seed, allow_download=settings.weights_download,
+                                     device=device, threads=threads, optimize=settings.model_optimize,
+                                     channels_last=settings.worker_channels_last, fp16=settings.worker_fp16, runtime="torch")
 
     if settings.max_batch_size > 1 and torch_threads() > 1:  # PIL decoding: CPU cores, whatever the device
-        _decoders = ThreadPoolExecutor(torch_threads(), thread_name_prefix="decode", initializer=one_torch_thread)
+        _decoders = ThreadPoolExecutor(torch_threads(), thread_name_prefix="decode", initializer=one_torch_thread if runtime == "torch" else None)
     instances = model_instances(device)
     share_cores = adaptive_threads(lone_batch_threads(instances)) if instances > 1 and device == "cpu" else None
     _batcher = MicroBatcher(decode_and_classify, settings.max_batch_size, settings.max_batch_delay_ms / 1000,
@@ -88,18 +93,11 @@ def decode_and_classify(items: list[tuple[bytes, int]]) -> list:
     runs: on a busy CPU those took cores from torch mid-pass. JPEGs go through torchvision on
     the model's device when IMAGE_DECODER says so (inference/tensor_decode.py), the rest through
     PIL on the decoding threads. A picture that does not decode fails its own request only."""
-    from inference.worker import tensor_decode  # torch: pool processes only
-
     loaded, max_pixels = loaded_model(), get_settings().max_image_pixels
     raws = [raw for raw, _ in items]
     inputs: list = [None] * len(raws)
-    if tensor_decode.used_for(loaded.device):
-        # Header checks hold the GIL (PIL parses JPEG markers in Python): no threads for them.
-        chosen = [n for n, raw in enumerate(raws) if tensor_decode.suits_tensor_decoding(raw, max_pixels)]
-        decoded = [(n, picture) for n, picture in zip(chosen, tensor_decode.decode([raws[n] for n in chosen], loaded.device))
-                   if picture is not None]
-        for (n, _), tensor in zip(decoded, tensor_decode.preprocess([picture for _, picture in decoded], loaded.transforms)):
-            inputs[n] = tensor
+    for n, tensor in decoded_on_device(loaded, raws, max_pixels).items():
+        inputs[n] = tensor
 
     def prepare(raw: bytes):
         try:
@@ -113,6 +111,23 @@ def decode_and_classify(items: list[tuple[bytes, int]]) -> list:
     ready = [(tensor, top_k) for tensor, (_, top_k) in zip(inputs, items) if not isinstance(tensor, Exception)]
     outputs = iter(loaded.classify_each(ready) if ready else [])
     return [tensor if isinstance(tensor, Exception) else next(outputs) for tensor in inputs]
+
+
+def decoded_on_device(loaded, raws: list[bytes], max_pixels: int) -> dict:
+    """The JPEGs that torchvision decodes and preprocesses on the model's device (IMAGE_DECODER),
+    by their place in `raws`: PyTorch workers only (OpenVINO ones never import torch)."""
+    if loaded.info["runtime"] != "torch":
+        return {}
+    from inference.worker import tensor_decode
+
+    if not tensor_decode.used_for(loaded.device):
+        return {}
+    # Header checks hold the GIL (PIL parses JPEG markers in Python): no threads for them.
+    chosen = [n for n, raw in enumerate(raws) if tensor_decode.suits_tensor_decoding(raw, max_pixels)]
+    decoded = [(n, picture) for n, picture in zip(chosen, tensor_decode.decode([raws[n] for n in chosen], loaded.device))
+               if picture is not None]
+    tensors = tensor_decode.preprocess([picture for _, picture in decoded], loaded.transforms)
+    return {n: tensor for (n, _), tensor in zip(decoded, tensors)}
 
 
 def parallel_map(fn, items: list) -> list:

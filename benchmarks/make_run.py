@@ -1,0 +1,209 @@
+"""`python -m benchmarks.make_run`: the system as `make run` starts it, against plain scripts, and its memory.
+
+Honcho runs the Procfile unchanged (an embedded Valkey, the API, one worker per model with
+HOST_WORKERS=4, Flower) with nothing set but free ports, a data folder and Flower's login: the
+defaults users get. Each round, with the plain scripts (resnet18 on all cores, at `--plain-batch`:
+PyTorch eager fp32, then the workers' own runtime and precision) run around the system's runs:
+- resnet18 only: single-picture requests through the REST API (`?wait`), `--concurrency` in
+  flight, while the other three models sit idle;
+- mixed: the same spread over the four models.
+Then memory: the PSS of each Procfile entry's processes (and honcho's) after `--mixed-requests`
+mixed requests in all. Prints a table; writes make-run.json beside benchmark.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import re
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import requests
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
+
+from benchmarks.benchmark import IMAGES, OUT, ROOT, PlainScript, _client_threads, rest_load
+from tests.system import free_port, wait_until
+
+MODELS = ("mobilenet", "resnet18", "efficientnet", "squeezenet")
+console = Console()
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of (plain scripts, resnet18 only, plain, mixed)")
+    parser.add_argument("--requests", type=int, default=300, help="requests per system run")
+    parser.add_argument("--concurrency", type=int, default=8, help="requests in flight")
+    parser.add_argument("--mixed-requests", type=int, default=1000, help="mixed requests sent in all before memory is read")
+    parser.add_argument("--seconds", type=float, default=4.0, help="duration of each plain-script measurement")
+    parser.add_argument("--plain-batch", type=int, default=8, help="the plain scripts' batch size")
+    parser.add_argument("--out", type=Path, default=OUT)
+    return parser.parse_args(argv)
+
+
+def procfile_commands() -> dict[str, str]:
+    """Procfile entry -> the program it runs (its command without leading VAR=value assignments)."""
+    entries = (line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines() if ":" in line)
+    return {name.strip(): re.sub(r"^(\S+=\S+\s+)*", "", command.strip()) for name, command in entries}
+
+
+def process_tree() -> tuple[dict[int, list[int]], dict[int, str]]:
+    """Children of each process, and each process's command line, from /proc."""
+    children: dict[int, list[int]] = {}
+    cmdlines: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdlines[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    return children, cmdlines
+
+
+def pss_mb(pid: int) -> float:
+    try:
+        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return 0.0
+    match = re.search(r"^Pss:\s+(\d+) kB", rollup, re.M)
+    return int(match[1]) / 1024 if match else 0.0
+
+
+def memory_by_entry(honcho_pid: int) -> dict[str, dict]:
+    """PSS (MB) of each Procfile entry's processes, honcho's own beside them."""
+    children, cmdlines = process_tree()
+
+    def subtree(pid: int) -> list[int]:
+        return [pid] + [p for child in children.get(pid, []) for p in subtree(child)]
+
+    programs = procfile_commands()
+    report = {"honcho": {"pss_mb": pss_mb(honcho_pid), "processes": 1}}
+    for child in children.get(honcho_pid, []):
+        pids = subtree(child)
+        text = " ".join(cmdlines.get(pid, "") for pid in pids)
+        name = next((name for name, program in programs.items() if program.split(" --")[0] in text), f"pid {child}")
+        report[name] = {"pss_mb": round(sum(pss_mb(pid) for pid in pids), 1), "processes": len(pids),
+                        "by_process": {cmdlines.get(pid, "")[:80]: round(pss_mb(pid), 1) for pid in pids}}
+    report["total"] = {"pss_mb": round(sum(part["pss_mb"] for part in report.values()), 1),
+                       "processes": sum(part["processes"] for part in report.values())}
+    return report
+
+
+def start_make_run(data_dir: Path) -> tuple[subprocess.Popen, str]:
+    """`make run`'s processes (honcho and the Procfile) on free ports; the API's address."""
+    api_port = free_port()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",  # the venv's gunicorn, as `make run`'s
+           "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "REDIS_DATA_DIR": str(data_dir / "redis"),
+           "API_PORT": str(api_port), "FLOWER_PORT": str(free_port()), "FLOWER_BASIC_AUTH": f"bench:{secrets.token_hex(8)}"}
+    log = (data_dir / "system.log").open("w")
+    honcho = subprocess.Popen([sys.executable, "-m", "honcho", "start"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    return honcho, f"http://127.0.0.1:{api_port}"
+
+
+def ready_workers(api: str) -> int:
+    """Ready workers as every API process sees them (each keeps its own view: 12 answers)."""
+    try:
+        return min(requests.get(f"{api}/workers/status", timeout=5).json()["ready"] for _ in range(12))
+    except (requests.RequestException, ValueError, KeyError):
+        return 0
+
+
+def payloads_for(models) -> list[str]:
+    pictures = [base64.b64encode(path.read_bytes()).decode() for path in IMAGES]
+    return [json.dumps({"data": pictures[n % len(pictures)], "model_type": model}) for n, model in enumerate(models)]
+
+
+def one_round(eager: PlainScript, plain: PlainScript, api: str, args: argparse.Namespace) -> dict:
+    """Plain eager, plain runtime, resnet18 only, plain runtime, mixed, plain eager: each system
+    run against the mean of the plain runs on either side of it."""
+    batch, seconds = args.plain_batch, args.seconds
+    round_: dict = {"eager_rps": [eager.rps(batch, seconds)], "plain_rps": [plain.rps(batch, seconds)]}
+    round_["resnet18_only"] = rest_load(api, payloads_for(["resnet18"] * 2), args.requests, args.concurrency)
+    round_["plain_rps"].append(plain.rps(batch, seconds))
+    round_["mixed"] = rest_load(api, payloads_for(MODELS), args.requests, args.concurrency)
+    round_["eager_rps"].append(eager.rps(batch, seconds))
+    for run in ("resnet18_only", "mixed"):
+        round_[run].pop("latencies_ms")
+    return round_
+
+
+def summarise(rounds: list[dict], memory: dict, plain: PlainScript) -> dict:
+    def median(fn) -> float:
+        return statistics.median(fn(r) for r in rounds)
+
+    return {
+        "rounds": rounds, "memory": memory, "runtime": plain.loaded.info["runtime"], "precision": plain.loaded.info["precision"],
+        "resnet18_only_rps": median(lambda r: r["resnet18_only"]["rps"]),
+        "mixed_rps": median(lambda r: r["mixed"]["rps"]),
+        "plain_rps": median(lambda r: statistics.mean(r["plain_rps"])),
+        "eager_rps": median(lambda r: statistics.mean(r["eager_rps"])),
+        "resnet18_only_vs_plain": median(lambda r: r["resnet18_only"]["rps"] / statistics.mean(r["plain_rps"])),
+        "resnet18_only_vs_pytorch_eager": median(lambda r: r["resnet18_only"]["rps"] / statistics.mean(r["eager_rps"])),
+        "mixed_vs_pytorch_eager": median(lambda r: r["mixed"]["rps"] / statistics.mean(r["eager_rps"])),
+    }
+
+
+def print_report(report: dict) -> None:
+    table = Table(title=f"make run's defaults: four workers ({report['runtime']}, {report['precision']}), the API, Flower, Valkey")
+    for column in ("measure", "median", "goal (issue #20)"):
+        table.add_column(column)
+    table.add_row("resnet18 only, requests/s", f"{report['resnet18_only_rps']:.1f}", "")
+    table.add_row("mixed (four models), requests/s", f"{report['mixed_rps']:.1f}", "")
+    table.add_row(f"plain {report['runtime']} script, images/s", f"{report['plain_rps']:.1f}", "")
+    table.add_row("plain PyTorch eager fp32 script, images/s", f"{report['eager_rps']:.1f}", "")
+    table.add_row("resnet18 only / plain script of the same runtime", f"{report['resnet18_only_vs_plain']:.2f}x", ">= 0.8x")
+    table.add_row("resnet18 only / plain PyTorch eager", f"{report['resnet18_only_vs_pytorch_eager']:.2f}x", ">= 5x")
+    table.add_row("memory, whole system (PSS)", f"{report['memory']['total']['pss_mb']:.0f} MB", "<= 1,500 MB")
+    for name, part in report["memory"].items():
+        if name != "total":
+            table.add_row(f"  {name} ({part['processes']} processes)", f"{part['pss_mb']:.0f} MB", "")
+    console.print(table)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from inference.core.settings import cpu_count
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    console.rule(f"plain scripts (resnet18, random weights, {cpu_count()} threads, batch {args.plain_batch})")
+    plain, eager = PlainScript("resnet18", cpu_count()), PlainScript("resnet18", cpu_count(), optimize="none", runtime="torch")
+    with tempfile.TemporaryDirectory(prefix="make-run-") as data_dir:
+        honcho, api = start_make_run(Path(data_dir))
+        try:
+            wait_until(lambda: honcho.poll() is not None or ready_workers(api) == len(MODELS), 600, what="make run's four workers")
+            if honcho.poll() is not None:
+                raise RuntimeError(f"honcho stopped: {(Path(data_dir) / 'system.log').read_text()[-3000:]}")
+            rest_load(api, payloads_for(MODELS * 4), 4 * args.concurrency, args.concurrency)  # warm-up
+            rounds = [one_round(eager, plain, api, args) for _ in track(range(args.rounds), description="rounds", console=console)]
+            left = args.mixed_requests - args.rounds * args.requests
+            if left > 0:
+                rest_load(api, payloads_for(MODELS), left, args.concurrency)
+            memory = memory_by_entry(honcho.pid)
+        finally:
+            for pool in _client_threads.values():
+                pool.shutdown()
+            _client_threads.clear()
+            os.killpg(honcho.pid, signal.SIGINT)
+            honcho.wait(60)
+    report = summarise(rounds, memory, plain)
+    (args.out / "make-run.json").write_text(json.dumps(report, indent=2))
+    print_report(report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,69 @@
+"""Convert a registry model to OpenVINO IR, with the sidecar a torch-free worker serves it from.
+
+`python -m inference.worker.convert resnet18 --weights auto --seed 0 --cache-dir var/models`
+prints the .xml it wrote (or found). OpenVINO workers run it as a child process when their model
+is not cached yet (inference/worker/openvino_runtime.py), so torch is imported here and not there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+
+import torch
+from torchvision.models import get_weight
+
+from inference.core.registry import ModelSpec, get_spec
+from inference.worker.model_runtime import build_model
+from inference.worker.openvino_runtime import ir_key, ir_path, whole
+from inference.worker.preprocessing import ClassificationTransform
+
+log = logging.getLogger(__name__)
+
+
+def convert_to_ir(spec: ModelSpec, mode: str, seed: int, cache_dir: Path, allow_download: bool = False) -> Path:
+    """The model MODEL_WEIGHTS=`mode` gives (pretrained, or random with its seed) as IR in
+    `cache_dir`. Written under temporary names and renamed, the .xml last: two processes
+    converting at once never leave half a model behind, and the .xml's presence means the
+    .bin and .json beside it are whole."""
+    import openvino as ov
+
+    model, used = build_model(spec, mode, seed, allow_download)
+    xml = ir_path(cache_dir, ir_key(spec, used, seed))
+    if whole(xml):
+        return xml
+    weights = get_weight(spec.weights)
+    sidecar = {
+        "weights": used,
+        "categories": list(weights.meta["categories"]),
+        "transform": ClassificationTransform.of(weights.transforms()).as_dict(),
+        "pretrained_checkpoint": os.path.basename(weights.url),  # under `auto`, random serves while this is missing
+    }
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    converted = ov.convert_model(model.eval(), example_input=torch.zeros(1, 3, 224, 224), input=[ov.PartialShape([-1, 3, 224, 224])])
+    temporary = cache_dir / f".{xml.stem}.{os.getpid()}.{threading.get_ident()}.xml"
+    ov.save_model(converted, temporary, compress_to_fp16=False)  # weights stay f32: the precision is chosen when compiling
+    temporary.with_suffix(".json").write_text(json.dumps(sidecar))
+    for suffix in (".bin", ".json", ".xml"):
+        os.replace(temporary.with_suffix(suffix), xml.with_suffix(suffix))
+    log.info("converted %s (%s weights) to OpenVINO IR: %s", spec.name, used, xml)
+    return xml
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model")
+    parser.add_argument("--weights", default="auto", choices=["auto", "pretrained", "random"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache-dir", default="var/models")
+    parser.add_argument("--allow-download", action="store_true")
+    args = parser.parse_args()
+    print(convert_to_ir(get_spec(args.model), args.weights, args.seed, Path(args.cache_dir), args.allow_download))
+
+
+if __name__ == "__main__":
+    main()
