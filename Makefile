@@ -46,8 +46,9 @@ type-check: setup  ## mypy (settings in pyproject.toml)
 resilience: setup  ## the fault-tolerance scenarios under more load (RESILIENCE_SCALE=5)
 	RESILIENCE_SCALE=$${RESILIENCE_SCALE:-5} $(BIN)/python -m pytest tests/test_resilience.py -s -p no:cacheprovider
 
-benchmark: setup  ## the system against a plain script, same machine, same run; table, JSON and PNGs in benchmark-results/
+benchmark: setup  ## the system against plain scripts, same machine, same run: one worker tuned alone, then make run's own processes and memory; tables, JSON and PNGs in benchmark-results/
 	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks.make_run
 
 benchmark-gpu: setup  ## the same on a CUDA machine: requests of 128 images, two worker replicas (the H100 figures in docs/performance.md)
 	WORKER_FP16=true $(BIN)/python -m benchmarks --batch-sizes 64,128,256 --rounds 1 --requests 512 --low-load 20 \

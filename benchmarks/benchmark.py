@@ -65,7 +65,8 @@ class PlainScript:
     WORKER_FP16, IMAGE_DECODER: JPEGs decoded on a CUDA device, and GOMP_SPINCOUNT) so that only
     the system differs; or with PyTorch's eager fp32 model (`runtime="torch", optimize="none"`)."""
 
-    def __init__(self, model_name: str, threads: int, optimize: str | None = None, runtime: str | None = None):
+    def __init__(self, model_name: str, threads: int, optimize: str | None = None, runtime: str | None = None,
+                 pictures: list[bytes] | None = None):
         from inference.worker.sizing import openmp_wait_policy
 
         openmp_wait_policy()  # as a worker's, before torch loads (it made no difference to the plain script alone)
@@ -81,7 +82,7 @@ class PlainScript:
                                          runtime=runtime or settings.worker_runtime, precision=settings.worker_precision,
                                          cache_dir=settings.model_cache_dir)
         self.load_rgb, self.tensor_decode = load_rgb, tensor_decode
-        self.raw = [p.read_bytes() for p in IMAGES]
+        self.raw = pictures or [p.read_bytes() for p in IMAGES]
 
     def raws(self, count: int) -> list[bytes]:
         return [self.raw[i % len(self.raw)] for i in range(count)]

@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import requests
@@ -32,6 +33,7 @@ from rich.progress import track
 from rich.table import Table
 
 from benchmarks.benchmark import IMAGES, OUT, ROOT, PlainScript, _client_threads, rest_load
+from tests.helpers import large_photo
 from tests.system import free_port, wait_until
 
 MODELS = ("mobilenet", "resnet18", "efficientnet", "squeezenet")
@@ -43,6 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of (plain scripts, resnet18 only, plain, mixed)")
     parser.add_argument("--requests", type=int, default=300, help="requests per system run")
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight")
+    parser.add_argument("--photo-requests", type=int, default=60, help="requests of a 12-MP photo per round")
     parser.add_argument("--mixed-requests", type=int, default=1000, help="mixed requests sent in all before memory is read")
     parser.add_argument("--seconds", type=float, default=4.0, help="duration of each plain-script measurement")
     parser.add_argument("--plain-batch", type=int, default=8, help="the plain scripts' batch size")
@@ -82,24 +85,52 @@ def pss_mb(pid: int) -> float:
     return int(match[1]) / 1024 if match else 0.0
 
 
-def memory_by_entry(honcho_pid: int) -> dict[str, dict]:
-    """PSS (MB) of each Procfile entry's processes, honcho's own beside them."""
+def processes_by_entry(honcho_pid: int) -> dict[str, list[int]]:
+    """The processes of each Procfile entry (honcho's fork that supervises it included)."""
     children, cmdlines = process_tree()
 
     def subtree(pid: int) -> list[int]:
         return [pid] + [p for child in children.get(pid, []) for p in subtree(child)]
 
     programs = procfile_commands()
-    report = {"honcho": {"pss_mb": pss_mb(honcho_pid), "processes": 1}}
+    entries = {"honcho": [honcho_pid]}
     for child in children.get(honcho_pid, []):
         pids = subtree(child)
         text = " ".join(cmdlines.get(pid, "") for pid in pids)
-        name = next((name for name, program in programs.items() if program.split(" --")[0] in text), f"pid {child}")
-        report[name] = {"pss_mb": round(sum(pss_mb(pid) for pid in pids), 1), "processes": len(pids),
-                        "by_process": {cmdlines.get(pid, "")[:80]: round(pss_mb(pid), 1) for pid in pids}}
+        entries[next((name for name, program in programs.items() if program.split(" --")[0] in text), f"pid {child}")] = pids
+    return entries
+
+
+def memory_by_entry(honcho_pid: int) -> dict[str, dict]:
+    """PSS (MB) of each Procfile entry's processes, honcho's own beside them."""
+    _, cmdlines = process_tree()
+    report = {name: {"pss_mb": round(sum(pss_mb(pid) for pid in pids), 1), "processes": len(pids),
+                     "by_process": [[pid, cmdlines.get(pid, "")[:100], round(pss_mb(pid), 1)] for pid in pids]}
+              for name, pids in processes_by_entry(honcho_pid).items()}
     report["total"] = {"pss_mb": round(sum(part["pss_mb"] for part in report.values()), 1),
                        "processes": sum(part["processes"] for part in report.values())}
     return report
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def cpu_ms_per_request(honcho_pid: int, run) -> tuple[dict, dict[str, float]]:
+    """`run()`'s result, and the CPU each Procfile entry (and this client) spent per request of it."""
+    entries = processes_by_entry(honcho_pid)
+
+    def now() -> dict[str, float]:
+        return {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in entries.items()} | {"client": time.process_time()}
+
+    before = now()
+    result = run()
+    after = now()
+    return result, {name: round(1000 * (after[name] - before[name]) / result["count"], 2) for name in after}
 
 
 def start_make_run(data_dir: Path) -> tuple[subprocess.Popen, str]:
@@ -122,21 +153,28 @@ def ready_workers(api: str) -> int:
         return 0
 
 
-def payloads_for(models) -> list[str]:
-    pictures = [base64.b64encode(path.read_bytes()).decode() for path in IMAGES]
-    return [json.dumps({"data": pictures[n % len(pictures)], "model_type": model}) for n, model in enumerate(models)]
+def payloads_for(models, pictures: list[bytes] | None = None) -> list[str]:
+    encoded = [base64.b64encode(picture).decode() for picture in pictures or [path.read_bytes() for path in IMAGES]]
+    return [json.dumps({"data": encoded[n % len(encoded)], "model_type": model}) for n, model in enumerate(models)]
 
 
-def one_round(eager: PlainScript, plain: PlainScript, api: str, args: argparse.Namespace) -> dict:
+def one_round(eager: PlainScript, plain: PlainScript, full_decode: PlainScript, api: str, honcho_pid: int,
+              args: argparse.Namespace) -> dict:
     """Plain eager, plain runtime, resnet18 only, plain runtime, mixed, plain eager: each system
-    run against the mean of the plain runs on either side of it."""
+    run against the mean of the plain runs on either side of it. Then 12-MP photos: the system
+    against plain PyTorch eager fp32 decoding them whole (what the workers did before draft
+    decoding and OpenVINO), before and after."""
     batch, seconds = args.plain_batch, args.seconds
     round_: dict = {"eager_rps": [eager.rps(batch, seconds)], "plain_rps": [plain.rps(batch, seconds)]}
-    round_["resnet18_only"] = rest_load(api, payloads_for(["resnet18"] * 2), args.requests, args.concurrency)
+    round_["resnet18_only"], round_["cpu_ms_per_request"] = cpu_ms_per_request(
+        honcho_pid, lambda: rest_load(api, payloads_for(["resnet18"] * 2), args.requests, args.concurrency))
     round_["plain_rps"].append(plain.rps(batch, seconds))
     round_["mixed"] = rest_load(api, payloads_for(MODELS), args.requests, args.concurrency)
     round_["eager_rps"].append(eager.rps(batch, seconds))
-    for run in ("resnet18_only", "mixed"):
+    round_["photo_eager_rps"] = [full_decode.rps(1, seconds)]
+    round_["photos"] = rest_load(api, payloads_for(["resnet18"], full_decode.raw), args.photo_requests, args.concurrency)
+    round_["photo_eager_rps"].append(full_decode.rps(1, seconds))
+    for run in ("resnet18_only", "mixed", "photos"):
         round_[run].pop("latencies_ms")
     return round_
 
@@ -154,6 +192,10 @@ def summarise(rounds: list[dict], memory: dict, plain: PlainScript) -> dict:
         "resnet18_only_vs_plain": median(lambda r: r["resnet18_only"]["rps"] / statistics.mean(r["plain_rps"])),
         "resnet18_only_vs_pytorch_eager": median(lambda r: r["resnet18_only"]["rps"] / statistics.mean(r["eager_rps"])),
         "mixed_vs_pytorch_eager": median(lambda r: r["mixed"]["rps"] / statistics.mean(r["eager_rps"])),
+        "cpu_ms_per_request": {name: median(lambda r, name=name: r["cpu_ms_per_request"][name]) for name in rounds[0]["cpu_ms_per_request"]},
+        "photos_rps": median(lambda r: r["photos"]["rps"]),
+        "photo_eager_rps": median(lambda r: statistics.mean(r["photo_eager_rps"])),
+        "photos_vs_pytorch_full_decode": median(lambda r: r["photos"]["rps"] / statistics.mean(r["photo_eager_rps"])),
     }
 
 
@@ -167,6 +209,15 @@ def print_report(report: dict) -> None:
     table.add_row("plain PyTorch eager fp32 script, images/s", f"{report['eager_rps']:.1f}", "")
     table.add_row("resnet18 only / plain script of the same runtime", f"{report['resnet18_only_vs_plain']:.2f}x", ">= 0.8x")
     table.add_row("resnet18 only / plain PyTorch eager", f"{report['resnet18_only_vs_pytorch_eager']:.2f}x", ">= 5x")
+    table.add_row("12-MP photos, resnet18, requests/s", f"{report['photos_rps']:.1f}", "")
+    table.add_row("12-MP photos, plain PyTorch eager, whole decode, images/s", f"{report['photo_eager_rps']:.1f}", "")
+    table.add_row("12-MP photos: system / that script", f"{report['photos_vs_pytorch_full_decode']:.2f}x", ">= 5x (vs the old code)")
+    cpu = report["cpu_ms_per_request"]
+    table.add_row("CPU per resnet18 request, all but the workers' (ms)", f"{sum(v for k, v in cpu.items() if not k.startswith('worker')):.1f}",
+                  "")
+    for name, ms in cpu.items():
+        if ms >= 0.05:
+            table.add_row(f"  {name}", f"{ms:.2f}", "")
     table.add_row("memory, whole system (PSS)", f"{report['memory']['total']['pss_mb']:.0f} MB", "<= 1,500 MB")
     for name, part in report["memory"].items():
         if name != "total":
@@ -181,6 +232,7 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     console.rule(f"plain scripts (resnet18, random weights, {cpu_count()} threads, batch {args.plain_batch})")
     plain, eager = PlainScript("resnet18", cpu_count()), PlainScript("resnet18", cpu_count(), optimize="none", runtime="torch")
+    full_decode = PlainScript("resnet18", cpu_count(), optimize="none", runtime="torch", pictures=[large_photo()])
     with tempfile.TemporaryDirectory(prefix="make-run-") as data_dir:
         honcho, api = start_make_run(Path(data_dir))
         try:
@@ -188,18 +240,22 @@ def main(argv=None) -> int:
             if honcho.poll() is not None:
                 raise RuntimeError(f"honcho stopped: {(Path(data_dir) / 'system.log').read_text()[-3000:]}")
             rest_load(api, payloads_for(MODELS * 4), 4 * args.concurrency, args.concurrency)  # warm-up
-            rounds = [one_round(eager, plain, api, args) for _ in track(range(args.rounds), description="rounds", console=console)]
+            rounds = [one_round(eager, plain, full_decode, api, honcho.pid, args) for _ in track(range(args.rounds), description="rounds", console=console)]
             left = args.mixed_requests - args.rounds * args.requests
             if left > 0:
                 rest_load(api, payloads_for(MODELS), left, args.concurrency)
             memory = memory_by_entry(honcho.pid)
+            pids = [pid for part in memory.values() for pid, _, _ in part.get("by_process", [])]
         finally:
             for pool in _client_threads.values():
                 pool.shutdown()
             _client_threads.clear()
             os.killpg(honcho.pid, signal.SIGINT)
-            honcho.wait(60)
-    report = summarise(rounds, memory, plain)
+            try:
+                honcho.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(honcho.pid, signal.SIGKILL)
+    report = summarise(rounds, memory, plain) | {"pids": pids}  # all gone by now (the test checks)
     (args.out / "make-run.json").write_text(json.dumps(report, indent=2))
     print_report(report)
     return 0

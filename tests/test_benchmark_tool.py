@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -48,6 +49,24 @@ def test_benchmark_runs_and_reports(tmp_path):
         assert many[name]["ok"] == many[name]["requests"] == 3 and many[name]["images_per_s"] > 0
     assert (tmp_path / "latency.png").stat().st_size > 0 and (tmp_path / "throughput.png").stat().st_size > 0
     assert "saturation: REST" in out.stdout and "all but the model" in out.stdout
+
+
+def test_the_make_run_benchmark_runs_and_reports(tmp_path):
+    """`make benchmark`'s second part: honcho runs the Procfile as `make run` does, and the report
+    has both plain scripts, both loads, and the memory of every Procfile entry."""
+    out = subprocess.run([sys.executable, "-m", "benchmarks.make_run", "--rounds", "1", "--requests", "16", "--mixed-requests", "40", "--photo-requests", "4",
+                          "--seconds", "0.3", "--out", str(tmp_path)], cwd=repo_root(), capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    report = json.loads((tmp_path / "make-run.json").read_text())
+    assert report["resnet18_only_rps"] > 0 and report["mixed_rps"] > 0 and report["plain_rps"] > 0 and report["eager_rps"] > 0
+    for run in ("resnet18_only", "mixed"):
+        assert report["rounds"][0][run]["ok"] == 16
+    assert report["rounds"][0]["photos"]["ok"] == 4 and report["photos_vs_pytorch_full_decode"] > 0
+    procfile = {line.split(":", 1)[0] for line in (repo_root() / "Procfile").read_text().splitlines() if ":" in line}
+    assert set(report["memory"]) == procfile | {"honcho", "total"}
+    assert all(report["memory"][name]["pss_mb"] > 0 for name in procfile)
+    assert report["memory"]["total"]["pss_mb"] == pytest.approx(sum(p["pss_mb"] for n, p in report["memory"].items() if n != "total"), abs=1)
+    assert "memory, whole system" in out.stdout and not any(Path("/proc", str(pid)).exists() for pid in report["pids"])
 
 
 def test_the_client_reopens_a_connection_the_api_closed_while_idle():
