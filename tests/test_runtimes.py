@@ -105,6 +105,21 @@ def test_a_model_is_converted_once_and_loaded_from_the_cache(pictures, tmp_path,
     assert cached(SPECS["squeezenet"], "random", 0, tmp_path, allow_download=False) == xml
 
 
+def test_a_process_without_torch_converts_in_a_child_and_hears_why_it_failed(tmp_path):
+    """The worker's path: no torch in the process, so conversion runs in a child; pretrained
+    weights that are missing come back as WeightsUnavailable (the worker's start fails with it)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from inference.core.registry import MODELS; from inference.worker import openvino_runtime as ov\n"
+             "try:\n    ov.load(MODELS['squeezenet'], 'pretrained', 0, cache_dir=sys.argv[1], warmup=False)\n"
+             "except Exception as exc:\n    print(type(exc).__name__, 'torch' in sys.modules)")
+    env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch")}  # no checkpoints there
+    answer = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True, env=env, timeout=120)
+    assert answer.stdout.split() == ["WeightsUnavailable", "False"], answer.stdout + answer.stderr
+    assert not list(tmp_path.glob("*.xml"))
+
+
 def test_pytorch_serves_where_openvino_cannot_run(monkeypatch, caplog, tmp_path):
     from inference.worker import openvino_runtime
 

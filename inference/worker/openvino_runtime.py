@@ -131,7 +131,9 @@ def convert(spec: ModelSpec, mode: str, seed: int, cache_dir: Path, allow_downlo
         return convert_to_ir(spec, mode, seed, cache_dir, allow_download)
     command = [sys.executable, "-m", "inference.worker.convert", spec.name, "--weights", mode, "--seed", str(seed),
                "--cache-dir", str(cache_dir)] + (["--allow-download"] if allow_download else [])
-    done = subprocess.run(command, capture_output=True, text=True)
+    root = str(Path(__file__).resolve().parents[2])  # where `inference` is, wherever the worker was started from
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         message = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit status {done.returncode}"
         if "WeightsUnavailable" in done.stderr:
