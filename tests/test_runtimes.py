@@ -136,7 +136,8 @@ def test_pytorch_serves_where_openvino_cannot_run(monkeypatch, caplog, tmp_path)
 
 def test_a_worker_borrows_the_cores_other_workers_leave_idle(tmp_path):
     """All the cores while no other model worker runs a batch or ran one a moment ago; its part
-    beside the busy ones; never less than its share. A dead process's "running" mark is ignored."""
+    beside the busy ones; never less than its share. A dead process's "running" mark is ignored;
+    a board that is not the user's own folder lends nothing."""
     import subprocess
     import time
 
@@ -165,6 +166,10 @@ def test_a_worker_borrows_the_cores_other_workers_leave_idle(tmp_path):
     finally:
         other.kill()
         another.kill()
+    assert CoreLender(share=4, cores=64, board=tmp_path).choices == [16, 21, 32, 64]  # a few compiled counts, not one per core
+    (tmp_path / "not-mine").symlink_to(tmp_path)
+    refused = CoreLender(share=1, cores=4, board=tmp_path / "not-mine")  # a board another user could have planted
+    assert refused.threads() == 1 and refused.choices == [1]
 
 
 @pytest.mark.e2e

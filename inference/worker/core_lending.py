@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
 import tempfile
 import time
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 RUNNING = 10**9  # added to a file's mtime while its process runs a batch
 RECENT_SECONDS = 0.05  # a worker whose batch ended this recently is still busy (its next batch is on its way)
@@ -48,15 +51,22 @@ class CoreLender:
     def __init__(self, share: int, cores: int, board: Path | None = None):
         self.share, self.cores = share, cores
         self.board = board or board_dir()
-        self.board.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.mine = self.board / str(os.getpid())
-        self.mine.touch()
+        try:
+            self.board.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if self.board.is_symlink() or self.board.stat().st_uid != os.getuid():
+                raise PermissionError(f"{self.board} is not this user's own folder")
+            self.mine.touch()
+        except OSError as exc:  # no lending rather than no worker
+            log.warning("cores are not lent to this worker (its share only): %s", exc)
+            self.cores = share
         atexit.register(self.mine.unlink, missing_ok=True)
 
     @property
     def choices(self) -> list[int]:
-        """Every thread count `threads()` may answer: cores / (k + 1), at least the share."""
-        return sorted({max(self.share, self.cores // busy) for busy in range(1, self.cores + 1)})
+        """Every thread count `threads()` may answer (compiled for at start): all the cores, a
+        half, a third, a quarter, never less than the share."""
+        return sorted({max(self.share, self.cores // n) for n in (1, 2, 3, 4)})
 
     def busy_others(self) -> int:
         now, busy = time.time(), 0
@@ -73,10 +83,17 @@ class CoreLender:
         return busy
 
     def threads(self) -> int:
-        return max(self.share, self.cores // (self.busy_others() + 1))
+        """The most threads of `choices` within this worker's part of the cores now."""
+        if self.cores <= self.share:
+            return self.share
+        part = self.cores // (self.busy_others() + 1)
+        return max([count for count in self.choices if count <= part], default=self.share)
 
     @contextlib.contextmanager
     def running(self):
+        if self.cores <= self.share:
+            yield
+            return
         now = time.time()
         os.utime(self.mine, (now, now + RUNNING))
         try:
