@@ -88,7 +88,7 @@ def validate_item(fields, prefix: str = "") -> InferenceRequest:
         where = prefix if item.images is None else f"{prefix}images[{n}]: "
         try:
             raws.append(decode_base64(data))
-            probed = probe_image(raws[-1], settings.max_image_pixels)
+            probed = probe_image(raws[-1], settings.max_image_pixels, settings.max_jpeg_scans)
         except InvalidRequest as exc:
             raise type(exc)(where + exc.message) from None
         sizes.append((probed["width"], probed["height"]))

@@ -23,10 +23,11 @@ import pytest
 import redis
 import requests
 from celery import Celery
+from PIL import Image
 
 from inference.core.errors import vocabulary
 from tests import hostile
-from tests.helpers import MODELS, image_b64, image_bytes, pool_pids, queued_job
+from tests.helpers import MODELS, encoded, image_b64, image_bytes, pool_pids, queued_job
 from tests.system import LOG_DIR, Processes, free_port, start_api, start_redis, start_worker, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -106,6 +107,18 @@ def test_a_jpeg_of_many_scans_is_refused_by_the_api_and_by_the_worker(api, norma
     assert time.perf_counter() - started < 2
     wait_until(lambda: not leftovers(redis_client, submitted.task_id), 5, what="the request's keys gone")
     assert_unharmed(api, normal)
+
+
+def test_the_scan_limit_is_the_apps_own(api_with):
+    """MAX_JPEG_SCANS as create_app(Settings(...)) sets it, as every other API limit: a progressive
+    JPEG of ~10 scans is refused under a limit of 3, and still admitted by the default app."""
+    progressive = encoded(Image.new("RGB", (64, 64), (10, 200, 30)), "JPEG", progressive=True)
+    body = {"data": base64.b64encode(progressive).decode(), "model_type": "resnet18", "priority": "low"}
+    strict = api_with(max_jpeg_scans=3).post("/v1/inference", json=body)
+    assert strict.status_code == 400 and strict.get_json()["error"]["code"] == "image_too_complex", strict.get_json()
+    assert "more than 3 scans" in strict.get_json()["error"]["message"]
+    admitted = api_with().post("/v1/inference", json=body)
+    assert admitted.status_code == 202, admitted.get_json()
 
 
 @pytest.mark.parametrize("chunk", [b"zTXt", b"iTXt", b"iCCP"])

@@ -45,25 +45,26 @@ def decode_base64(data: object) -> bytes:
     return raw
 
 
-def within_scan_limit(raw: bytes) -> bool:
+def within_scan_limit(raw: bytes, max_scans: int | None = None) -> bool:
     """Not a JPEG of more than MAX_JPEG_SCANS scans (a JPEG decodes in one pass per scan). Every
     scan starts with its marker, which cannot occur inside coded data (0xFF is stuffed there), so
-    counting the marker's bytes never counts fewer scans than there are."""
-    return not raw.startswith(JPEG_START) or raw.count(START_OF_SCAN) <= get_settings().max_jpeg_scans
+    counting the marker's bytes never counts fewer scans than there are. `max_scans`: the API's
+    own setting; else this process's MAX_JPEG_SCANS (a worker's)."""
+    return not raw.startswith(JPEG_START) or raw.count(START_OF_SCAN) <= (max_scans or get_settings().max_jpeg_scans)
 
 
-def check_jpeg_scans(raw: bytes) -> None:
-    if not within_scan_limit(raw):
-        raise ImageTooComplex(f"the JPEG has more than {get_settings().max_jpeg_scans} scans (MAX_JPEG_SCANS): "
+def check_jpeg_scans(raw: bytes, max_scans: int | None = None) -> None:
+    if not within_scan_limit(raw, max_scans):
+        raise ImageTooComplex(f"the JPEG has more than {max_scans or get_settings().max_jpeg_scans} scans (MAX_JPEG_SCANS): "
                               "each is a pass over the whole picture")
 
 
-def open_checked(raw: bytes, max_pixels: int) -> Image.Image:
+def open_checked(raw: bytes, max_pixels: int, max_scans: int | None = None) -> Image.Image:
     """Open `raw` from its headers only (no pixels decoded): an allowed format within the pixel
     limit, and a JPEG within the scan limit."""
     if not raw:
         raise InvalidImage("the image is empty")
-    check_jpeg_scans(raw)
+    check_jpeg_scans(raw, max_scans)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -94,13 +95,13 @@ def plain_jpeg_layout(raw: bytes, max_pixels: int) -> JpegLayout | None:
     return layout if 0 < layout.width * layout.height <= limit else None
 
 
-def probe_image(raw: bytes, max_pixels: int) -> dict:
+def probe_image(raw: bytes, max_pixels: int, max_scans: int | None = None) -> dict:
     """Cheap check (headers only) that `raw` is an allowed image within the pixel and scan limits."""
     layout = plain_jpeg_layout(raw, max_pixels)
     if layout is not None:
-        check_jpeg_scans(raw)
+        check_jpeg_scans(raw, max_scans)
         return {"format": "JPEG", "width": layout.width, "height": layout.height, "mode": "RGB" if layout.components == 3 else "L"}
-    img = open_checked(raw, max_pixels)
+    img = open_checked(raw, max_pixels, max_scans)
     return {"format": img.format, "width": img.width, "height": img.height, "mode": img.mode}
 
 
