@@ -105,6 +105,23 @@ def test_a_model_is_converted_once_and_loaded_from_the_cache(pictures, tmp_path,
     assert cached(SPECS["squeezenet"], "random", 0, tmp_path, allow_download=False) == xml
 
 
+@pytest.mark.parametrize("damage", [".bin", ".json"])
+def test_a_damaged_cache_is_converted_again(damage, pictures, tmp_path, caplog):
+    """A truncated .bin or a broken sidecar in MODEL_CACHE_DIR (a half copy): converted again, once,
+    with a warning, and the answers are the model's."""
+    import numpy as np
+
+    first = load("squeezenet", tmp_path, runtime="openvino", precision="fp32")
+    damaged, = tmp_path.glob(f"squeezenet1_1-*{damage}")
+    whole = damaged.read_bytes()
+    damaged.unlink()  # a new file: `first` still maps the old one (truncating that in place would crash it)
+    damaged.write_bytes(whole[: len(whole) // 3])
+    again = load("squeezenet", tmp_path, runtime="openvino", precision="fp32")
+    assert again.info["converted"] is True and "converting it again" in caplog.text
+    batch = first.preprocess(pictures)
+    assert np.array_equal(first.forward(batch), again.forward(batch))
+
+
 def test_a_process_without_torch_converts_in_a_child_and_hears_why_it_failed(tmp_path):
     """The worker's path: no torch in the process, so conversion runs in a child; pretrained
     weights that are missing come back as WeightsUnavailable (the worker's start fails with it)."""

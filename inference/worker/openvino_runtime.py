@@ -227,9 +227,19 @@ def load(spec: ModelSpec, mode: str, seed: int, *, precision: str = "auto", thre
     converted = xml is None
     if xml is None:
         xml = convert(spec, mode, seed, Path(cache_dir), allow_download)
-    sidecar = json.loads(xml.with_suffix(".json").read_text())
+    try:
+        sidecar, model = json.loads(xml.with_suffix(".json").read_text()), ov.Core().read_model(xml)
+    except (RuntimeError, ValueError, OSError) as exc:
+        if converted:
+            raise
+        # A damaged cache (a truncated copy, a file edited by hand) is converted again, once.
+        log.warning("the cached %s does not load (%s): converting it again", xml, exc)
+        for suffix in (".xml", ".bin", ".json"):
+            xml.with_suffix(suffix).unlink(missing_ok=True)
+        xml, converted = convert(spec, mode, seed, Path(cache_dir), allow_download), True
+        sidecar, model = json.loads(xml.with_suffix(".json").read_text()), ov.Core().read_model(xml)
     lender = CoreLender(threads, lend_cores) if lend_cores > threads else None
-    model, served = ov.Core().read_model(xml), resolve_precision(precision)
+    served = resolve_precision(precision)
     variants = {count: compile_ir(model, served, count) for count in (lender.choices if lender else [threads])}
     classifier = CompiledClassifier(spec, variants, sidecar, lender)
     classifier.info = {
