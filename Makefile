@@ -48,7 +48,7 @@ resilience: setup  ## the fault-tolerance scenarios under more load (RESILIENCE_
 
 benchmark: setup  ## the system against plain scripts, same machine, same run: one worker tuned alone, then make run's own processes and memory; tables, JSON and PNGs in benchmark-results/
 	$(BIN)/python -m benchmarks
-	$(BIN)/python -m benchmarks.make_run
+	$(BIN)/python -m benchmarks.make_run --baseline 6edc619  # 12-MP photos also through the code before issue #20
 
 benchmark-gpu: setup  ## the same on a CUDA machine: requests of 128 images, two worker replicas (the H100 figures in docs/performance.md)
 	WORKER_FP16=true $(BIN)/python -m benchmarks --batch-sizes 64,128,256 --rounds 1 --requests 512 --low-load 20 \

@@ -8,13 +8,15 @@ PyTorch eager fp32, then the workers' own runtime and precision) run around the 
   flight, while the other three models sit idle;
 - mixed: the same spread over the four models.
 Then memory: the PSS of each Procfile entry's processes (and honcho's) after `--mixed-requests`
-mixed requests in all. Prints a table; writes make-run.json beside benchmark.json.
+mixed requests in all. With `--baseline REV`, `make run` at that revision (a git worktree)
+takes the same 12-MP photos afterwards. Prints a table; writes make-run.json beside benchmark.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import re
@@ -33,6 +35,7 @@ from rich.progress import track
 from rich.table import Table
 
 from benchmarks.benchmark import IMAGES, OUT, ROOT, PlainScript, _client_threads, rest_load
+from inference.core.settings import get_settings
 from tests.helpers import large_photo
 from tests.system import free_port, wait_until
 
@@ -49,6 +52,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--mixed-requests", type=int, default=1000, help="mixed requests sent in all before memory is read")
     parser.add_argument("--seconds", type=float, default=4.0, help="duration of each plain-script measurement")
     parser.add_argument("--plain-batch", type=int, default=8, help="the plain scripts' batch size")
+    parser.add_argument("--baseline", help="a git revision whose `make run` also takes the 12-MP photos (`make benchmark`: the "
+                                           "code before issue #20, 6edc619)")
     parser.add_argument("--out", type=Path, default=OUT)
     return parser.parse_args(argv)
 
@@ -133,16 +138,57 @@ def cpu_ms_per_request(honcho_pid: int, run) -> tuple[dict, dict[str, float]]:
     return result, {name: round(1000 * (after[name] - before[name]) / result["count"], 2) for name in after}
 
 
-def start_make_run(data_dir: Path) -> tuple[subprocess.Popen, str]:
-    """`make run`'s processes (honcho and the Procfile) on free ports; the API's address."""
+@contextlib.contextmanager
+def make_run_system(root: Path, data_dir: Path):
+    """`make run`'s processes (honcho and the Procfile of `root`) on free ports, its four workers
+    ready: (honcho, the API's address). Stopped as Ctrl-C stops `make run`."""
     api_port = free_port()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",  # the venv's gunicorn, as `make run`'s
            "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "REDIS_DATA_DIR": str(data_dir / "redis"),
-           "API_PORT": str(api_port), "FLOWER_PORT": str(free_port()), "FLOWER_BASIC_AUTH": f"bench:{secrets.token_hex(8)}"}
+           "API_PORT": str(api_port), "FLOWER_PORT": str(free_port()), "FLOWER_BASIC_AUTH": f"bench:{secrets.token_hex(8)}",
+           "MODEL_CACHE_DIR": str(ROOT / get_settings().model_cache_dir)}  # a worktree's workers find the converted models too
     log = (data_dir / "system.log").open("w")
-    honcho = subprocess.Popen([sys.executable, "-m", "honcho", "start"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    honcho = subprocess.Popen([sys.executable, "-m", "honcho", "start"], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True)
-    return honcho, f"http://127.0.0.1:{api_port}"
+    api = f"http://127.0.0.1:{api_port}"
+    try:
+        wait_until(lambda: honcho.poll() is not None or ready_workers(api) == len(MODELS), 600, what="make run's four workers")
+        if honcho.poll() is not None:
+            raise RuntimeError(f"honcho stopped: {(data_dir / 'system.log').read_text()[-3000:]}")
+        yield honcho, api
+    finally:
+        os.killpg(honcho.pid, signal.SIGINT)
+        try:
+            honcho.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(honcho.pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def checkout(revision: str):
+    """The repository at `revision`, in a temporary git worktree."""
+    folder = Path(tempfile.mkdtemp(prefix="make-run-baseline-"))
+    subprocess.run(["git", "worktree", "add", "--detach", str(folder), revision], cwd=ROOT, check=True, capture_output=True)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(folder)], cwd=ROOT, capture_output=True)
+
+
+def baseline_photos(revision: str, full_decode: PlainScript, args: argparse.Namespace) -> list[dict]:
+    """12-MP photos through `make run` at `revision` (the code before this issue's work), each run
+    between two runs of the plain script that decodes them whole, as the system's own."""
+    runs = []
+    with checkout(revision) as root, tempfile.TemporaryDirectory(prefix="make-run-") as data_dir, \
+            make_run_system(root, Path(data_dir)) as (_, api):
+        rest_load(api, payloads_for(MODELS * 4), 4 * args.concurrency, args.concurrency)  # warm-up
+        for _ in track(range(args.rounds), description=f"12-MP photos at {revision}", console=console):
+            run: dict = {"photo_eager_rps": [full_decode.rps(1, args.seconds)]}
+            run["photos"] = rest_load(api, payloads_for(["resnet18"], full_decode.raw), args.photo_requests, args.concurrency)
+            run["photo_eager_rps"].append(full_decode.rps(1, args.seconds))
+            run["photos"].pop("latencies_ms")
+            runs.append(run)
+    return runs
 
 
 def ready_workers(api: str) -> int:
@@ -199,6 +245,19 @@ def summarise(rounds: list[dict], memory: dict, plain: PlainScript) -> dict:
     }
 
 
+def baseline_summary(revision: str | None, baseline: list[dict], rounds: list[dict]) -> dict:
+    """The photos' throughput at `revision`, and the system's over it: each as a share of the plain
+    script that ran beside it (the two systems ran minutes apart on a drifting machine)."""
+    if not baseline:
+        return {}
+
+    def share(run: dict) -> float:
+        return run["photos"]["rps"] / statistics.mean(run["photo_eager_rps"])
+
+    return {"baseline": {"revision": revision, "rounds": baseline, "photos_rps": statistics.median(r["photos"]["rps"] for r in baseline)},
+            "photos_vs_baseline": statistics.median(map(share, rounds)) / statistics.median(map(share, baseline))}
+
+
 def print_report(report: dict) -> None:
     table = Table(title=f"make run's defaults: four workers ({report['runtime']}, {report['precision']}), the API, Flower, Valkey")
     for column in ("measure", "median", "goal (issue #20)"):
@@ -211,7 +270,11 @@ def print_report(report: dict) -> None:
     table.add_row("resnet18 only / plain PyTorch eager", f"{report['resnet18_only_vs_pytorch_eager']:.2f}x", ">= 5x")
     table.add_row("12-MP photos, resnet18, requests/s", f"{report['photos_rps']:.1f}", "")
     table.add_row("12-MP photos, plain PyTorch eager, whole decode, images/s", f"{report['photo_eager_rps']:.1f}", "")
-    table.add_row("12-MP photos: system / that script", f"{report['photos_vs_pytorch_full_decode']:.2f}x", ">= 5x (vs the old code)")
+    table.add_row("12-MP photos: system / that script", f"{report['photos_vs_pytorch_full_decode']:.2f}x", "")
+    if "baseline" in report:
+        table.add_row(f"12-MP photos at {report['baseline']['revision']}, requests/s", f"{report['baseline']['photos_rps']:.1f}", "")
+        table.add_row("12-MP photos: system / that code (each against the plain script beside it)",
+                      f"{report['photos_vs_baseline']:.2f}x", ">= 5x")
     cpu = report["cpu_ms_per_request"]
     table.add_row("CPU per resnet18 request, all but the workers' (ms)", f"{sum(v for k, v in cpu.items() if not k.startswith('worker')):.1f}",
                   "")
@@ -233,28 +296,21 @@ def main(argv=None) -> int:
     console.rule(f"plain scripts (resnet18, random weights, {cpu_count()} threads, batch {args.plain_batch})")
     plain, eager = PlainScript("resnet18", cpu_count()), PlainScript("resnet18", cpu_count(), optimize="none", runtime="torch")
     full_decode = PlainScript("resnet18", cpu_count(), optimize="none", runtime="torch", pictures=[large_photo()])
-    with tempfile.TemporaryDirectory(prefix="make-run-") as data_dir:
-        honcho, api = start_make_run(Path(data_dir))
-        try:
-            wait_until(lambda: honcho.poll() is not None or ready_workers(api) == len(MODELS), 600, what="make run's four workers")
-            if honcho.poll() is not None:
-                raise RuntimeError(f"honcho stopped: {(Path(data_dir) / 'system.log').read_text()[-3000:]}")
+    try:
+        with tempfile.TemporaryDirectory(prefix="make-run-") as data_dir, make_run_system(ROOT, Path(data_dir)) as (honcho, api):
             rest_load(api, payloads_for(MODELS * 4), 4 * args.concurrency, args.concurrency)  # warm-up
-            rounds = [one_round(eager, plain, full_decode, api, honcho.pid, args) for _ in track(range(args.rounds), description="rounds", console=console)]
+            rounds = [one_round(eager, plain, full_decode, api, honcho.pid, args)
+                      for _ in track(range(args.rounds), description="rounds", console=console)]
             left = args.mixed_requests - args.rounds * args.requests
             if left > 0:
                 rest_load(api, payloads_for(MODELS), left, args.concurrency)
             memory = memory_by_entry(honcho.pid)
-        finally:
-            for pool in _client_threads.values():
-                pool.shutdown()
-            _client_threads.clear()
-            os.killpg(honcho.pid, signal.SIGINT)
-            try:
-                honcho.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(honcho.pid, signal.SIGKILL)
-    report = summarise(rounds, memory, plain)
+        baseline = baseline_photos(args.baseline, full_decode, args) if args.baseline else []
+    finally:
+        for pool in _client_threads.values():
+            pool.shutdown()
+        _client_threads.clear()
+    report = summarise(rounds, memory, plain) | baseline_summary(args.baseline, baseline, rounds)
     (args.out / "make-run.json").write_text(json.dumps(report, indent=2))
     print_report(report)
     return 0

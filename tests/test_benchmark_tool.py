@@ -54,7 +54,7 @@ def test_benchmark_runs_and_reports(tmp_path):
 def test_the_make_run_benchmark_runs_and_reports(tmp_path):
     """`make benchmark`'s second part: honcho runs the Procfile as `make run` does, and the report
     has both plain scripts, both loads, and the memory of every Procfile entry."""
-    out = subprocess.run([sys.executable, "-m", "benchmarks.make_run", "--rounds", "1", "--requests", "16", "--mixed-requests", "40", "--photo-requests", "4",
+    out = subprocess.run([sys.executable, "-m", "benchmarks.make_run", "--rounds", "1", "--requests", "16", "--mixed-requests", "40", "--photo-requests", "4", "--baseline", "HEAD",
                           "--seconds", "0.3", "--out", str(tmp_path)], cwd=repo_root(), capture_output=True, text=True, timeout=400)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     report = json.loads((tmp_path / "make-run.json").read_text())
@@ -62,6 +62,8 @@ def test_the_make_run_benchmark_runs_and_reports(tmp_path):
     for run in ("resnet18_only", "mixed"):
         assert report["rounds"][0][run]["ok"] == 16
     assert report["rounds"][0]["photos"]["ok"] == 4 and report["photos_vs_pytorch_full_decode"] > 0
+    # The baseline revision's own `make run` took the photos too (here the same code: the worktree is HEAD).
+    assert report["baseline"]["rounds"][0]["photos"]["ok"] == 4 and report["photos_vs_baseline"] > 0
     procfile = {line.split(":", 1)[0] for line in (repo_root() / "Procfile").read_text().splitlines() if ":" in line}
     assert set(report["memory"]) == procfile | {"honcho", "total"}
     assert all(report["memory"][name]["pss_mb"] > 0 for name in procfile)
