@@ -44,6 +44,7 @@ def flower_argv() -> list[str]:
         f"--address={settings.flower_address}",
         f"--port={settings.flower_port}",
         "--persistent=True",
+        f"--max_tasks={settings.flower_max_tasks}",  # each task it keeps costs memory (FLOWER_MAX_TASKS)
         f"--db={settings.flower_db}",
     ]  # the login goes in FLOWER_BASIC_AUTH (see main): a command line is readable by every user
 
