@@ -26,7 +26,6 @@ from inference.core.settings import cpu_count, get_settings
 from inference.worker import openvino_runtime
 from inference.worker.batching import MicroBatcher
 from inference.worker.device import pick_device
-from inference.worker.openvino_runtime import resolve_runtime
 from inference.worker.sizing import adaptive_threads, lone_batch_threads, model_instances, one_torch_thread, torch_threads
 
 if TYPE_CHECKING:
@@ -48,7 +47,7 @@ def load_model_in_process(**_):
     if not settings.worker_model:
         return
     device = pick_device(settings.worker_device)
-    runtime = resolve_runtime(settings.worker_runtime, device)
+    runtime = openvino_runtime.resolve_runtime(settings.worker_runtime, device)
 
     def load_here() -> None:
         # Building the model (random weights are calibrated with forward passes) and warming it
