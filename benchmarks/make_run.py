@@ -109,9 +109,9 @@ def processes_by_entry(honcho_pid: int) -> dict[str, list[int]]:
 def memory_by_entry(honcho_pid: int) -> dict[str, dict]:
     """PSS (MB) of each Procfile entry's processes, honcho's own beside them."""
     _, cmdlines = process_tree()
-    report = {name: {"pss_mb": round(sum(pss_mb(pid) for pid in pids), 1), "processes": len(pids),
-                     "by_process": [[pid, cmdlines.get(pid, "")[:100], round(pss_mb(pid), 1)] for pid in pids]}
-              for name, pids in processes_by_entry(honcho_pid).items()}
+    report: dict[str, dict] = {name: {"pss_mb": round(sum(pss_mb(pid) for pid in pids), 1), "processes": len(pids),
+                                      "by_process": [[pid, cmdlines.get(pid, "")[:100], round(pss_mb(pid), 1)] for pid in pids]}
+                               for name, pids in processes_by_entry(honcho_pid).items()}
     report["total"] = {"pss_mb": round(sum(part["pss_mb"] for part in report.values()), 1),
                        "processes": sum(part["processes"] for part in report.values())}
     return report
@@ -305,7 +305,12 @@ def main(argv=None) -> int:
             if left > 0:
                 rest_load(api, payloads_for(MODELS), left, args.concurrency)
             memory = memory_by_entry(honcho.pid)
-        baseline = baseline_photos(args.baseline, full_decode, args) if args.baseline else []
+        baseline = []
+        if args.baseline:
+            try:
+                baseline = baseline_photos(args.baseline, full_decode, args)
+            except subprocess.CalledProcessError as exc:  # a shallow clone, a revision that is not there
+                console.print(f"[yellow]no baseline: git could not check out {args.baseline}: {exc.stderr.decode().strip()}")
     finally:
         for pool in _client_threads.values():
             pool.shutdown()
