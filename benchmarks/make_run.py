@@ -168,7 +168,11 @@ def make_run_system(root: Path, data_dir: Path):
 def checkout(revision: str):
     """The repository at `revision`, in a temporary git worktree."""
     folder = Path(tempfile.mkdtemp(prefix="make-run-baseline-"))
-    subprocess.run(["git", "worktree", "add", "--detach", str(folder), revision], cwd=ROOT, check=True, capture_output=True)
+    try:
+        subprocess.run(["git", "worktree", "add", "--detach", str(folder), revision], cwd=ROOT, check=True, capture_output=True)
+    except subprocess.CalledProcessError:
+        folder.rmdir()
+        raise
     try:
         yield folder
     finally:
