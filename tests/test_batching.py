@@ -132,6 +132,31 @@ def test_a_lone_batch_takes_every_core_and_side_by_side_batches_share_them():
     assert sorted(shares) == [("micro-batcher-0", 2), ("micro-batcher-1", 2)]
 
 
+def test_a_batch_that_never_ends_ends_its_process():
+    """The threads pool's hard time limit: a stuck batch is noticed after `hang_seconds` (a quick
+    one is not), and by default the process exits at once (70) with a critical log line."""
+    import subprocess
+    import sys
+    import threading
+
+    stuck, noticed = threading.Event(), []
+    quick = MicroBatcher(lambda items: items, max_batch_size=1, max_delay=0, hang_seconds=0.3, on_hang=noticed.append)
+    assert quick.run(1, timeout=5).output == 1
+    batcher = MicroBatcher(lambda items: stuck.wait() and items, max_batch_size=1, max_delay=0, hang_seconds=0.3,
+                           on_hang=noticed.append)
+    batcher.submit(1)
+    try:
+        wait_until(lambda: noticed, 5, interval=0.05, what="the watchdog")
+        assert len(noticed) == 1 and noticed[0] > 0.3
+    finally:
+        stuck.set()
+    probe = ("import threading; from inference.worker.batching import MicroBatcher\n"
+             "b = MicroBatcher(lambda items: threading.Event().wait(), max_batch_size=1, max_delay=0, hang_seconds=0.3)\n"
+             "b.submit(1).result(30)")
+    ended = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=30)
+    assert ended.returncode == 70 and "ending this worker process" in ended.stderr, (ended.returncode, ended.stderr[-500:])
+
+
 def test_a_failing_instance_initializer_fails_the_start():
     def broken():
         raise RuntimeError("no memory for a second copy")
@@ -222,6 +247,8 @@ def test_a_batching_worker_on_this_cpu_runs_two_instances_with_adaptive_threads(
     process, = next(w for w in workers if w["worker_id"] == batching_worker)["processes"]
     two = cpu_count() >= 2
     assert process["instances"] == (2 if two else 1) and process["adaptive_threads"] is two
+    # The threads pool has no hard time limit: a batch past twice WORKER_TIMEOUT ends the process.
+    assert process["batch_hang_seconds"] == 2 * Settings().worker_timeout
     # Its torch threads spin briefly when idle (GOMP_SPINCOUNT exported before torch loaded).
     if "OMP_WAIT_POLICY" not in os.environ:
         assert process["gomp_spincount"] == os.environ.get("GOMP_SPINCOUNT", str(Settings.model_fields["gomp_spincount"].default))

@@ -23,12 +23,16 @@ gives a lone batch every core and each of n busy instances its share (adaptive i
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
+
+log = logging.getLogger(__name__)
 
 
 class Submission:
@@ -86,11 +90,13 @@ class MicroBatcher:
     def __init__(self, run_batch: Callable[[list[Any]], list[Any]], max_batch_size: int, max_delay: float,
                  initializer: Callable[[], None] | None = None, instances: int = 1,
                  instance_initializer: Callable[[], None] | None = None,
-                 share_cores: Callable[[int], None] | None = None):
+                 share_cores: Callable[[int], None] | None = None, hang_seconds: float | None = None,
+                 on_hang: Callable[[float], None] | None = None):
         """`instances` threads run batches side by side (model instances, as Triton calls them):
         the first runs `initializer` (say, load and warm up the model), every other one
         `instance_initializer` (warm up in its own thread) before it serves. `share_cores`: see
-        the module's docstring."""
+        the module's docstring. `hang_seconds`: a batch still running after that long calls
+        `on_hang(its age)`, by default the end of the process (see `exit_on_hang`)."""
         self.run_batch = run_batch
         self.max_batch_size = max(1, max_batch_size)
         self.max_delay = max(0.0, max_delay)
@@ -105,6 +111,9 @@ class MicroBatcher:
         self._pending: deque[BatchItem] = deque()
         self._expected = 0  # items announced (being checked) but not submitted yet
         self._batches = 0  # forward passes run so far
+        self._batch_started: dict[int, float] = {}  # instance -> when its running batch started (monotonic)
+        if hang_seconds:
+            threading.Thread(target=self._watch, args=(hang_seconds, on_hang or exit_on_hang), name="batch-watchdog", daemon=True).start()
         self._thread = threading.Thread(target=self._start, name="micro-batcher-0", daemon=True)
         self._thread.start()
 
@@ -205,6 +214,7 @@ class MicroBatcher:
         while True:
             number, batch, side_by_side = self._gather(instance)
             started = time.perf_counter()
+            self._batch_started[instance] = time.monotonic()
             try:
                 if self._share_cores is not None:
                     self._share_cores(side_by_side)
@@ -214,9 +224,32 @@ class MicroBatcher:
                     item.submission._set(item.position, exc)
                 continue
             finally:
+                self._batch_started.pop(instance, None)
                 self._done()
             seconds = time.perf_counter() - started
             for item, output in zip(batch, outputs):
                 # An exception fails this item alone (say, a corrupt image).
                 item.submission._set(item.position, output if isinstance(output, BaseException)
                                      else BatchOutcome(output, len(batch), seconds, number))
+
+    def _watch(self, hang_seconds: float, on_hang: Callable[[float], None]) -> None:
+        """The threads pool's hard time limit: a batch that never ends (a forward pass or a decoder
+        stuck) would hold every later request of this worker, each failing as `timeout` while the
+        batcher stays stuck; prefork's pool kills such a child, this kills the process."""
+        while True:
+            time.sleep(min(1.0, hang_seconds / 4))
+            now = time.monotonic()
+            oldest = max((now - started for started in list(self._batch_started.values())), default=0.0)
+            if oldest > hang_seconds:
+                on_hang(oldest)
+                return
+
+
+def exit_on_hang(age: float) -> None:
+    """End the worker process at once (no clean shutdown can finish while a batch is stuck): its
+    supervisor (`inference.cli.launch --restart`, Compose, systemd) starts it again, and its
+    unacknowledged requests are delivered again, a stuck one at most MAX_DELIVERIES times
+    before it fails as `poison_message`."""
+    log.critical("a batch has run for %.0f s, past twice WORKER_TIMEOUT: ending this worker process to free it", age)
+    logging.shutdown()
+    os._exit(70)

@@ -71,13 +71,17 @@ def load_model_in_process(**_):
         _decoders = ThreadPoolExecutor(torch_threads(), thread_name_prefix="decode", initializer=one_torch_thread if runtime == "torch" else None)
     instances = model_instances(device)
     share_cores = adaptive_threads(lone_batch_threads(instances)) if instances > 1 and device == "cpu" else None
+    # Prefork kills a child past WORKER_TIMEOUT; the threads and solo pools have no such limit, so a
+    # batch still running at twice it (its requests failed as `timeout` long before) ends the process.
+    hang_seconds = None if settings.worker_pool == "prefork" else 2 * settings.worker_timeout
     _batcher = MicroBatcher(decode_and_classify, settings.max_batch_size, settings.max_batch_delay_ms / 1000,
                             initializer=load_here, instances=instances, instance_initializer=lambda: loaded_model().warm_up(),
-                            share_cores=share_cores)
+                            share_cores=share_cores, hang_seconds=hang_seconds)
     _batcher.wait_ready(settings.worker_proc_alive_timeout)  # ready only after load and warm-up
     info = loaded_model().info
     info.update(max_batch_size=settings.max_batch_size, max_batch_delay_ms=settings.max_batch_delay_ms, pool=settings.worker_pool,
-                instances=instances, adaptive_threads=share_cores is not None, gomp_spincount=os.environ.get("GOMP_SPINCOUNT"))
+                instances=instances, adaptive_threads=share_cores is not None, gomp_spincount=os.environ.get("GOMP_SPINCOUNT"),
+                batch_hang_seconds=hang_seconds)
     if info["weights"] == "random":
         log.warning("!!! %s (model %s, process %s) !!!", info["weights_warning"], info["model"], os.getpid())
     log.info("model ready: %s", json.dumps(info))
