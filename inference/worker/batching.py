@@ -248,8 +248,8 @@ class MicroBatcher:
 def exit_on_hang(age: float) -> None:
     """End the worker process at once (no clean shutdown can finish while a batch is stuck): its
     supervisor (`inference.cli.launch --restart`, Compose, systemd) starts it again, and its
-    unacknowledged requests are delivered again, a stuck one at most MAX_DELIVERIES times
-    before it fails as `poison_message`."""
+    unacknowledged requests are delivered again (that a stuck one then ends as `poison_message`
+    is proven for prefork only: docs/security.md)."""
     log.critical("a batch has run for %.0f s, past twice WORKER_TIMEOUT: ending this worker process to free it", age)
     logging.shutdown()
     os._exit(70)
