@@ -37,7 +37,7 @@ from rich.table import Table
 from benchmarks.benchmark import IMAGES, OUT, ROOT, PlainScript, _client_threads, rest_load
 from inference.core.settings import get_settings
 from tests.helpers import large_photo
-from tests.system import free_port, wait_until
+from tests.system import free_port, process_stats, wait_until
 
 MODELS = ("mobilenet", "resnet18", "efficientnet", "squeezenet")
 console = Console()
@@ -64,21 +64,15 @@ def procfile_commands() -> dict[str, str]:
     return {name.strip(): re.sub(r"^(\S+=\S+\s+)*", "", command.strip()) for name, command in entries}
 
 
-def process_tree() -> tuple[dict[int, list[int]], dict[int, str]]:
-    """Children of each process, and each process's command line, from /proc."""
-    children: dict[int, list[int]] = {}
-    cmdlines: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+def command_lines() -> dict[int, str]:
+    """Each process's command line, from /proc."""
+    lines = {}
+    for pid, _ in process_stats():
         try:
-            stat = (entry / "stat").read_text()
-            cmdlines[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
+            lines[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:  # gone meanwhile
             continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    return children, cmdlines
+    return lines
 
 
 def pss_mb(pid: int) -> float:
@@ -90,9 +84,11 @@ def pss_mb(pid: int) -> float:
     return int(match[1]) / 1024 if match else 0.0
 
 
-def processes_by_entry(honcho_pid: int) -> dict[str, list[int]]:
+def processes_by_entry(honcho_pid: int, cmdlines: dict[int, str]) -> dict[str, list[int]]:
     """The processes of each Procfile entry (honcho's fork that supervises it included)."""
-    children, cmdlines = process_tree()
+    children: dict[int, list[int]] = {}
+    for pid, fields in process_stats():
+        children.setdefault(int(fields[1]), []).append(pid)
 
     def subtree(pid: int) -> list[int]:
         return [pid] + [p for child in children.get(pid, []) for p in subtree(child)]
@@ -108,29 +104,24 @@ def processes_by_entry(honcho_pid: int) -> dict[str, list[int]]:
 
 def memory_by_entry(honcho_pid: int) -> dict[str, dict]:
     """PSS (MB) of each Procfile entry's processes, honcho's own beside them."""
-    _, cmdlines = process_tree()
-    report: dict[str, dict] = {name: {"pss_mb": round(sum(pss_mb(pid) for pid in pids), 1), "processes": len(pids),
-                                      "by_process": [[pid, cmdlines.get(pid, "")[:100], round(pss_mb(pid), 1)] for pid in pids]}
-                               for name, pids in processes_by_entry(honcho_pid).items()}
+    cmdlines = command_lines()
+    report: dict[str, dict] = {}
+    for name, pids in processes_by_entry(honcho_pid, cmdlines).items():
+        by_process = [[pid, cmdlines.get(pid, "")[:100], round(pss_mb(pid), 1)] for pid in pids]
+        report[name] = {"pss_mb": round(sum(mb for _, _, mb in by_process), 1), "processes": len(pids), "by_process": by_process}
     report["total"] = {"pss_mb": round(sum(part["pss_mb"] for part in report.values()), 1),
                        "processes": sum(part["processes"] for part in report.values())}
     return report
 
 
-def cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-
-
 def cpu_ms_per_request(honcho_pid: int, run) -> tuple[dict, dict[str, float]]:
     """`run()`'s result, and the CPU each Procfile entry (and this client) spent per request of it."""
-    entries = processes_by_entry(honcho_pid)
+    entries = processes_by_entry(honcho_pid, command_lines())
 
     def now() -> dict[str, float]:
-        return {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in entries.items()} | {"client": time.process_time()}
+        ticks = {pid: int(fields[11]) + int(fields[12]) for pid, fields in process_stats()}  # utime + stime
+        seconds = {name: sum(ticks.get(pid, 0) for pid in pids) / os.sysconf("SC_CLK_TCK") for name, pids in entries.items()}
+        return seconds | {"client": time.process_time()}
 
     before = now()
     result = run()
@@ -139,9 +130,10 @@ def cpu_ms_per_request(honcho_pid: int, run) -> tuple[dict, dict[str, float]]:
 
 
 @contextlib.contextmanager
-def make_run_system(root: Path, data_dir: Path):
+def make_run_system(root: Path, data_dir: Path, concurrency: int):
     """`make run`'s processes (honcho and the Procfile of `root`) on free ports, its four workers
-    ready: (honcho, the API's address). Stopped as Ctrl-C stops `make run`."""
+    ready and warmed up with `concurrency` requests in flight: (honcho, the API's address).
+    Stopped as Ctrl-C stops `make run`."""
     api_port = free_port()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",  # the venv's gunicorn, as `make run`'s
            "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "REDIS_DATA_DIR": str(data_dir / "redis"),
@@ -155,6 +147,7 @@ def make_run_system(root: Path, data_dir: Path):
         wait_until(lambda: honcho.poll() is not None or ready_workers(api) == len(MODELS), 600, what="make run's four workers")
         if honcho.poll() is not None:
             raise RuntimeError(f"honcho stopped: {(data_dir / 'system.log').read_text()[-3000:]}")
+        rest_load(api, payloads_for(MODELS * 4), 4 * concurrency, concurrency)  # warm-up
         yield honcho, api
     finally:
         os.killpg(honcho.pid, signal.SIGINT)
@@ -184,8 +177,7 @@ def baseline_photos(revision: str, full_decode: PlainScript, args: argparse.Name
     between two runs of the plain script that decodes them whole, as the system's own."""
     runs = []
     with checkout(revision) as root, tempfile.TemporaryDirectory(prefix="make-run-") as data_dir, \
-            make_run_system(root, Path(data_dir)) as (_, api):
-        rest_load(api, payloads_for(MODELS * 4), 4 * args.concurrency, args.concurrency)  # warm-up
+            make_run_system(root, Path(data_dir), args.concurrency) as (_, api):
         for _ in track(range(args.rounds), description=f"12-MP photos at {revision}", console=console):
             run: dict = {"photo_eager_rps": [full_decode.rps(1, args.seconds)]}
             run["photos"] = rest_load(api, payloads_for(["resnet18"], full_decode.raw), args.photo_requests, args.concurrency)
@@ -301,8 +293,7 @@ def main(argv=None) -> int:
     plain, eager = PlainScript("resnet18", cpu_count()), PlainScript("resnet18", cpu_count(), optimize="none", runtime="torch")
     full_decode = PlainScript("resnet18", cpu_count(), optimize="none", runtime="torch", pictures=[large_photo()])
     try:
-        with tempfile.TemporaryDirectory(prefix="make-run-") as data_dir, make_run_system(ROOT, Path(data_dir)) as (honcho, api):
-            rest_load(api, payloads_for(MODELS * 4), 4 * args.concurrency, args.concurrency)  # warm-up
+        with tempfile.TemporaryDirectory(prefix="make-run-") as data_dir, make_run_system(ROOT, Path(data_dir), args.concurrency) as (honcho, api):
             rounds = [one_round(eager, plain, full_decode, api, honcho.pid, args)
                       for _ in track(range(args.rounds), description="rounds", console=console)]
             left = args.mixed_requests - args.rounds * args.requests

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import logging
 import os
 import tempfile
@@ -62,7 +63,7 @@ class CoreLender:
             self.cores = share
         atexit.register(self.mine.unlink, missing_ok=True)
 
-    @property
+    @functools.cached_property
     def choices(self) -> list[int]:
         """Every thread count `threads()` may answer (compiled for at start): all the cores, a
         half, a third, a quarter, never less than the share."""

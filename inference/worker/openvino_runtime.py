@@ -142,6 +142,13 @@ def convert(spec: ModelSpec, mode: str, seed: int, cache_dir: Path, allow_downlo
     return Path(done.stdout.strip().splitlines()[-1])
 
 
+def read_ir(xml: Path) -> tuple[dict, Any]:
+    """The sidecar and the ov.Model of a cached IR."""
+    import openvino as ov
+
+    return json.loads(xml.with_suffix(".json").read_text()), ov.Core().read_model(xml)
+
+
 def compile_ir(model, precision: str, threads: int):
     """The IR (an ov.Model) compiled for this CPU: one stream, `threads` inference threads. No
     pinning: OpenVINO pins a model's threads to cores by default, and two 1-thread workers on
@@ -220,15 +227,13 @@ def load(spec: ModelSpec, mode: str, seed: int, *, precision: str = "auto", thre
          cache_dir: str = "var/models", allow_download: bool = False, warmup: bool = True) -> CompiledClassifier:
     """The registry model from the IR cache (converted first if it is not there), compiled for
     `threads`, and with `lend_cores` (more cores than `threads`) for every count a batch may borrow."""
-    import openvino as ov
-
     started = time.perf_counter()
     xml = cached(spec, mode, seed, Path(cache_dir), allow_download)
     converted = xml is None
     if xml is None:
         xml = convert(spec, mode, seed, Path(cache_dir), allow_download)
     try:
-        sidecar, model = json.loads(xml.with_suffix(".json").read_text()), ov.Core().read_model(xml)
+        sidecar, model = read_ir(xml)
     except (RuntimeError, ValueError, OSError) as exc:
         if converted:
             raise
@@ -237,7 +242,7 @@ def load(spec: ModelSpec, mode: str, seed: int, *, precision: str = "auto", thre
         for suffix in (".xml", ".bin", ".json"):
             xml.with_suffix(suffix).unlink(missing_ok=True)
         xml, converted = convert(spec, mode, seed, Path(cache_dir), allow_download), True
-        sidecar, model = json.loads(xml.with_suffix(".json").read_text()), ov.Core().read_model(xml)
+        sidecar, model = read_ir(xml)
     lender = CoreLender(threads, lend_cores) if lend_cores > threads else None
     served = resolve_precision(precision)
     variants = {count: compile_ir(model, served, count) for count in (lender.choices if lender else [threads])}
