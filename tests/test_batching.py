@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import signal
 import time
 
 import pytest
@@ -132,29 +133,141 @@ def test_a_lone_batch_takes_every_core_and_side_by_side_batches_share_them():
     assert sorted(shares) == [("micro-batcher-0", 2), ("micro-batcher-1", 2)]
 
 
-def test_a_batch_that_never_ends_ends_its_process():
-    """The threads pool's hard time limit: a stuck batch is noticed after `hang_seconds` (a quick
-    one is not), and by default the process exits at once (70) with a critical log line."""
-    import subprocess
-    import sys
+def test_a_suspect_submission_runs_alone_while_no_other_batch_runs():
+    """A request whose process died while it ran (tasks.py) runs in a batch of its own pictures,
+    with no other batch running beside it: a second crash can be held against it alone."""
     import threading
 
-    stuck, noticed = threading.Event(), []
-    quick = MicroBatcher(lambda items: items, max_batch_size=1, max_delay=0, hang_seconds=0.3, on_hang=noticed.append)
-    assert quick.run(1, timeout=5).output == 1
-    batcher = MicroBatcher(lambda items: stuck.wait() and items, max_batch_size=1, max_delay=0, hang_seconds=0.3,
-                           on_hang=noticed.append)
-    batcher.submit(1)
-    try:
-        wait_until(lambda: noticed, 5, interval=0.05, what="the watchdog")
-        assert len(noticed) == 1 and noticed[0] > 0.3
-    finally:
-        stuck.set()
-    probe = ("import threading; from inference.worker.batching import MicroBatcher\n"
-             "b = MicroBatcher(lambda items: threading.Event().wait(), max_batch_size=1, max_delay=0, hang_seconds=0.3)\n"
-             "b.submit(1).result(30)")
-    ended = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=30)
-    assert ended.returncode == 70 and "ending this worker process" in ended.stderr, (ended.returncode, ended.stderr[-500:])
+    batches, running, most_beside_alone, gate = [], [0], [], threading.Event()
+    lock = threading.Lock()
+
+    def record(items):
+        with lock:
+            running[0] += 1
+            if any(str(i).startswith("alone") for i in items):
+                most_beside_alone.append(running[0])
+        gate.wait(5)
+        time.sleep(0.05)
+        with lock:
+            batches.append(list(items))
+            running[0] -= 1
+        return list(items)
+
+    batcher = MicroBatcher(record, max_batch_size=4, max_delay=0, instances=2)
+    batcher.wait_ready(5)
+    first = batcher.submit_many([1, 2])
+    suspect = batcher.submit_many(["alone-a", "alone-b"], alone=True)
+    after = batcher.submit_many([3, 4])
+    gate.set()
+    for submission in (first, suspect, after):
+        submission.outcomes(timeout=5)
+    assert ["alone-a", "alone-b"] in batches  # its pictures together, nothing else with them
+    assert most_beside_alone == [1]  # and no other batch ran meanwhile
+    assert [1, 2] in batches and [3, 4] in batches
+
+
+def test_waiting_items_run_by_rank_then_arrival():
+    """A request's priority orders the batcher's queue: a high request that reaches a busy worker
+    runs in its next batch, ahead of the lows that were waiting before it."""
+    import threading
+
+    gate, batches = threading.Event(), []
+    batcher = MicroBatcher(lambda items: gate.wait(5) and batches.append(list(items)) or list(items), max_batch_size=2, max_delay=0)
+    batcher.wait_ready(5)
+    running = batcher.submit("low 0", rank=2)
+    wait_until(lambda: not batcher._pending, 5, interval=0.01, what="the first batch running")
+    waiting = [batcher.submit(f"low {n}", rank=2) for n in (1, 2, 3)] + [batcher.submit("normal", rank=1), batcher.submit("high", rank=0)]
+    gate.set()
+    for submission in (running, *waiting):
+        submission.result(timeout=5)
+    assert batches == [["low 0"], ["high", "normal"], ["low 1", "low 2"], ["low 3"]]
+
+
+def test_a_submission_whose_task_stopped_waiting_is_not_run():
+    import threading
+
+    gate, ran = threading.Event(), []
+    batcher = MicroBatcher(lambda items: gate.wait(5) and ran.extend(items) or list(items), max_batch_size=1, max_delay=0)
+    batcher.wait_ready(5)
+    blocker = batcher.submit("blocker")
+    given_up = batcher.submit("given up")
+    with pytest.raises(TimeoutError):
+        given_up.result(timeout=0.1, abandon=True)  # its task's time limit
+    gate.set()
+    assert batcher.run("next", timeout=5).output == "next"
+    assert blocker.result(timeout=5).output == "blocker" and ran == ["blocker", "next"]
+
+
+def test_a_batch_whose_runner_died_runs_again_each_request_alone_and_a_poison_fails_alone():
+    """RunnerDied (the model process died running the batch): every submission in it runs again
+    by itself; one that kills its runner `max_crashes` times, the last time alone, fails with
+    `give_up`; the others succeed."""
+    from inference.worker.batching import RunnerDied
+
+    batches = []
+
+    def dies_on_poison(items):
+        batches.append(list(items))
+        if "poison" in items:
+            raise RunnerDied("the model process died")
+        return [f"ok {i}" for i in items]
+
+    batcher = MicroBatcher(dies_on_poison, max_batch_size=8, max_delay=0.2, max_crashes=3,
+                           give_up=lambda crashes: ValueError(f"poison after {crashes}"))
+    batcher.wait_ready(5)
+    batcher.expect(3)
+    innocent, poison, other = (batcher.submit(item, expected=True) for item in ("a", "poison", "b"))
+    assert innocent.result(timeout=5).output == "ok a" and other.result(timeout=5).output == "ok b"
+    with pytest.raises(ValueError, match="poison after 3"):
+        poison.result(timeout=5)
+    assert batches[0] == ["a", "poison", "b"]  # together, until the first death
+    assert batches[1:] == [["a"], ["poison"], ["b"], ["poison"]]  # then each alone, ahead of any other request
+    assert batcher.run("c", timeout=5).output == "ok c"  # and the batcher goes on
+
+
+@pytest.fixture()
+def model_host(monkeypatch, tmp_path):
+    """A real model process for squeezenet (random weights, OpenVINO where installed), fed directly."""
+    from inference.core.settings import Settings, use_settings
+    from inference.worker.model_host import ModelHost
+
+    use_settings(Settings(worker_model="squeezenet", worker_pool="threads", max_batch_size=4, model_cache_dir=str(tmp_path.parent / "models"),
+                          chaos_crash_marker="chaos-poison-unit", worker_timeout=3))
+    host = ModelHost(1, str(tmp_path), hang_seconds=1.0, start_timeout=120)
+    host.start()
+    yield host
+    host._child.kill()
+    use_settings(None)
+
+
+def test_a_model_host_classifies_and_comes_back_after_its_process_dies(model_host):
+    from inference.worker.model_host import ModelProcessDied
+
+    picture = image_bytes("chelsea.jpg")
+    first_pid = model_host.pid
+    (predictions,) = model_host.run([(picture, 3)])
+    assert len(predictions) == 3 and model_host.info["model"] == "squeezenet"
+    os.kill(first_pid, signal.SIGKILL)  # an out-of-memory kill, say
+    with pytest.raises(ModelProcessDied):
+        model_host.run([(picture, 3)])
+    assert model_host.pid != first_pid and model_host.run([(picture, 3)]) == [predictions]  # a new one, same answers
+    poisoned = picture.replace(b"\xff\xd9", b"chaos-poison-unit\xff\xd9")
+    with pytest.raises(ModelProcessDied, match="died running this batch"):
+        model_host.run([(poisoned, 3)])  # CHAOS_CRASH_MARKER: the process kills itself
+    assert model_host.run([(picture, 3)]) == [predictions] and model_host.starts == 3
+
+
+def test_a_batch_past_its_hard_limit_kills_the_model_process(model_host, monkeypatch):
+    """The threads pool cannot stop a task; past twice WORKER_TIMEOUT (here 1 s) the model's process is killed."""
+    from inference.worker.model_host import ModelProcessDied
+
+    stuck_pid = model_host.pid
+    os.kill(stuck_pid, signal.SIGSTOP)  # a forward pass that never returns
+    started = time.monotonic()
+    with pytest.raises(ModelProcessDied, match="ran past"):
+        model_host.run([(image_bytes("chelsea.jpg"), 1)])
+    assert 1.0 <= time.monotonic() - started < 60
+    assert model_host.pid != stuck_pid and len(model_host.run([(image_bytes("chelsea.jpg"), 1)])[0]) == 1
 
 
 def test_a_failing_instance_initializer_fails_the_start():
@@ -247,8 +360,8 @@ def test_a_batching_worker_on_this_cpu_runs_two_instances_with_adaptive_threads(
     process, = next(w for w in workers if w["worker_id"] == batching_worker)["processes"]
     two = cpu_count() >= 2
     assert process["instances"] == (2 if two else 1) and process["adaptive_threads"] is two
-    # The threads pool has no hard time limit: a batch past twice WORKER_TIMEOUT ends the process.
-    assert process["batch_hang_seconds"] == 2 * Settings().worker_timeout
+    # Its model runs in a process of its own, killed if a batch runs past twice WORKER_TIMEOUT.
+    assert process["model_process"] == "host" and process["batch_hang_seconds"] == 2 * Settings().worker_timeout
     # Its torch threads spin briefly when idle (GOMP_SPINCOUNT exported before torch loaded).
     if "OMP_WAIT_POLICY" not in os.environ:
         assert process["gomp_spincount"] == os.environ.get("GOMP_SPINCOUNT", str(Settings.model_fields["gomp_spincount"].default))

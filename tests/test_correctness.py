@@ -32,14 +32,14 @@ def test_top5_matches_in_process_model(api, reference_models, model, image):
     got = response.json()["result"]["predictions"]
 
     reference = reference_models[model]
-    expected = reference.classify([load_rgb(image_bytes(image), 10**8)], 10)[0]
+    expected = reference.classify([load_rgb(image_bytes(image), 10**8)], 1000)[0]
     expected_conf = {p["class_id"]: p["confidence"] for p in expected}
 
     assert len(got) == 5
     for position, prediction in enumerate(got):
-        # Same confidence at each rank, and the class is the reference's (exact ties may swap).
+        # Same confidence at each rank, and the class has it in the reference too: classes whose
+        # confidences tie (a random model's tail rounds to 0.0) may come in any order.
         assert abs(prediction["confidence"] - expected[position]["confidence"]) <= 1e-4
-        assert prediction["class_id"] in expected_conf
         assert abs(prediction["confidence"] - expected_conf[prediction["class_id"]]) <= 1e-4
         assert prediction["class"] == reference.categories[prediction["class_id"]]
     # Not a degenerate model: the top class clearly beats the fifth one.

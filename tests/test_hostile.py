@@ -9,6 +9,7 @@ be the same processes as before.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import socket
@@ -247,6 +248,9 @@ CLUSTER_ENV = {
 }
 
 
+POISON_MARKER = "chaos-poison-4f1d"
+
+
 class Cluster:
     """Its own Redis and API, and a worker for each way a request can end badly."""
 
@@ -256,21 +260,25 @@ class Cluster:
         self.env["REDIS_URL"] = start_redis(self.procs, self.env, name="hostile-redis")
         self.redis = redis.Redis.from_url(self.env["REDIS_URL"])
         self.celery = Celery(broker=self.env["REDIS_URL"], backend=self.env["REDIS_URL"])
-        for model, extra in (("mobilenet", {"CHAOS_LATENCY_MS": "4000"}),  # every request runs past its time limit
-                             # Every pool process dies in its first request. Its time limit is long: the
-                             # pool may notice a dead child only seconds later, under load, and a time
-                             # limit that fires first ends the request as `timeout` (see WORKER_TIMEOUT).
-                             ("squeezenet", {"CHAOS_CRASH_AFTER": "1", "WORKER_TIMEOUT": "20", "VISIBILITY_TIMEOUT": "30"}),
-                             ("efficientnet", {"CHAOS_FAILURE_RATE": "1.0"})):  # every request fails, transiently
+        # mobilenet: every request runs past its time limit (the threads pool's, which is the
+        # task's own), two at a time (its task threads), so others queue behind them.
+        # squeezenet (the threads pool, batching): a picture holding POISON_MARKER kills the model's
+        # process; the time limit leaves room for a few new ones (each well under a second here).
+        # efficientnet: every request fails, transiently.
+        for model, extra in (("mobilenet", {"CHAOS_LATENCY_MS": "4000", "WORKER_POOL": "threads", "MAX_BATCH_SIZE": "1",
+                                            "MODEL_INSTANCES": "1", "WORKER_CONCURRENCY": "2"}),
+                             ("squeezenet", {"CHAOS_CRASH_MARKER": POISON_MARKER, "MAX_BATCH_SIZE": "8",
+                                             "WORKER_TIMEOUT": "15", "VISIBILITY_TIMEOUT": "30"}),
+                             ("efficientnet", {"CHAOS_FAILURE_RATE": "1.0"})):
             start_worker(self.procs, model, {**self.env, **extra}, name=f"{model}-hostile@%h")
         self.api = requests.Session()
         self.api.base_url = start_api(self.procs, self.env, name="hostile-api")  # type: ignore[attr-defined]
         wait_until(lambda: requests.get(f"{self.api.base_url}/workers/status", timeout=5).json()["ready"] >= 3, 180,
                    interval=1, what="the hostile cluster's workers")
 
-    def submit(self, model: str, **fields) -> str:
+    def submit(self, model: str, picture: str | None = None, **fields) -> str:
         response = self.api.post(f"{self.api.base_url}/v1/inference", timeout=30,
-                                 json={"data": image_b64(), "model_type": model, **fields})
+                                 json={"data": picture or image_b64(), "model_type": model, **fields})
         assert response.status_code == 202, response.text
         return response.json()["request_id"]
 
@@ -280,6 +288,12 @@ class Cluster:
             return status if status["status"] in ("success", "failed", "expired", "cancelled") else None
 
         return wait_until(done, timeout, interval=0.1, what=f"{request_id} to end")
+
+    def worker_pid(self, model: str) -> int:
+        """The pid of a worker's Celery process (pool processes and model processes change)."""
+        replies = self.celery.control.inspect(destination=[f"{model}-hostile@{socket.gethostname()}"], timeout=5).stats() or {}
+        (stats,) = replies.values()
+        return stats["pid"]
 
     def assert_nothing_left(self, request_id: str) -> None:
         wait_until(lambda: not leftovers(self.redis, request_id), 10, what=f"the keys of {request_id} gone")
@@ -301,9 +315,10 @@ def test_a_time_limit_fails_the_request_as_timeout_and_leaves_nothing(cluster):
 
 
 def test_expired_cancelled_and_revoked_requests_leave_nothing(cluster):
-    """Behind a request that holds the worker (mobilenet's run to its time limit), one expires,
-    one is cancelled by DELETE and one is revoked through Celery's control channel."""
-    blocker = cluster.submit("mobilenet")
+    """Behind requests that hold the worker (mobilenet's two task threads, each request running
+    to its time limit), one expires, one is cancelled by DELETE and one is revoked through
+    Celery's control channel."""
+    blockers = [cluster.submit("mobilenet") for _ in range(2)]
     expired = cluster.submit("mobilenet", timeout_ms=500)
     cancelled = cluster.submit("mobilenet")
     revoked = cluster.submit("mobilenet")
@@ -312,8 +327,9 @@ def test_expired_cancelled_and_revoked_requests_leave_nothing(cluster):
     assert cluster.final(expired)["status"] == "expired"
     assert cluster.final(cancelled)["status"] == "cancelled"
     assert cluster.final(revoked)["status"] == "cancelled"  # Celery's REVOKED
-    cluster.final(blocker)
-    for request_id in (blocker, expired, cancelled, revoked):
+    for blocker in blockers:
+        assert cluster.final(blocker)["error"]["code"] == "timeout"
+    for request_id in (*blockers, expired, cancelled, revoked):
         cluster.assert_nothing_left(request_id)
     # The worker took each message off its queue (the cancelled one too: its pictures went then).
     wait_until(lambda: sum(cluster.redis.llen(f"mobilenet.{p}") for p in ("high", "normal", "low")) == 0, 30,
@@ -327,11 +343,28 @@ def test_retries_exhausted_fail_with_their_code_and_leave_nothing(cluster):
     cluster.assert_nothing_left(request_id)
 
 
-def test_a_message_that_kills_its_worker_each_time_is_failed_as_poison(cluster):
-    request_id = cluster.submit("squeezenet")
-    status = cluster.final(request_id, timeout=120)
+def poisoned_picture() -> str:
+    """A good JPEG whose comment holds the marker that kills the hostile squeezenet worker."""
+    out = io.BytesIO()
+    Image.open(io.BytesIO(image_bytes("chelsea.jpg"))).save(out, "JPEG", comment=POISON_MARKER.encode())
+    return b64(out.getvalue())
+
+
+def test_a_picture_that_kills_the_model_each_time_fails_alone_as_poison(cluster):
+    """A batching worker runs many requests at once: the poison's crashes are held against it
+    alone (it runs again by itself), the requests batched with it succeed, and the worker's
+    Celery process never stops consuming (no redelivery, nothing lost)."""
+    worker_pid = cluster.worker_pid("squeezenet")
+    with ThreadPoolExecutor(7) as pool:
+        requests_ = list(pool.map(lambda n: cluster.submit("squeezenet", picture=poisoned_picture() if n == 3 else None), range(7)))
+    poison, innocent = requests_[3], requests_[:3] + requests_[4:]
+    status = cluster.final(poison, timeout=60)
     assert status["status"] == "failed" and status["error"]["code"] == "poison_message", status
-    cluster.assert_nothing_left(request_id)
+    assert [cluster.final(request_id, timeout=60)["status"] for request_id in innocent] == ["success"] * 6
+    for request_id in (poison, *innocent):
+        cluster.assert_nothing_left(request_id)
+    assert cluster.worker_pid("squeezenet") == worker_pid
+    assert cluster.redis.get(b"inference:duplicates") in (None, b"0")  # nothing ran twice by redelivery
     # Its worker is serving again (a fresh pool process, waiting for its next request).
     wait_until(lambda: any(w["model"] == "squeezenet" and w.get("ready_processes")
                            for w in requests.get(f"{cluster.api.base_url}/workers/status", timeout=5).json()["workers"]),

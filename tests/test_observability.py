@@ -97,7 +97,11 @@ def test_workers_status_reports_load_and_counts(api):
 
     mobilenet = wait_until(counted, 15, interval=0.5, what="the request in the worker's counts, and done")["mobilenet"]
     assert mobilenet["status"] == "ready"
-    assert mobilenet["load"] == {"running": 0, "concurrency": 1}
+    from inference.cli.launch import celery_argv
+    from inference.core.settings import Settings
+
+    argv = celery_argv(Settings(worker_config="mobilenet"))  # the worker's task threads (or pool processes)
+    assert mobilenet["load"] == {"running": 0, "concurrency": int(argv[argv.index("--concurrency") + 1])}
     assert mobilenet["processed"] >= 1 and mobilenet["failed"] >= 0
     assert mobilenet["host"] and time.time() - mobilenet["last_heartbeat"] < 10
     assert mobilenet["weights"] == "random" and mobilenet["device"] == "cpu"

@@ -64,7 +64,7 @@ def test_launcher_builds_a_pinned_worker_command(monkeypatch):
 
     for variable in ("WORKER_MODEL", "WORKER_CONCURRENCY", "MAX_BATCH_SIZE", "MODEL_INSTANCES", "WORKER_POOL"):
         monkeypatch.delenv(variable, raising=False)
-    argv = celery_argv(Settings(worker_model="resnet18", worker_concurrency=2, worker_pool="prefork"))
+    argv = celery_argv(Settings(worker_model="resnet18", worker_concurrency=2, worker_pool="prefork", max_batch_size=1))
     assert argv[argv.index("--model") + 1] == "resnet18"
     assert argv[argv.index("--concurrency") + 1] == "2"
     assert argv[argv.index("--hostname") + 1] == "resnet18@%h"
@@ -75,6 +75,8 @@ def test_launcher_builds_a_pinned_worker_command(monkeypatch):
     assert batching[batching.index("--concurrency") + 1] == "16"
     auto = celery_argv(Settings(worker_model="resnet18", max_batch_size=4, model_instances=0))
     assert auto[auto.index("--concurrency") + 1] == "16"  # auto: room for the two instances it may pick
+    solo = celery_argv(Settings(worker_model="resnet18", worker_pool="solo", max_batch_size=4))
+    assert solo[solo.index("--pool") + 1] == "solo"  # asked for: one request at a time, batches of one
     side_by_side = celery_argv(Settings(worker_model="resnet18", worker_pool="threads", max_batch_size=1))
     assert side_by_side[side_by_side.index("--concurrency") + 1] == "4"  # batch 1 on threads: the instances run side by side
 

@@ -33,12 +33,13 @@ def celery_argv(settings: Settings, name: str | None = None, replica: int | None
     """The `celery worker` command for a worker's settings; `replica` n names its node <name>-n@host."""
     hostname = name or f"{settings.worker_model}@%h"
     pool, concurrency = settings.worker_pool, settings.worker_concurrency
-    if settings.max_batch_size > 1 or pool == "threads":
-        # A batch gathers requests that run at once: threads in one process holding one model.
+    if settings.max_batch_size > 1 and pool == "prefork":
+        pool = "threads"  # a batch gathers requests that run at once: threads in one process holding one model
+    if pool == "threads":
         # Twice what the model instances hold, so the next batches are ready when one ends
         # (auto, 0, picks at most 2); at batch size 1 too, where the instances run side by side.
         instances = settings.model_instances or 2
-        pool, concurrency = "threads", max(concurrency, 2 * settings.max_batch_size * instances)
+        concurrency = max(concurrency, 2 * settings.max_batch_size * instances)
     return [
         sys.executable, "-m", "celery", "-A", "inference", "worker",
         "--model", settings.worker_model,

@@ -10,8 +10,6 @@ import json
 import logging
 import time
 
-from celery.signals import after_setup_logger, after_setup_task_logger
-
 from inference.core.settings import get_settings
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
@@ -52,21 +50,10 @@ def formatter(for_tasks: bool = False) -> logging.Formatter:
     return logging.Formatter(TEXT_FORMAT)
 
 
-def configure_api_logging() -> None:
+def configure_process_logging() -> None:
+    """For processes that Celery does not set up: the API, a worker's model process."""
     handler = logging.StreamHandler()
     handler.setFormatter(formatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(get_settings().log_level.upper())
-
-
-@after_setup_logger.connect
-def _worker_format(logger=None, **_):
-    for handler in logger.handlers:
-        handler.setFormatter(formatter())
-
-
-@after_setup_task_logger.connect
-def _task_format(logger=None, **_):
-    for handler in logger.handlers:
-        handler.setFormatter(formatter(for_tasks=True))

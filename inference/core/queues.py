@@ -13,6 +13,13 @@ def queue_name(model: str, priority: str = DEFAULT_PRIORITY) -> str:
     return f"{model}.{priority}"
 
 
+def priority_rank(queue: str | None, priority: str | None = None) -> int:
+    """0 for high, 1 normal, 2 low: from the queue a message came from (`<model>.<priority>`),
+    else the priority it names, else normal."""
+    named = queue.rpartition(".")[2] if queue else priority
+    return PRIORITIES.index(named if named in PRIORITIES else DEFAULT_PRIORITY)
+
+
 def model_queues(model: str) -> list[str]:
     """A model's queues in the order a worker must consume them (high first)."""
     return [queue_name(model, p) for p in PRIORITIES]

@@ -16,10 +16,12 @@ import tempfile
 from pathlib import Path
 
 from celery import bootsteps
+from celery.signals import after_setup_logger, after_setup_task_logger, worker_process_init
 from celery.worker import state as worker_state
 from celery.worker.control import control_command, inspect_command
 
 from inference.core.celery_app import app
+from inference.core.logging_setup import formatter
 from inference.core.queues import PRIORITIES, queue_name
 from inference.core.registry import get_spec
 from inference.core.settings import get_settings, use_settings
@@ -47,11 +49,13 @@ class PinToModel(bootsteps.StartStopStep):
         queues = worker_queues(model)
         worker.setup_queues(queues)
         log.info("worker pinned to model %s, queues %s", model, ", ".join(queues))
-        if get_settings().worker_pool == "threads":
-            # The threads pool sends no worker_process_init: load here, before any task arrives.
-            process.load_model_in_process()
+        if get_settings().worker_pool != "prefork":
+            # The model in a child process of its own (inference/worker/model_host.py), started
+            # and warm before any task arrives.
+            process.start_model_host()
 
     def stop(self, worker):
+        # A model host's process ends with this one (it reads end of file), after the last batch.
         if process.report_dir:
             shutil.rmtree(process.report_dir, ignore_errors=True)
 
@@ -59,6 +63,26 @@ class PinToModel(bootsteps.StartStopStep):
 
 
 app.steps["worker"].add(PinToModel)
+
+
+@worker_process_init.connect
+def load_model_in_pool_process(**_):
+    """Each prefork pool process loads its own model (the solo pool sends this in the main
+    process, whose model runs in a model host instead)."""
+    if get_settings().worker_pool == "prefork":
+        process.load_model_in_process()
+
+
+@after_setup_logger.connect
+def _worker_format(logger=None, **_):
+    for handler in logger.handlers:
+        handler.setFormatter(formatter())
+
+
+@after_setup_task_logger.connect
+def _task_format(logger=None, **_):
+    for handler in logger.handlers:
+        handler.setFormatter(formatter(for_tasks=True))
 
 
 def worker_queues(model: str) -> list[str]:
@@ -130,6 +154,7 @@ def simulate_crash(state, delay=0.2):
 
     pool = state.consumer.pool
     pids = list(pool.info.get("processes", [])) if pool is not None else []
+    pids += [pid for pid in [process.model_host_pid()] if pid]
     log.error("chaos: simulate_crash received; killing processes %s and %s", pids, os.getpid())
     crash_worker(pids, delay)
     return {"ok": f"crashing in {delay} s", "pids": pids + [os.getpid()]}

@@ -1,7 +1,9 @@
 """Failure injection for resilience tests and demos (all off by default).
 
 CHAOS_LATENCY_MS adds latency to every task, CHAOS_FAILURE_RATE fails a share of tasks with a
-transient (retried) error, CHAOS_CRASH_AFTER kills the pool process during its Nth task.
+transient (retried) error (both in the task, before its pictures reach the batcher);
+CHAOS_CRASH_AFTER kills the process that runs the model during its Nth batch, CHAOS_CRASH_MARKER
+during a batch holding a picture with those bytes in it (a poison message among others).
 """
 
 from __future__ import annotations
@@ -16,20 +18,27 @@ from inference.core.errors import TransientInferenceError
 from inference.core.settings import get_settings
 
 log = logging.getLogger(__name__)
-_tasks_seen = 0  # per pool process
+_batches_seen = 0  # per process
 
 
 def before_inference() -> None:
-    global _tasks_seen
     settings = get_settings()
-    _tasks_seen += 1
     if settings.chaos_latency_ms:
         time.sleep(settings.chaos_latency_ms / 1000)
-    if settings.chaos_crash_after and _tasks_seen >= settings.chaos_crash_after:
-        log.error("chaos: crashing process %s during task %s", os.getpid(), _tasks_seen)
-        os.kill(os.getpid(), signal.SIGKILL)
     if settings.chaos_failure_rate and random.random() < settings.chaos_failure_rate:
         raise TransientInferenceError("chaos: injected transient failure")
+
+
+def in_batch(pictures: list[bytes]) -> None:
+    """Called as a batch starts, where a real crash (a decoder's, the model's) would happen."""
+    global _batches_seen
+    settings = get_settings()
+    _batches_seen += 1
+    marker = settings.chaos_crash_marker.encode()
+    if (settings.chaos_crash_after and _batches_seen >= settings.chaos_crash_after) or \
+            (marker and any(marker in picture for picture in pictures)):
+        log.error("chaos: crashing process %s during batch %s", os.getpid(), _batches_seen)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def crash_worker(pool_pids: list[int], delay: float = 0.2) -> None:

@@ -1,9 +1,9 @@
 """A worker process's model: loaded and warmed up once per process, then fed by the batcher.
 
-Each pool process loads the model in `worker_process_init` (the solo pool sends it in the main
-process; for the threads pool, which sends none, the bootstep loads it at start-up), so a
-process takes tasks only once its model is ready. Pictures are decoded right before the forward
-pass (`decode_and_classify`).
+Each prefork pool process loads the model in `worker_process_init` (inference/worker/bootstep.py),
+so a process takes tasks only once its model is ready. A threads or solo worker batches in its
+main process and runs the model in a child (inference/worker/model_host.py), which loads it the
+same way. Pictures are decoded right before the forward pass (`decode_and_classify`).
 """
 
 from __future__ import annotations
@@ -16,32 +16,63 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from celery.signals import worker_process_init
-
-from inference.core import logging_setup  # noqa: F401  (log format signals)
-from inference.core.errors import InvalidRequest
+from inference.core.errors import InvalidRequest, PoisonMessage
 from inference.core.imaging import model_input
-from inference.core.registry import get_spec
+from inference.core.registry import ModelSpec, get_spec
 from inference.core.settings import cpu_count, get_settings
-from inference.worker import openvino_runtime
+from inference.worker import chaos, openvino_runtime
 from inference.worker.batching import MicroBatcher
 from inference.worker.device import pick_device
 from inference.worker.sizing import adaptive_threads, lone_batch_threads, model_instances, one_torch_thread, torch_threads
 
 if TYPE_CHECKING:
+    from inference.worker.model_host import ModelHost
     from inference.worker.model_runtime import LoadedModel  # torch: PyTorch workers only
     from inference.worker.openvino_runtime import CompiledClassifier
 
 log = logging.getLogger(__name__)
 
 report_dir: str | None = None  # where pool processes leave their model info for `inspect model_info` (set by the bootstep)
-_loaded: LoadedModel | CompiledClassifier | None = None  # this process's model
+_loaded: LoadedModel | CompiledClassifier | HostedModel | None = None  # this process's model (or its host's)
 _batcher: MicroBatcher | None = None  # and the batcher in front of it
 _decoders: ThreadPoolExecutor | None = None  # decode a batch's pictures in parallel (PIL releases the GIL)
+_host: ModelHost | None = None  # the model's process, in a threads or solo worker
 
 
-@worker_process_init.connect
-def load_model_in_process(**_):
+class HostedModel:
+    """What a worker's task threads need of a model that runs in its model host."""
+
+    def __init__(self, spec: ModelSpec, host: ModelHost):
+        self.spec, self._host = spec, host
+
+    @property
+    def info(self) -> dict:
+        return self._host.info  # the current model process's (a new one after a crash)
+
+
+def start_model_host() -> None:
+    """A threads or solo worker: the batcher here, the model in a child process it feeds."""
+    global _loaded, _batcher, _host
+    from inference.worker.model_host import ModelHost
+
+    settings = get_settings()
+    instances = model_instances(pick_device(settings.worker_device))
+    _host = ModelHost(instances, report_dir, hang_seconds=2 * settings.worker_timeout, start_timeout=settings.worker_proc_alive_timeout)
+    _batcher = MicroBatcher(_host.run, settings.max_batch_size, settings.max_batch_delay_ms / 1000, initializer=_host.start,
+                            instances=instances, max_crashes=settings.max_deliveries, give_up=poisoned)
+    _batcher.wait_ready(settings.worker_proc_alive_timeout + 5)  # ready only after its load and warm-up
+    _loaded = HostedModel(get_spec(settings.worker_model), _host)
+
+
+def poisoned(crashes: int) -> PoisonMessage:
+    return PoisonMessage(f"the model process died each of the {crashes} times this request ran (MAX_DELIVERIES); it is not run again")
+
+
+def model_host_pid() -> int | None:
+    return _host.pid if _host is not None else None
+
+
+def load_model_in_process():
     global _loaded, _batcher, _decoders
     settings = get_settings()
     if not settings.worker_model:
@@ -71,17 +102,15 @@ def load_model_in_process(**_):
         _decoders = ThreadPoolExecutor(torch_threads(), thread_name_prefix="decode", initializer=one_torch_thread if runtime == "torch" else None)
     instances = model_instances(device)
     share_cores = adaptive_threads(lone_batch_threads(instances)) if instances > 1 and device == "cpu" else None
-    # Prefork kills a child past WORKER_TIMEOUT; the threads and solo pools have no such limit, so a
-    # batch still running at twice it (its requests failed as `timeout` long before) ends the process.
-    hang_seconds = None if settings.worker_pool == "prefork" else 2 * settings.worker_timeout
     _batcher = MicroBatcher(decode_and_classify, settings.max_batch_size, settings.max_batch_delay_ms / 1000,
                             initializer=load_here, instances=instances, instance_initializer=lambda: loaded_model().warm_up(),
-                            share_cores=share_cores, hang_seconds=hang_seconds)
+                            share_cores=share_cores)
     _batcher.wait_ready(settings.worker_proc_alive_timeout)  # ready only after load and warm-up
     info = loaded_model().info
+    hosted = settings.worker_pool != "prefork"  # a model host's process (the worker's batcher kills it past this)
     info.update(max_batch_size=settings.max_batch_size, max_batch_delay_ms=settings.max_batch_delay_ms, pool=settings.worker_pool,
                 instances=instances, adaptive_threads=share_cores is not None, gomp_spincount=os.environ.get("GOMP_SPINCOUNT"),
-                batch_hang_seconds=hang_seconds)
+                model_process="host" if hosted else "pool", batch_hang_seconds=2 * settings.worker_timeout if hosted else None)
     if info["weights"] == "random":
         log.warning("!!! %s (model %s, process %s) !!!", info["weights_warning"], info["model"], os.getpid())
     log.info("model ready: %s", json.dumps(info))
@@ -98,6 +127,7 @@ def decode_and_classify(items: list[tuple[bytes, int]]) -> list:
     PIL on the decoding threads. A picture that does not decode fails its own request only."""
     loaded, max_pixels = loaded_model(), get_settings().max_image_pixels
     raws = [raw for raw, _ in items]
+    chaos.in_batch(raws)
     inputs: list = [None] * len(raws)
     for n, tensor in decoded_on_device(loaded, raws, max_pixels).items():
         inputs[n] = tensor

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 
 import redis as redis_lib
 from celery import states
@@ -37,9 +38,9 @@ from redis.retry import Retry
 
 from inference.core import keys, metrics
 from inference.core.celery_app import app
-from inference.core.errors import ImageMissing, InvalidRequest, PoisonMessage, TransientInferenceError, WrongWorker
+from inference.core.errors import ImageMissing, InvalidRequest, PoisonMessage, Timeout, TransientInferenceError, WrongWorker
 from inference.core.imaging import check_request_pixels, decode_base64, probe_image
-from inference.core.queues import TASK_NAME
+from inference.core.queues import TASK_NAME, priority_rank
 from inference.core.settings import get_settings
 from inference.worker import chaos
 from inference.worker.batching import BatchOutcome
@@ -95,9 +96,10 @@ def count_failure(sender=None, task_id=None, kwargs=None, **_):
 
 
 def skip_unless_runnable(task, request_id: str, deadline: float | None, model: str | None, priority: str | None,
-                         pictures: list[str]) -> list:
+                         pictures: list[str]) -> tuple[list, int]:
     """Drop a request whose deadline passed or that was cancelled, without running it. Returns
-    its stored `pictures`, read in the claim's round trip (missing ones as ImageMissing)."""
+    its stored `pictures`, read in the claim's round trip (missing ones as ImageMissing), and
+    how many of its earlier runs ended with their process's death."""
     if deadline is not None and time.time() > deadline:
         task.update_state(state=keys.EXPIRED, meta={"reason": "not started before its deadline", "deadline": deadline})
         record_metrics(metrics.record, model, priority, "expired")
@@ -121,7 +123,7 @@ def skip_unless_runnable(task, request_id: str, deadline: float | None, model: s
         log.warning("request %s delivered again (redelivered=%s); running it again",
                     request_id, (task.request.delivery_info or {}).get("redelivered"))
     return [raw if raw is not None else ImageMissing(f"{ref} is no longer stored (expired, or its request already ran)")
-            for ref, raw in zip(pictures, claim.pictures)]
+            for ref, raw in zip(pictures, claim.pictures)], crashed_runs
 
 
 def build_result(*, info, request_id, worker_id, submitted_at, started_at, finished_at,
@@ -162,19 +164,21 @@ def classify(self, image: str | None = None, model: str | None = None, top_k: in
              images: list[str] | None = None, image_refs: list[str] | None = None, image_ref: str | None = None) -> dict:
     from inference.worker.process import batcher, loaded_model
 
+    time_limit_at = time.monotonic() + get_settings().worker_timeout
     several = images if images is not None else image_refs
     count = len(several) if isinstance(several, list) else 1
     gatherer = batcher()
     gatherer.expect(count)  # a batch being gathered waits for them
     try:
         loaded = loaded_model()
-        top_k, encoded, started_at = admitted_pictures(self, loaded.spec.name, model, top_k, priority, deadline,
-                                                       image, images, image_refs, image_ref)
+        admitted = admitted_pictures(self, loaded.spec.name, model, top_k, priority, deadline, image, images, image_refs, image_ref)
         chaos.before_inference()
+        time_left = within_time_limit(time_limit_at)
     except BaseException:
         gatherer.forget(count)
         raise  # its pictures go with its final state (inference/core/result_backend.py)
-    outcomes = run_pictures(gatherer, encoded, top_k, several is not None)
+    started_at = admitted.started_at
+    outcomes = run_pictures(gatherer, admitted, several is not None, time_left)
     done = [o for o in outcomes if isinstance(o, BatchOutcome)]
     result = build_result(
         info=loaded.info,
@@ -198,12 +202,22 @@ def classify(self, image: str | None = None, model: str | None = None, top_k: in
     return result
 
 
+@dataclass
+class Admitted:
+    """A request checked and claimed, ready for the batcher."""
+
+    top_k: int
+    encoded: list  # its pictures, each bytes or the InvalidRequest it fails with
+    started_at: float
+    suspect: bool  # its worker died while running it before: it runs alone (see the batcher)
+    rank: int  # its priority in the batcher's queue (0 high, 1 normal, 2 low)
+
+
 def admitted_pictures(task, served: str, model, top_k, priority, deadline, image, images, image_refs,
-                      image_ref) -> tuple[int, list, float]:
-    """A message checked, its request claimed and its pictures read: (top_k, encoded pictures, when it started).
-    A message that cannot run fails before it claims the request or reads a key. Of several
-    pictures a broken or missing one is an error in the list (it fails alone); a single one
-    fails the request."""
+                      image_ref) -> Admitted:
+    """A message checked, its request claimed and its pictures read. A message that cannot run
+    fails before it claims the request or reads a key. Of several pictures a broken or missing
+    one is an error in the list (it fails alone); a single one fails the request."""
     if model != served:
         raise WrongWorker(f"task for model {model!r} reached a {served!r} worker; send it to queue {model}.<priority>")
     settings = get_settings()
@@ -211,7 +225,7 @@ def admitted_pictures(task, served: str, model, top_k, priority, deadline, image
     if not isinstance(top_k, int) or not 1 <= top_k <= settings.max_top_k:
         raise InvalidRequest(f"top_k must be an integer between 1 and {settings.max_top_k}")
     check_pictures(image, images, image_refs, image_ref, settings.max_items_per_request)
-    fetched = skip_unless_runnable(task, task.request.id, deadline, model, priority, keys.named_pictures(image_ref, image_refs))
+    fetched, crashed_runs = skip_unless_runnable(task, task.request.id, deadline, model, priority, keys.named_pictures(image_ref, image_refs))
     started_at = time.time()
     if image_refs is not None or image_ref is not None:
         encoded = fetched
@@ -222,18 +236,30 @@ def admitted_pictures(task, served: str, model, top_k, priority, deadline, image
     else:
         encoded = [decode_base64(image)] if images is None else [_or_error(decode_base64, p) for p in images]
     check_request_pixels(picture_sizes(encoded), settings.max_request_pixels)
-    return top_k, encoded, started_at
+    rank = priority_rank((task.request.delivery_info or {}).get("routing_key"), priority)
+    return Admitted(top_k, encoded, started_at, suspect=crashed_runs > 0, rank=rank)
 
 
-def run_pictures(gatherer, encoded: list, top_k: int, several: bool) -> list:
+def within_time_limit(time_limit_at: float) -> float:
+    """Seconds left before WORKER_TIMEOUT, or Timeout. Prefork's pool enforces the limit itself
+    (a second earlier, as a soft limit); the threads and solo pools cannot stop a task, so a
+    task stops waiting for its batch at the limit, and fails as prefork's would."""
+    left = time_limit_at - time.monotonic()
+    if left <= 0:
+        raise Timeout(f"the request ran past the worker's time limit (WORKER_TIMEOUT {get_settings().worker_timeout} s)")
+    return left
+
+
+def run_pictures(gatherer, admitted: Admitted, several: bool, timeout: float) -> list:
     """Each picture through the batcher, which decodes it (a corrupt one fails alone) and
     classifies it: its BatchOutcome, or the error of a picture that did not decode."""
-    timeout = get_settings().worker_timeout
+    encoded, top_k, alone, rank = admitted.encoded, admitted.top_k, admitted.suspect, admitted.rank
     if not several:
-        return [gatherer.run((encoded[0], top_k), timeout=timeout, expected=True)]
+        return [gatherer.run((encoded[0], top_k), timeout=timeout, expected=True, alone=alone, rank=rank)]
     gatherer.forget(sum(isinstance(raw, InvalidRequest) for raw in encoded))
-    submitted = gatherer.submit_many([(raw, top_k) for raw in encoded if not isinstance(raw, InvalidRequest)], expected=True)
-    ran = iter(submitted.outcomes(timeout))
+    submitted = gatherer.submit_many([(raw, top_k) for raw in encoded if not isinstance(raw, InvalidRequest)],
+                                     expected=True, alone=alone, rank=rank)
+    ran = iter(submitted.outcomes(timeout, abandon=True))
     outcomes = [raw if isinstance(raw, InvalidRequest) else next(ran) for raw in encoded]
     # A picture that did not decode fails alone; anything else fails the request.
     failed = next((o for o in outcomes if isinstance(o, BaseException) and not isinstance(o, InvalidRequest)), None)
