@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import redis
@@ -225,6 +226,24 @@ def test_supervised_worker_comes_back_by_itself(cluster):
         print(f"[supervised worker crashed] back and serving after {time.monotonic() - crashed_at:.1f} s", file=sys.stderr)
     finally:
         cluster.procs.stop("worker-eff-sup@%h")
+
+
+def test_a_worker_stopped_with_its_process_group_finishes_its_requests(cluster):
+    """SIGTERM to the whole group (Ctrl-C, honcho, a container's stop) reaches the model process
+    too: it ignores it and serves until the worker, finishing its requests, is gone."""
+    start_worker(cluster.procs, "efficientnet", {**cluster.env, "CHAOS_LATENCY_MS": "1500"}, name="eff-stop@%h")
+    cluster.wait_ready({"efficientnet"})
+    model_pid = cluster.pool_pid("efficientnet")
+    report = loadgen.send(cluster.api, payload("efficientnet"), 2, concurrency=2)
+    wait_until(lambda: len(report.accepted) == 2 and all(
+        requests.get(f"{cluster.api}/v1/inference/{rid}", timeout=5).json()["status"] == "running" for rid in list(report.accepted)),
+        30, interval=0.05, what="both requests running")
+    cluster.procs.stop("worker-eff-stop@%h", signal.SIGTERM)
+    statuses = [requests.get(f"{cluster.api}/v1/inference/{rid}", timeout=5).json()["status"] for rid in report.accepted]
+    assert statuses == ["success", "success"]
+    log = (LOG_DIR / "worker-eff-stop@%h.log").read_text()
+    assert "starting a new one" not in log  # the model process did not die under the requests
+    wait_until(lambda: not Path(f"/proc/{model_pid}").exists(), 10, interval=0.2, what="the model process gone with its worker")
 
 
 def test_all_workers_of_a_model_die(cluster):

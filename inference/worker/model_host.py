@@ -188,6 +188,17 @@ def serve(connections: list[Connection]) -> None:
         thread.join()
 
 
+def _die_with_parent() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: end of file alone ends this process
+        pass
+    if os.getppid() == 1:  # the worker died before that took effect
+        os._exit(0)
+
+
 def _sendable(exc: BaseException) -> BaseException:
     """The exception itself if it survives pickling (ours do), else a RuntimeError that says what it was."""
     try:
@@ -200,7 +211,13 @@ def _sendable(exc: BaseException) -> BaseException:
 def main() -> None:
     from inference.core.logging_setup import configure_process_logging
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the worker decides
+    # A signal to the whole process group (Ctrl-C, honcho, a container's stop) must not end the
+    # model under a worker that is finishing its requests: this process ends when the worker
+    # does (end of file on its sockets), or with it if the worker is killed (Linux's parent-death
+    # signal).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _die_with_parent()
     configure_process_logging()
     serve([Connection(int(fd)) for fd in sys.argv[1].split(",")])
 
