@@ -73,10 +73,19 @@ def load_model_in_pool_process(**_):
         process.load_model_in_process()
 
 
+# Celery's own line per task received and per task succeeded (with the whole result): the
+# worker's line per request says as much (tasks.py), and at hundreds of requests a second these
+# cost CPU to format and relay. Shown at LOG_LEVEL=DEBUG; failures and retries are logged anyway.
+PER_TASK_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
+
+
 @after_setup_logger.connect
-def _worker_format(logger=None, **_):
+def _worker_format(logger=None, loglevel=None, **_):
     for handler in logger.handlers:
         handler.setFormatter(formatter())
+    if logger.getEffectiveLevel() > logging.DEBUG:
+        for name in PER_TASK_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @after_setup_task_logger.connect

@@ -80,9 +80,10 @@ def count_success(sender=None, result=None, **_):
 
 
 @task_retry.connect
-def count_retry(sender=None, request=None, **_):
+def count_retry(sender=None, request=None, reason=None, **_):
     if getattr(sender, "name", None) == TASK_NAME:
         model = (getattr(request, "kwargs", None) or {}).get("model", "unknown")
+        log.info("request %s will be retried: %s", getattr(request, "id", None), reason)  # Celery's own line is DEBUG's (bootstep.py)
         record_metrics(lambda r: r.hincrby(metrics.RETRIES_KEY, model, 1))
 
 
