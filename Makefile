@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run start stop logs test test-fast lint type-check resilience benchmark benchmark-gpu load-test stress-test attack-report demo quick-demo weights health monitor config-table clean
+.PHONY: setup run start stop logs test test-fast lint type-check resilience benchmark benchmark-gpu load-test stress-test attack-report demo quick-demo weights health monitor config-table manifests clean
 
 setup: $(STAMP)
 
@@ -85,6 +85,9 @@ monitor: setup  ## open Flower (started by `make run`) in a browser
 
 config-table: setup  ## the configuration table of docs/configuration.md, generated from inference/core/settings.py
 	@$(BIN)/python -c "from inference.core.settings import markdown_table; print(markdown_table())"
+
+manifests: setup  ## deploy/: a Kubernetes Deployment and a KEDA ScaledObject per worker config (docs/operations.md#autoscaling)
+	$(BIN)/python -m inference.cli.manifests
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

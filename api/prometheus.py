@@ -41,10 +41,12 @@ class InferenceCollector(Collector):
                 depth.add_metric([model, priority], count)
         yield depth
 
+        ready_workers = self.workers.ready_workers_by_model()
         live = GaugeMetricFamily("inference_workers_live", "Workers with a ready model, per model.", labels=["model"])
-        for model, workers in self.workers.ready_workers_by_model().items():
+        for model, workers in ready_workers.items():
             live.add_metric([model], len(workers))
         yield live
+        yield from autoscaling_gauges(tracking.queued_by_model(self.redis, model_names()), ready_workers)
 
         retries = CounterMetricFamily("inference_task_retries", "Retries of requests that failed for a transient reason.",
                                       labels=["model"])
@@ -61,3 +63,25 @@ class InferenceCollector(Collector):
         duplicates = CounterMetricFamily("inference_duplicate_runs", "Requests run again after a redelivery.")
         duplicates.add_metric([], int(self.redis.get(keys.DUPLICATES_KEY) or 0))
         yield duplicates
+
+
+def autoscaling_gauges(queued: dict[str, int], ready_workers: dict[str, list[dict]]):
+    """What an autoscaler of a model's workers targets (deploy/, docs/operations.md#autoscaling):
+    requests queued in Redis, requests its workers hold (running or waiting in their batchers:
+    each holds at most its concurrency, prefetch 1 and acks_late), its ready model processes,
+    and the backlog (queued + held) per ready process; with none ready, the whole backlog, so
+    that a model scaled to zero comes back."""
+    families = {
+        "queued": GaugeMetricFamily("inference_model_queued", "Requests waiting in a model's queues (every priority).", labels=["model"]),
+        "held": GaugeMetricFamily("inference_model_running", "Requests a model's workers hold: running or waiting for a batch.", labels=["model"]),
+        "ready": GaugeMetricFamily("inference_model_ready_processes", "Model processes ready to serve, per model.", labels=["model"]),
+        "backlog": GaugeMetricFamily("inference_model_backlog_per_ready_process",
+                                     "(queued + running) / ready model processes (the whole backlog when none is ready).", labels=["model"]),
+    }
+    for model, waiting in sorted(queued.items()):
+        workers = ready_workers.get(model, [])
+        held = sum(w.get("held", w.get("active", 0)) for w in workers)
+        ready = sum(w.get("ready_processes") or 0 for w in workers)
+        for name, value in (("queued", waiting), ("held", held), ("ready", ready), ("backlog", (waiting + held) / max(ready, 1))):
+            families[name].add_metric([model], value)
+    yield from families.values()

@@ -9,7 +9,7 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import MODELS, image_b64
+from tests.helpers import MODELS, image_b64, paused
 from tests.system import LOG_DIR, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -69,6 +69,45 @@ def test_metrics_count_outcomes_and_timings(api):
         assert after[("inference_workers_live", (("model", model),))] == 1
         for priority in ("high", "normal", "low"):
             assert ("inference_queue_depth", (("model", model), ("priority", priority))) in after
+
+
+def test_autoscaling_gauges_count_every_queued_and_held_request_per_ready_process(redis_client):
+    """The signal deploy/'s ScaledObjects target. Held requests count (a worker holds up to its
+    concurrency out of the queue); with no ready process the whole backlog stands, so a model
+    scaled to zero comes back. kombu's per-message priority sub-lists count as queued."""
+    from api.prometheus import autoscaling_gauges
+    from inference.submit import tracking
+
+    workers = {"m1": [{"held": 4, "ready_processes": 1}, {"held": 6, "ready_processes": 1}], "m2": []}
+    values = {(family.name, sample.labels["model"]): sample.value
+              for family in autoscaling_gauges({"m1": 10, "m2": 5}, workers) for sample in family.samples}
+    assert values[("inference_model_backlog_per_ready_process", "m1")] == (10 + 4 + 6) / 2
+    assert values[("inference_model_backlog_per_ready_process", "m2")] == 5
+    assert (values[("inference_model_running", "m1")], values[("inference_model_ready_processes", "m2")]) == (10, 0)
+
+    lists = ["gauge-test.high", "gauge-test.low", "gauge-test.normal\x06\x163", "gauge-test.low\x06\x169"]
+    try:
+        for n, name in enumerate(lists, start=1):
+            redis_client.rpush(name, *[b"m"] * n)
+        assert tracking.queued_by_model(redis_client, ["gauge-test"]) == {"gauge-test": 1 + 2 + 3 + 4}
+    finally:
+        redis_client.delete(*lists)
+
+
+def test_the_autoscaling_gauges_see_a_paused_workers_queue(api, redis_client, worker_ids):
+    from inference.submit import submission, waiting
+
+    with paused(worker_ids["efficientnet"], "efficientnet.high", "efficientnet.normal", "efficientnet.low"):
+        ids = [submission.submit(redis_client, image_b64=image_b64("chelsea.jpg"), model="efficientnet", priority=p).job["request_id"]
+               for p in ("high", "low", "low")]
+        metrics = scrape(api)
+        assert metrics[("inference_model_queued", (("model", "efficientnet"),))] == 3
+        ready = metrics[("inference_model_ready_processes", (("model", "efficientnet"),))]
+        held = metrics[("inference_model_running", (("model", "efficientnet"),))]
+        assert ready >= 1
+        assert metrics[("inference_model_backlog_per_ready_process", (("model", "efficientnet"),))] == (3 + held) / ready
+    for request_id in ids:
+        assert waiting.wait_for(redis_client, request_id, 60)["status"] == "success"
 
 
 def test_seed_stats(api):

@@ -7,9 +7,9 @@ the process's MicroBatcher and waits; the batcher closes a batch when it holds
 no other request is on its way (a task announces itself with `expect()` before it checks its
 request): waiting longer could only add latency, since a new request needs a free task thread,
 and the threads are all waiting for this batch. Then it runs one forward pass and gives every
-task its own predictions. Batch size 1 is the same code path (the batch closes at once). Waiting items go in order of
-rank (a request's priority: a high request that reaches a busy worker runs in its next batch,
-ahead of the lows already waiting there), then of arrival.
+task its own predictions. Batch size 1 is the same code path (the batch closes at once).
+Waiting items go in order of rank (a request's priority: a high request that reaches a busy
+worker runs in its next batch, ahead of the lows already waiting there), then of arrival.
 `run_batch` may return an exception in place of one item's output: that request alone fails
 (a corrupt image found while decoding, say); a request that fails before it is submitted calls
 `forget()`.

@@ -142,6 +142,7 @@ def model_info(state):
         "concurrency": getattr(state.consumer.controller, "concurrency", None),
         "ready_processes": len(processes),
         "active": len(worker_state.active_requests),
+        "held": len(worker_state.reserved_requests),  # received and not yet done: active, or waiting for a thread
         "processed": sum(worker_state.total_count.values()),
         "processes": processes,
     }
