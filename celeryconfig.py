@@ -4,13 +4,15 @@ Values come from `inference.core.settings` (environment variables with documente
 comments say why a value differs from Celery's default.
 """
 
+from inference.core.redis_connection import broker_url as _redis_urls
 from inference.core.settings import get_settings
 
 _s = get_settings()
 
-broker_url = _s.redis_url
+broker_url = _redis_urls(_s)  # REDIS_URL, or `sentinel://` URLs of REDIS_SENTINELS
 # Celery's Redis backend, storing each result in one round trip (inference/core/result_backend.py).
-result_backend = "inference.core.result_backend:OneTripRedisBackend+" + _s.redis_url
+result_backend = ("inference.core.result_backend:OneTripSentinelBackend+" if _s.redis_sentinels
+                  else "inference.core.result_backend:OneTripRedisBackend+") + _redis_urls(_s)
 broker_connection_retry_on_startup = True
 broker_connection_max_retries = None  # workers keep reconnecting until Redis is back
 # Not worker_cancel_long_running_tasks_on_connection_loss: cancelling writes a RETRY state to
@@ -73,6 +75,8 @@ broker_transport_options = {
     "health_check_interval": 10,
 }
 result_backend_transport_options = {"visibility_timeout": _s.visibility_timeout}
+if _s.redis_sentinels:  # which primary the Sentinels are asked for
+    broker_transport_options["master_name"] = result_backend_transport_options["master_name"] = _s.redis_master_name
 visibility_timeout = _s.visibility_timeout
 
 # Model loading in worker_process_init takes longer than Celery's 4 s allowance.

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 
-import redis
 from flask import Flask
 from prometheus_client import CollectorRegistry
 
@@ -19,6 +18,7 @@ from api.memory import MemoryGauge
 from api.prometheus import InferenceCollector
 from api.request import StrictJSONProvider, WholeBodyRequest
 from api.workers import WorkerDirectory
+from inference.core import redis_connection
 from inference.core.settings import Settings, get_settings
 
 
@@ -37,9 +37,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     # Short socket timeouts: with Redis down the API answers 503 quickly instead of hanging.
     # Connections: a long poll holds one (its subscription) and borrows another for reads, in
     # each of API_THREADS (redis-py's default pool stops at 100: "Too many connections").
-    app.extensions["redis"] = redis.Redis.from_url(
-        settings.redis_url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30,
-        max_connections=2 * settings.api_threads + 16,
+    app.extensions["redis"] = redis_connection.connect(
+        settings, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30, max_connections=2 * settings.api_threads + 16,
     )
     app.extensions["settings"] = settings
     app.extensions["workers"] = WorkerDirectory(settings.worker_cache_seconds)

@@ -68,8 +68,9 @@ def start(url: str, data_dir: str | os.PathLike, **popen) -> subprocess.Popen:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     url = get_settings().redis_url
-    if reachable(url):
-        log.info("Redis at %s:%s answers; using it (this process only waits)", urlparse(url).hostname, urlparse(url).port)
+    if get_settings().redis_sentinels or reachable(url):
+        where = f"Sentinels {get_settings().redis_sentinels}" if get_settings().redis_sentinels else f"Redis at {urlparse(url).hostname}:{urlparse(url).port}"
+        log.info("%s: using it (this process only waits)", where)
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
         return
     data_dir = get_settings().redis_data_dir

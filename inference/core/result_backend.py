@@ -20,7 +20,7 @@ from __future__ import annotations
 from functools import cached_property
 
 from celery import states
-from celery.backends.redis import RedisBackend
+from celery.backends.redis import RedisBackend, SentinelBackend
 from celery.exceptions import BackendStoreError
 from kombu.utils.encoding import bytes_to_str
 
@@ -47,8 +47,8 @@ return 1
 """
 
 
-class OneTripRedisBackend(RedisBackend):
-    """`result_backend = "inference.core.result_backend:OneTripRedisBackend+redis://..."`."""
+class OneTrip:
+    """The one-trip store on top of Celery's RedisBackend or SentinelBackend."""
 
     def _store_result(self, task_id, result, state, traceback=None, request=None, **kwargs):
         # Celery's own, less its read of the stored record: `_set` checks it inside Redis.
@@ -74,6 +74,14 @@ class OneTripRedisBackend(RedisBackend):
         """SET with the expiry and PUBLISH, unless the key holds a SUCCESS; for a request that
         `ended`, out of its tenant's in-flight set, its temporary keys deleted."""
         self._store_script(keys=[key, *ended], args=[value, int(self.expires or 0), task_id])
+
+
+class OneTripRedisBackend(OneTrip, RedisBackend):
+    """`result_backend = "inference.core.result_backend:OneTripRedisBackend+redis://..."`."""
+
+
+class OneTripSentinelBackend(OneTrip, SentinelBackend):
+    """`...:OneTripSentinelBackend+sentinel://host:port/db;sentinel://...` (REDIS_SENTINELS)."""
 
 
 assert states.SUCCESS in FINAL_STATES and states.RETRY not in FINAL_STATES

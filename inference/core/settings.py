@@ -56,6 +56,8 @@ class Settings(BaseSettings):
 
     # Broker and results
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis used as Celery broker and result backend (a password goes in the URL: redis://:pw@host:6379/0).")
+    redis_sentinels: str = Field("", description="`host:port,host:port` of Redis Sentinels: then every part (broker, result backend, the API's and the workers' own clients, Flower) finds the primary through them (REDIS_MASTER_NAME), and REDIS_URL gives only the password and the database number. Empty: REDIS_URL's host, no Sentinel.")
+    redis_master_name: str = Field("inference", description="The name under which the Sentinels (REDIS_SENTINELS) monitor the primary.")
     redis_maxmemory: str = Field("1gb", description="`maxmemory` of the embedded Valkey (`make run`, the tests) and of Compose's Redis, with `noeviction`: a full Redis refuses writes rather than drop queued work. `0`: no bound.")
     redis_memory_high_water: float = Field(0.8, gt=0, le=1, description="Share of Redis's `maxmemory` above which the API admits no new pictures (503 `memory_full` with Retry-After); the rest is room for the results of what was accepted. Not applied to a Redis without `maxmemory`.")
     redis_data_dir: str = Field("var/redis", description="Data directory (append-only file) of the embedded Valkey that `make run` starts when REDIS_URL does not answer.")

