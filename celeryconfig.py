@@ -59,7 +59,7 @@ task_soft_time_limit = max(1, _s.worker_timeout - 1)
 # it must exceed any task's run time plus retry countdown, and is set alike everywhere.
 # The restore sweep runs every restore_interval x throttle seconds (10 x 10 by default): with
 # throttle 1, a dead worker's tasks return about VISIBILITY_TIMEOUT + RESTORE_INTERVAL after.
-broker_transport_options = {
+broker_transport_options: dict[str, object] = {
     "queue_order_strategy": "priority",
     # Messages are JSON already: kombu's default base64 layer on top made every 47 KB image a
     # 64 KB body, encoded by the API and decoded by the worker. Messages from clients that keep
@@ -74,7 +74,7 @@ broker_transport_options = {
     "socket_connect_timeout": 5,
     "health_check_interval": 10,
 }
-result_backend_transport_options = {"visibility_timeout": _s.visibility_timeout}
+result_backend_transport_options: dict[str, object] = {"visibility_timeout": _s.visibility_timeout}
 if _s.redis_sentinels:  # which primary the Sentinels are asked for
     broker_transport_options["master_name"] = result_backend_transport_options["master_name"] = _s.redis_master_name
 visibility_timeout = _s.visibility_timeout

@@ -9,6 +9,7 @@ import os
 import signal
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -53,8 +54,9 @@ def primary_port(sentinel_port: int) -> int:
     return int(redis.Redis(port=sentinel_port).sentinel_get_master_addr_by_name(MASTER)[1])
 
 
-@pytest.fixture(scope="module")
-def topology():
+@contextmanager
+def sentinel_topology():
+    """A primary, a replica, a Sentinel; a squeezenet worker and the API that know only the Sentinel."""
     procs = Processes()
     env = dict(os.environ)
     try:
@@ -71,6 +73,12 @@ def topology():
         yield {"procs": procs, "api": api, "primary": primary, "replica": replica, "sentinel": sentinel}
     finally:
         procs.stop_all()
+
+
+@pytest.fixture(scope="module")
+def topology():
+    with sentinel_topology() as started:
+        yield started
 
 
 def classify(api: str) -> dict:

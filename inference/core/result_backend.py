@@ -47,8 +47,8 @@ return 1
 """
 
 
-class OneTrip:
-    """The one-trip store on top of Celery's RedisBackend or SentinelBackend."""
+class OneTrip(RedisBackend):
+    """The one-trip store, for Celery's RedisBackend and its SentinelBackend."""
 
     def _store_result(self, task_id, result, state, traceback=None, request=None, **kwargs):
         # Celery's own, less its read of the stored record: `_set` checks it inside Redis.
@@ -76,7 +76,7 @@ class OneTrip:
         self._store_script(keys=[key, *ended], args=[value, int(self.expires or 0), task_id])
 
 
-class OneTripRedisBackend(OneTrip, RedisBackend):
+class OneTripRedisBackend(OneTrip):
     """`result_backend = "inference.core.result_backend:OneTripRedisBackend+redis://..."`."""
 
 
