@@ -7,10 +7,10 @@ when it (re)connects, so a failover reaches every part without a restart.
 
 from __future__ import annotations
 
-import functools
 from urllib.parse import urlparse
 
 import redis
+from redis.sentinel import Sentinel, SentinelManagedConnection
 
 from inference.core.settings import Settings, get_settings
 
@@ -38,33 +38,24 @@ def broker_url(settings: Settings | None = None, scheme: str = "sentinel") -> st
     return ";".join(f"{scheme}://{auth}{host}:{port}/{db}" for host, port in sentinel_addresses(settings))
 
 
+class PrimaryConnection(SentinelManagedConnection):
+    """redis-py 8.1's Sentinel connection asks the Sentinels for the primary in `connect()`, but a
+    command sent on a connection dropped earlier reconnects through `connect_check_health()`, to
+    the address it had: after a failover, the old primary (seen: a worker's claim failed 20 s
+    after the replica was promoted). This one asks before every reconnect."""
+
+    def connect_check_health(self, *args, **kwargs):
+        if not self._sock and self.connection_pool.is_master:
+            self.host, self.port = self.connection_pool.get_master_address()
+        return super().connect_check_health(*args, **kwargs)
+
+
 def connect(settings: Settings | None = None, **kwargs) -> redis.Redis:
     """A client of the primary (connection options in `kwargs`, as redis.Redis takes them)."""
     settings = settings or get_settings()
     if not settings.redis_sentinels:
         return redis.Redis.from_url(settings.redis_url, **kwargs)
-    from redis.sentinel import Sentinel
-
     password, db = _password_and_db(settings)
     timeouts = {k: kwargs[k] for k in ("socket_timeout", "socket_connect_timeout") if k in kwargs}
     sentinel = Sentinel(sentinel_addresses(settings), sentinel_kwargs=timeouts)
-    return sentinel.master_for(settings.redis_master_name, password=password, db=db, connection_class=primary_connection_class(), **kwargs)
-
-
-@functools.cache
-def primary_connection_class() -> type:
-    """Made on first use: redis.sentinel is imported only where Sentinels are configured."""
-    from redis.sentinel import SentinelManagedConnection
-
-    class PrimaryConnection(SentinelManagedConnection):
-        """redis-py 8.1's Sentinel connection asks the Sentinels for the primary in `connect()`,
-        but a command on a connection dropped earlier reconnects through `connect_check_health()`,
-        to the address it had: after a failover, the old primary (seen: a worker's claim failed
-        20 s after the replica was promoted). Ask before every reconnect."""
-
-        def connect_check_health(self, *args, **kwargs):
-            if not self._sock and self.connection_pool.is_master:
-                self.host, self.port = self.connection_pool.get_master_address()
-            return super().connect_check_health(*args, **kwargs)
-
-    return PrimaryConnection
+    return sentinel.master_for(settings.redis_master_name, password=password, db=db, connection_class=PrimaryConnection, **kwargs)
