@@ -20,7 +20,9 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTDATA = ROOT / "tests" / "data"
-LOG_DIR = Path(os.environ.get("TEST_LOG_DIR", tempfile.gettempdir())) / "inference-test-logs"
+# In the checkout (var/ is ignored by git): two checkouts' runs at once keep their logs apart
+# (a run clears its folder as it starts).
+LOG_DIR = Path(os.environ.get("TEST_LOG_DIR", ROOT / "var")) / "test-logs"
 
 
 def process_stats():
