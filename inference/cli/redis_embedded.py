@@ -67,13 +67,14 @@ def start(url: str, data_dir: str | os.PathLike, **popen) -> subprocess.Popen:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    url = get_settings().redis_url
-    if get_settings().redis_sentinels or reachable(url):
-        where = f"Sentinels {get_settings().redis_sentinels}" if get_settings().redis_sentinels else f"Redis at {urlparse(url).hostname}:{urlparse(url).port}"
+    settings = get_settings()
+    url = settings.redis_url
+    if settings.redis_sentinels or reachable(url):
+        where = f"Sentinels {settings.redis_sentinels}" if settings.redis_sentinels else f"Redis at {urlparse(url).hostname}:{urlparse(url).port}"
         log.info("%s: using it (this process only waits)", where)
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
         return
-    data_dir = get_settings().redis_data_dir
+    data_dir = settings.redis_data_dir
     cmd = server_command(url, data_dir)
     log.info("no Redis at %s:%s; starting embedded Valkey: %s", urlparse(url).hostname, urlparse(url).port, " ".join(cmd))
     sys.stdout.flush()

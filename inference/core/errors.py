@@ -296,6 +296,10 @@ class Timeout(InferenceError):
     code = "timeout"
     http_status = 504
 
+    @classmethod
+    def at_worker_limit(cls, seconds: int) -> Timeout:
+        return cls(f"the request ran past the worker's time limit (WORKER_TIMEOUT {seconds} s)")
+
 
 class Expired(InferenceError):
     """The synchronous endpoints: the request was not started before its deadline (`timeout_ms`)."""

@@ -1,7 +1,7 @@
 """Where every process finds Redis: REDIS_URL, or the primary that REDIS_SENTINELS name.
 
-The Celery app (broker and result backend) takes `broker_url` / `result_backend_url`; the API and
-the workers' own clients take `connect()`. With Sentinels, a connection asks them for the primary
+The Celery app (broker and result backend) takes `broker_url()`; the API and the workers' own
+clients take `connect()`. With Sentinels, a connection asks them for the primary
 when it (re)connects, so a failover reaches every part without a restart.
 """
 
@@ -28,14 +28,14 @@ def _password_and_db(settings: Settings) -> tuple[str | None, int]:
     return url.password, int(url.path.strip("/") or 0)
 
 
-def broker_url(settings: Settings | None = None, scheme: str = "sentinel") -> str:
+def broker_url(settings: Settings | None = None) -> str:
     """REDIS_URL, or kombu's and Celery's form for Sentinels: `sentinel://:pw@host:port/db;...`."""
     settings = settings or get_settings()
     if not settings.redis_sentinels:
         return settings.redis_url
     password, db = _password_and_db(settings)
     auth = f":{password}@" if password else ""
-    return ";".join(f"{scheme}://{auth}{host}:{port}/{db}" for host, port in sentinel_addresses(settings))
+    return ";".join(f"sentinel://{auth}{host}:{port}/{db}" for host, port in sentinel_addresses(settings))
 
 
 class PrimaryConnection(SentinelManagedConnection):

@@ -21,7 +21,7 @@ def _error_of(exc) -> dict:
     code = code if isinstance(code, str) and code in vocabulary() else code_of(exc)
     message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
     if code == Timeout.code and not isinstance(exc, Timeout):
-        message = f"the request ran past the worker's time limit (WORKER_TIMEOUT {get_settings().worker_timeout} s)"
+        message = Timeout.at_worker_limit(get_settings().worker_timeout).message
     return {"code": code, "message": message}
 
 

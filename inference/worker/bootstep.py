@@ -80,7 +80,7 @@ PER_TASK_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
 
 
 @after_setup_logger.connect
-def _worker_format(logger=None, loglevel=None, **_):
+def _worker_format(logger=None, **_):
     for handler in logger.handlers:
         handler.setFormatter(formatter())
     if logger.getEffectiveLevel() > logging.DEBUG:

@@ -57,11 +57,17 @@ def start_model_host() -> None:
 
     settings = get_settings()
     instances = model_instances(pick_device(settings.worker_device))
-    _host = ModelHost(instances, report_dir, hang_seconds=2 * settings.worker_timeout, start_timeout=settings.worker_proc_alive_timeout)
+    _host = ModelHost(instances, report_dir, hang_seconds=batch_hang_seconds(), start_timeout=settings.worker_proc_alive_timeout)
     _batcher = MicroBatcher(_host.run, settings.max_batch_size, settings.max_batch_delay_ms / 1000, initializer=_host.start,
                             instances=instances, max_crashes=settings.max_deliveries, give_up=poisoned)
     _batcher.wait_ready(settings.worker_proc_alive_timeout + 5)  # ready only after its load and warm-up
     _loaded = HostedModel(get_spec(settings.worker_model), _host)
+
+
+def batch_hang_seconds() -> float:
+    """A batching worker's hard time limit: its model process is killed when a batch runs this long
+    (its requests failed as `timeout` at WORKER_TIMEOUT)."""
+    return 2 * get_settings().worker_timeout
 
 
 def poisoned(crashes: int) -> PoisonMessage:
@@ -107,10 +113,10 @@ def load_model_in_process():
                             share_cores=share_cores)
     _batcher.wait_ready(settings.worker_proc_alive_timeout)  # ready only after load and warm-up
     info = loaded_model().info
-    hosted = settings.worker_pool != "prefork"  # a model host's process (the worker's batcher kills it past this)
+    hosted = settings.worker_pool != "prefork"  # a model host's process
     info.update(max_batch_size=settings.max_batch_size, max_batch_delay_ms=settings.max_batch_delay_ms, pool=settings.worker_pool,
                 instances=instances, adaptive_threads=share_cores is not None, gomp_spincount=os.environ.get("GOMP_SPINCOUNT"),
-                model_process="host" if hosted else "pool", batch_hang_seconds=2 * settings.worker_timeout if hosted else None)
+                model_process="host" if hosted else "pool", batch_hang_seconds=batch_hang_seconds() if hosted else None)
     if info["weights"] == "random":
         log.warning("!!! %s (model %s, process %s) !!!", info["weights_warning"], info["model"], os.getpid())
     log.info("model ready: %s", json.dumps(info))

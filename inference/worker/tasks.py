@@ -247,7 +247,7 @@ def within_time_limit(time_limit_at: float) -> float:
     task stops waiting for its batch at the limit, and fails as prefork's would."""
     left = time_limit_at - time.monotonic()
     if left <= 0:
-        raise Timeout(f"the request ran past the worker's time limit (WORKER_TIMEOUT {get_settings().worker_timeout} s)")
+        raise Timeout.at_worker_limit(get_settings().worker_timeout)
     return left
 
 
