@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run start stop logs test test-fast lint type-check resilience benchmark benchmark-gpu load-test stress-test attack-report demo quick-demo weights health monitor config-table manifests clean
+.PHONY: setup run start stop logs test test-fast lint type-check resilience scale-out cluster benchmark benchmark-gpu load-test stress-test attack-report demo quick-demo weights health monitor config-table manifests clean
 
 setup: $(STAMP)
 
@@ -45,6 +45,12 @@ type-check: setup  ## mypy (settings in pyproject.toml)
 
 resilience: setup  ## the fault-tolerance scenarios under more load (RESILIENCE_SCALE=5)
 	RESILIENCE_SCALE=$${RESILIENCE_SCALE:-5} $(BIN)/python -m pytest tests/test_resilience.py -s -p no:cacheprovider
+
+scale-out: setup  ## hosts in network namespaces (root): 3 failovers under load, a worker host lost, throughput with 1/2/4 worker hosts; tables, JSON in reports/
+	$(BIN)/python -m tests.scale_out
+
+cluster: setup  ## the system on hosts of its own (network namespaces, root): 3 Redis, 3 Sentinels, API + Flower, worker hosts; watch a failover
+	$(BIN)/python -m inference.cli.cluster
 
 benchmark: setup  ## the system against plain scripts, same machine, same run: one worker tuned alone, then make run's own processes and memory; tables, JSON and PNGs in benchmark-results/
 	$(BIN)/python -m benchmarks

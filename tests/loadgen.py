@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,7 @@ class LoadReport:
     refused: int = 0  # 429/503: the client knows it was not taken
     refusals: list[str] = field(default_factory=list)  # why, for the report
     outcomes: dict[str, str] = field(default_factory=dict)
+    results: dict[str, dict] = field(default_factory=dict)  # of the successes: times, worker
     duplicated: int = 0
     recovery_seconds: float | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -28,6 +30,11 @@ class LoadReport:
     @property
     def lost(self) -> int:
         return sum(1 for rid in self.accepted if self.outcomes.get(rid) != "success")
+
+    @property
+    def errors(self) -> list[str]:
+        """Refusals that were not a polite 429/503: a 500, a hang, a dropped connection."""
+        return [reason for reason in self.refusals if not reason.startswith(("429", "503"))]
 
     def not_succeeded(self, base_url: str) -> list[dict]:
         """The final word on each accepted request that did not succeed (for assertion messages)."""
@@ -65,13 +72,16 @@ def submit(base_url: str, report: LoadReport, payload: dict, attempts: int = 5) 
         report.refusals.append(reason)
 
 
-def send(base_url: str, payload: dict, count: int, interval: float = 0.0, concurrency: int = 4,
+def send(base_url: str, payload: dict | list[dict], count: int, interval: float = 0.0, concurrency: int = 4,
          report: LoadReport | None = None) -> LoadReport:
+    """`count` submissions, one every `interval` seconds (a list of payloads: each in turn)."""
     report = report or LoadReport()
+    payloads = itertools.cycle([payload] if isinstance(payload, dict) else payload)
+    started = time.monotonic()
     with ThreadPoolExecutor(concurrency) as pool:
-        for _ in range(count):
-            pool.submit(submit, base_url, report, payload)
-            time.sleep(interval)
+        for n in range(count):
+            pool.submit(submit, base_url, report, next(payloads))
+            time.sleep(max(0.0, started + (n + 1) * interval - time.monotonic()))  # on schedule, not drifting
     return report
 
 
@@ -83,11 +93,14 @@ def collect(base_url: str, report: LoadReport, timeout: float) -> LoadReport:
         request_id = pending[0]
         try:
             response = requests.get(f"{base_url}/v1/inference/{request_id}", params={"wait": 2}, timeout=10)
-            status = response.json().get("status") if response.status_code in (200, 202) else None
+            body = response.json() if response.status_code in (200, 202) else {}
+            status = body.get("status")
         except (requests.RequestException, ValueError):
             status = None
         if status in ("success", "failed", "expired", "cancelled"):
             report.outcomes[request_id] = status
+            if status == "success":
+                report.results[request_id] = body["result"]
             pending.pop(0)
         elif status is None:
             time.sleep(0.2)

@@ -7,18 +7,19 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
+from inference.cluster import processes
+from inference.cluster.processes import ROOT, free_port, wait_until
+from inference.cluster.topology import wait_for_ready_workers
+
+__all__ = ["wait_for_ready_workers"]  # the tests import it from here
+
 TESTDATA = ROOT / "tests" / "data"
 # In the checkout (var/ is ignored by git): two checkouts' runs at once keep their logs apart
 # (a run clears its folder as it starts).
@@ -35,56 +36,9 @@ def process_stats():
             continue
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last_error = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception as exc:  # not up yet
-            last_error = exc
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout} s waiting for {what} (last error: {last_error})")
-
-
 @dataclass
-class Processes:
-    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
-    data_dirs: dict[str, str] = field(default_factory=dict)
-
-    def start(self, name: str, cmd: list[str], env: dict) -> subprocess.Popen:
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        log = open(LOG_DIR / f"{name}.log", "ab")  # noqa: SIM115  (the child writes to it; a restart appends)
-        # A session of its own, so stopping it reaches the pool processes too.
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.procs[name] = proc
-        return proc
-
-    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
-        proc = self.procs.pop(name, None)
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, sig)
-            proc.wait(timeout=timeout)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(timeout=5)
-
-    def stop_all(self) -> None:
-        for name in list(self.procs):
-            self.stop(name)
+class Processes(processes.Processes):
+    log_dir: Path = LOG_DIR
 
 
 def start_redis(procs: Processes, env: dict, name: str = "redis", url: str | None = None,
@@ -118,13 +72,3 @@ def start_api(procs: Processes, env: dict, name: str = "api") -> str:
     base = f"http://127.0.0.1:{port}"
     wait_until(lambda: requests.get(f"{base}/health/live", timeout=2).ok, 30, what="the API")
     return base
-
-
-def wait_for_ready_workers(base_url: str, count: int, timeout: float = 180) -> list[dict]:
-    def ready():
-        # Every API process keeps its own view of the workers: twelve answers in a row, spread over
-        # the processes by the kernel (one listening socket each), all see them.
-        answers = [requests.get(f"{base_url}/workers/status", timeout=5).json() for _ in range(12)]
-        return answers[-1]["workers"] if all(body["ready"] >= count for body in answers) else None
-
-    return wait_until(ready, timeout, interval=0.5, what=f"{count} ready workers in every API process")

@@ -37,12 +37,13 @@ def test_the_message_is_what_send_task_writes(redis_client):
 
 def test_one_round_trip_writes_record_pictures_and_message_or_nothing(redis_client):
     queue, request_id = scratch_queue(), uuid.uuid4().hex
-    key, counted = keys.job_key(request_id), [f"{queue}.a", f"{queue}.b"]
+    key, counted, in_flight = keys.job_key(request_id), [f"{queue}.a", f"{queue}.b"], f"{queue}.in-flight"
 
     def attempt(record: str, limit: int | None, picture: bytes = b"picture"):
         ref = f"{keys.IMAGE_PREFIX}{request_id}:{uuid.uuid4().hex[:12]}:0"
         outcome = enqueue.enqueue(redis_client, job_key=key, job=record, queue=queue, message="message", expires=60,
-                                  pictures={ref: picture}, counted_queues=counted, limit=limit)
+                                  pictures={ref: picture}, counted_queues=counted, limit=limit,
+                                  in_flight=enqueue.InFlight(in_flight, 0, request_id))
         return outcome, ref
 
     try:
@@ -57,12 +58,15 @@ def test_one_round_trip_writes_record_pictures_and_message_or_nothing(redis_clie
         assert redis_client.get(key) == b"first" and redis_client.get(ref) == b"picture"
         assert redis_client.lrange(queue, 0, -1) == [b"message"]
         assert 0 < redis_client.ttl(key) <= 60 and 0 < redis_client.ttl(ref) <= 60
+        # In flight, with a copy of its message (inference/worker/lost_messages.py)
+        assert redis_client.zrange(in_flight, 0, -1) == [request_id.encode()]
+        assert redis_client.get(keys.message_key(request_id)) == b"message"
 
         again, second_ref = attempt("second", limit=None)  # the same request id: the first stands
         assert (again.status, again.existing) == ("exists", b"first")
         assert not redis_client.exists(second_ref) and redis_client.llen(queue) == 1
     finally:
-        redis_client.delete(key, queue, *counted, *redis_client.keys(f"{keys.IMAGE_PREFIX}{request_id}:*"))
+        redis_client.delete(key, queue, in_flight, keys.message_key(request_id), *counted, *redis_client.keys(f"{keys.IMAGE_PREFIX}{request_id}:*"))
 
 
 @pytest.mark.parametrize("pictures", [0, 3])
@@ -73,7 +77,8 @@ def test_pictures_and_their_keys_pair_up(redis_client, pictures):
     counted = [f"{queue}.a"]
     try:
         outcome = enqueue.enqueue(redis_client, job_key=keys.job_key(request_id), job="{}", queue=queue, message="m",
-                                  expires=60, pictures=refs, counted_queues=counted, limit=10)
+                                  expires=60, pictures=refs, counted_queues=counted, limit=10,
+                                  in_flight=enqueue.InFlight(f"{queue}.in-flight", 0, request_id))
         assert outcome.status == "queued"
         assert [redis_client.get(ref) for ref in refs] == list(refs.values())
     finally:
@@ -87,7 +92,8 @@ def test_a_redis_that_lost_its_scripts_still_takes_the_submission(redis_client):
     redis_client.script_flush()
     try:
         outcome = enqueue.enqueue(redis_client, job_key=keys.job_key(request_id), job="{}", queue=queue, message="m",
-                                  expires=60, pictures={ref: b"picture"}, counted_queues=[queue], limit=10)
+                                  expires=60, pictures={ref: b"picture"}, counted_queues=[queue], limit=10,
+                                  in_flight=enqueue.InFlight(f"{queue}.in-flight", 0, request_id))
         assert outcome.status == "queued"
         assert redis_client.get(ref) == b"picture" and redis_client.lrange(queue, 0, -1) == [b"m"]
     finally:

@@ -253,6 +253,18 @@ class MemoryFull(Refused):
                    "(REDIS_MEMORY_HIGH_WATER of its maxmemory); retry later")
 
 
+class NotReplicated(Refused):
+    """Fewer than REDIS_WAIT_REPLICAS replicas held the submission within REDIS_WAIT_TIMEOUT_MS: it was cancelled (unless a worker had started it)."""
+
+    code = "not_replicated"
+    http_status = 503
+
+    @classmethod
+    def at(cls, replicas: int, wanted: int) -> NotReplicated:
+        return cls(f"the request reached {replicas} of the {wanted} Redis replicas it must be on before it is accepted "
+                   "(REDIS_WAIT_REPLICAS); it was cancelled unless a worker had started it already: retry later")
+
+
 class NoWorker(Refused):
     """No live worker serves the model (NO_WORKER_POLICY=reject)."""
 

@@ -16,6 +16,7 @@ JOB_PREFIX = "inference:job:"
 CLAIM_PREFIX = "inference:claim:"
 STARTS_PREFIX = "inference:starts:"  # how often a request was started (poison messages: see tasks.py)
 BATCH_PREFIX = "inference:batch:"
+MESSAGE_PREFIX = "inference:message:"  # a copy of a request's message until it ends (inference/worker/lost_messages.py)
 IMAGE_PREFIX = "inference:image:"  # pictures stored by reference: <request id>:<submission>:<n> (see submit)
 STARTED, CANCELLED_CLAIM, REDELIVERED = "started", "cancelled", "redelivered"
 DUPLICATES_KEY = "inference:stats:duplicate_runs"  # requests run more than once (redelivery)
@@ -85,10 +86,14 @@ def named_pictures(image_ref: object, image_refs: object) -> list:
 
 
 def temporary_keys(request_id: str, kwargs: object) -> list[str]:
-    """The keys a request's final outcome deletes: its count of starts, and those among the
-    pictures its task names that submit wrote (whatever a message names)."""
+    """The keys a request's final outcome deletes: its count of starts, the copy of its message,
+    and those among the pictures its task names that submit wrote (whatever a message names)."""
     named = named_pictures(kwargs.get("image_ref"), kwargs.get("image_refs")) if isinstance(kwargs, dict) else []
-    return [starts_key(request_id), *(ref for ref in named if is_stored_image(ref))]
+    return [starts_key(request_id), message_key(request_id), *(ref for ref in named if is_stored_image(ref))]
+
+
+def message_key(request_id: str) -> str:
+    return MESSAGE_PREFIX + request_id
 
 
 def claimed_as_cancelled(redis: redis_lib.Redis, request_id: str) -> bool:

@@ -27,41 +27,39 @@ import redis as redis_lib
 from redis.exceptions import NoScriptError
 
 from inference.core.celery_app import app
+from inference.core.keys import message_key
 from inference.core.queues import TASK_NAME
 
-# KEYS: the job record, the queue, [the tenant's set of requests in flight,] the model's queues
-# counted for the limit. ARGV: the job record, the message, seconds to keep the record, the queue
-# limit (0: none), 1 when KEYS[3] is an in-flight set (else 0), its limit (0: none), the time
+# KEYS: the job record, the queue, the set of requests in flight (the tenant's), the copy of
+# the message, the model's queues counted for the limit. ARGV: the job record, the message,
+# seconds to keep the record, the queue limit (0: none), the in-flight limit (0: none), the time
 # now, the task id, the most memory Redis may use once this request's pictures are in (0: no
 # bound). A request id submitted again is answered first, whatever the limits.
 ENQUEUE = """
 local existing = redis.call('GET', KEYS[1])
 if existing then return {'exists', existing} end
-local memory_limit = tonumber(ARGV[9])
+local memory_limit = tonumber(ARGV[8])
 if memory_limit > 0 then
   local used = tonumber(string.match(redis.call('INFO', 'memory'), 'used_memory:(%d+)'))
   if used > memory_limit then return {'memory', used} end
 end
-local tracked = tonumber(ARGV[5]) == 1
-local first_counted = tracked and 4 or 3
 local limit = tonumber(ARGV[4])
 if limit > 0 then
   local depth = 0
-  for i = first_counted, #KEYS do depth = depth + redis.call('LLEN', KEYS[i]) end
+  for i = 5, #KEYS do depth = depth + redis.call('LLEN', KEYS[i]) end
   if depth >= limit then return {'full', depth} end
 end
-if tracked then
-  -- Entries older than a job record are requests whose end was never written (a lost message).
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tonumber(ARGV[7]) - tonumber(ARGV[3]))
-  local most = tonumber(ARGV[6])
-  if most > 0 then
-    local in_flight = redis.call('ZCARD', KEYS[3])
-    if in_flight >= most then return {'busy', in_flight} end
-  end
-  redis.call('ZADD', KEYS[3], ARGV[7], ARGV[8])
-  redis.call('EXPIRE', KEYS[3], ARGV[3])
+-- Entries older than a job record are requests whose end was never written.
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tonumber(ARGV[6]) - tonumber(ARGV[3]))
+local most = tonumber(ARGV[5])
+if most > 0 then
+  local in_flight = redis.call('ZCARD', KEYS[3])
+  if in_flight >= most then return {'busy', in_flight} end
 end
+redis.call('ZADD', KEYS[3], ARGV[6], ARGV[7])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+redis.call('SET', KEYS[4], ARGV[2], 'EX', ARGV[3])
 redis.call('LPUSH', KEYS[2], ARGV[2])
 return {'queued'}
 """
@@ -73,12 +71,15 @@ class Outcome:
     status: str  # "queued"; "exists" (the job record was there), "full", "busy" or "memory": nothing written
     existing: bytes | None = None  # the job record found, for "exists"
     depth: int = 0  # requests in the model's queues, for "full"; the tenant's in flight, for "busy"; bytes, for "memory"
+    replicas: int | None = None  # replicas that acknowledged it within the wait, when some were asked for
 
 
 @dataclass
 class InFlight:
-    """A tenant's requests in flight: a sorted set of task ids (by submission time) that the
-    result backend removes each from once it ends (inference/core/result_backend.py)."""
+    """The requests in flight (a tenant's, with API keys): a sorted set of task ids (by submission
+    time) that the result backend removes each from once it ends (inference/core/result_backend.py),
+    with a copy of each one's message until then: inference/worker/lost_messages.py sends again
+    what Redis handed to a consumer that was gone."""
 
     key: str
     limit: int  # most at once; 0: none (only counted)
@@ -111,24 +112,30 @@ def task_message(task_id: str, kwargs: dict, queue: str) -> str:
 
 
 def enqueue(redis: redis_lib.Redis, *, job_key: str, job: str, queue: str, message: str, expires: int,
-            pictures: dict[str, bytes], counted_queues: list[str], limit: int | None, in_flight: InFlight | None = None,
-            memory_limit: int = 0) -> Outcome:
-    """Write the job record, the pictures (key -> bytes) and push the message, unless the record
+            pictures: dict[str, bytes], counted_queues: list[str], limit: int | None, in_flight: InFlight,
+            memory_limit: int = 0, replicas: int = 0, replica_timeout_ms: int = 0) -> Outcome:
+    """Write the job record, the pictures (key -> bytes), the request in flight and a copy of its
+    message (keys.message_key), and push the message, unless the record
     exists, `counted_queues` hold `limit` requests or more (limit None: no limit, none counted),
     the tenant has `in_flight.limit` requests in flight, or Redis uses more than `memory_limit`
     bytes with the pictures written: then nothing stays written. The memory is read inside the
-    script, after the pictures: whatever other submissions wrote meanwhile counts too."""
+    script, after the pictures: whatever other submissions wrote meanwhile counts too.
+
+    With `replicas`, Redis's WAIT follows in the same round trip: the outcome says how many
+    replicas held all of it within `replica_timeout_ms` (WAIT counts this connection's writes)."""
     counted_queues = counted_queues if limit else []
-    tracked = [in_flight.key] if in_flight else []
     for attempt in range(2):
         pipe = redis.pipeline(transaction=False)
         for key, picture in pictures.items():
             pipe.set(key, picture, ex=expires)
-        pipe.evalsha(ENQUEUE_SHA, 2 + len(tracked) + len(counted_queues), job_key, queue, *tracked, *counted_queues,
-                     job, message, expires, limit or 0, len(tracked), in_flight.limit if in_flight else 0, time.time(),
-                     in_flight.task_id if in_flight else "", memory_limit)
+        pipe.evalsha(ENQUEUE_SHA, 4 + len(counted_queues), job_key, queue, in_flight.key, message_key(in_flight.task_id),
+                     *counted_queues, job, message, expires, limit or 0, in_flight.limit, time.time(), in_flight.task_id,
+                     memory_limit)
+        if replicas:
+            pipe.wait(replicas, replica_timeout_ms)
         try:
-            reply = pipe.execute()[-1]
+            replies = pipe.execute()
+            reply = replies[-2] if replicas else replies[-1]
             break
         except NoScriptError:  # a restarted Redis holds no scripts: load it, send it all again
             if attempt:
@@ -143,4 +150,4 @@ def enqueue(redis: redis_lib.Redis, *, job_key: str, job: str, queue: str, messa
         redis.delete(*pictures)
     if status in ("full", "busy", "memory"):
         return Outcome(status, depth=int(reply[1]))
-    return Outcome(status, existing=reply[1] if status == "exists" else None)
+    return Outcome(status, existing=reply[1] if status == "exists" else None, replicas=replies[-1] if replicas else None)

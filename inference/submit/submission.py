@@ -17,7 +17,7 @@ import redis as redis_lib
 
 from inference.core import metrics
 from inference.core.celery_app import app
-from inference.core.errors import MemoryFull, QueueFull, TooManyInFlight
+from inference.core.errors import MemoryFull, NotReplicated, QueueFull, TooManyInFlight
 from inference.core.keys import (
     CANCELLED,
     CANCELLED_CLAIM,
@@ -66,7 +66,8 @@ def submit(redis: redis_lib.Redis, *, model: str, priority: str, top_k: int | No
     queues hold that many requests already. A `tenant`'s request ids are its own (`scoped_id`),
     and its requests in flight are counted: with `in_flight_limit`, TooManyInFlight when it has
     that many. With `memory_limit`, MemoryFull when Redis would use more bytes than that. One
-    Redis round trip (inference/submit/enqueue.py).
+    Redis round trip (inference/submit/enqueue.py). With REDIS_WAIT_REPLICAS, NotReplicated (and
+    the request cancelled) when fewer replicas than that hold it within REDIS_WAIT_TIMEOUT_MS.
 
     By reference, each picture is stored in Redis as it is (no base64, no JSON) beside the job
     record, and the task carries only the keys; the worker reads them with one MGET and deletes
@@ -78,6 +79,7 @@ def submit(redis: redis_lib.Redis, *, model: str, priority: str, top_k: int | No
     task_id = scoped_id(tenant, request_id)
     submitted_at = time.time()
     queue = queue_name(model, priority)
+    settings = get_settings()
     job = {
         "request_id": request_id,
         **({"task_id": task_id} if tenant else {}),
@@ -95,10 +97,11 @@ def submit(redis: redis_lib.Redis, *, model: str, priority: str, top_k: int | No
     kwargs = {**pictures, "model": model, "top_k": top_k, "request_id": request_id, "priority": priority,
               "submitted_at": submitted_at, "deadline": job["deadline"]}
     outcome = enqueue(redis, job_key=job_key(task_id), job=json.dumps(job), queue=queue,
-                      message=task_message(task_id, kwargs, queue), expires=get_settings().result_expires,
+                      message=task_message(task_id, kwargs, queue), expires=settings.result_expires,
                       pictures=dict(zip(refs, stored)), counted_queues=[queue_name(model, p) for p in PRIORITIES],
-                      limit=queue_limit, in_flight=InFlight(in_flight_key(tenant), in_flight_limit, task_id) if tenant else None,
-                      memory_limit=memory_limit)
+                      limit=queue_limit, in_flight=InFlight(in_flight_key(tenant), in_flight_limit, task_id),
+                      memory_limit=memory_limit, replicas=settings.redis_wait_replicas,
+                      replica_timeout_ms=settings.redis_wait_timeout_ms)
     if outcome.status == "full":
         raise QueueFull.at(model, outcome.depth, queue_limit or 0)
     if outcome.status == "busy":
@@ -107,6 +110,12 @@ def submit(redis: redis_lib.Redis, *, model: str, priority: str, top_k: int | No
         raise MemoryFull.at(outcome.depth, memory_limit)
     if outcome.status == "exists":
         return Submitted(json.loads(outcome.existing) if outcome.existing else job, created=False)
+    if outcome.replicas is not None and outcome.replicas < settings.redis_wait_replicas:
+        # Not accepted: a failover now could lose it. Cancelled, so that it does not run beside the
+        # client's retry (unless a worker started it already, or a failover loses the cancellation).
+        cancel(redis, task_id)
+        log.warning("request %s reached %s of %s replicas: cancelled", task_id, outcome.replicas, settings.redis_wait_replicas)
+        raise NotReplicated.at(outcome.replicas, settings.redis_wait_replicas)
     log.info("request %s queued on %s", task_id, queue, extra={"request_id": task_id})
     return Submitted(job, created=True)
 

@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 from celery import bootsteps
@@ -25,7 +26,7 @@ from inference.core.logging_setup import formatter
 from inference.core.queues import PRIORITIES, queue_name
 from inference.core.registry import get_spec
 from inference.core.settings import get_settings, use_settings
-from inference.worker import process
+from inference.worker import lost_messages, process
 from inference.worker.sizing import openmp_wait_policy
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,14 @@ class PinToModel(bootsteps.StartStopStep):
             # The model in a child process of its own (inference/worker/model_host.py), started
             # and warm before any task arrives.
             process.start_model_host()
+        self.sweeping: threading.Event | None = None
+
+    def start(self, worker):
+        self.sweeping = lost_messages.start()  # with every worker: a host lost takes no sweeper with it
 
     def stop(self, worker):
+        if self.sweeping:
+            self.sweeping.set()
         # A model host's process ends with this one (it reads end of file), after the last batch.
         if process.report_dir:
             shutil.rmtree(process.report_dir, ignore_errors=True)
