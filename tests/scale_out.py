@@ -63,6 +63,7 @@ def worker_processes(cluster: Cluster) -> dict[str, set[int]]:
 @dataclass
 class FailoverRow:
     run: int
+    how: str  # "SIGKILL" (the primary dies) or "COORDINATED" (SENTINEL FAILOVER ... COORDINATED: it hands over)
     accepted: int
     finished: int
     lost: int
@@ -75,8 +76,9 @@ class FailoverRow:
     throughput_back_s: float | None  # the kill to the first second with 80 % of the offered rate finished
 
 
-def failover(cluster: Cluster, run: int, *, seconds: float, rate: float, models: tuple[str, ...]) -> FailoverRow:
-    """`rate` requests/s for `seconds` across models and priorities; the primary SIGKILLed a third of the way in."""
+def failover(cluster: Cluster, run: int, *, seconds: float, rate: float, models: tuple[str, ...], kill: bool = True) -> FailoverRow:
+    """`rate` requests/s for `seconds` across models and priorities; a third of the way in, the
+    primary SIGKILLed (`kill`) or handed over by `SENTINEL FAILOVER`."""
     report = loadgen.LoadReport()
     duplicates_before, processes_before = duplicate_runs(cluster), worker_processes(cluster)
     count = int(seconds * rate)
@@ -84,7 +86,7 @@ def failover(cluster: Cluster, run: int, *, seconds: float, rate: float, models:
                               kwargs={"interval": 1 / rate, "concurrency": 32, "report": report})
     sender.start()
     time.sleep(seconds / 3)
-    old = cluster.kill_primary()
+    old = cluster.kill_primary() if kill else cluster.hand_over_primary()
     killed_at = time.time()
     cluster.wait_for_new_primary(old)
     promoted_s = time.time() - killed_at
@@ -92,13 +94,16 @@ def failover(cluster: Cluster, run: int, *, seconds: float, rate: float, models:
     loadgen.collect(cluster.api, report, timeout=120)
     processes_after = worker_processes(cluster)
     restarted = sum(processes_after.get(worker) != pids for worker, pids in processes_before.items())
-    cluster.rejoin(old)  # ready for the next run: three nodes again
+    if kill:
+        cluster.rejoin(old)  # ready for the next run: three nodes again
+    else:
+        cluster.wait_for_replicas()
     results = list(report.results.values())
     after = sorted(r["finished_at"] - killed_at for r in results if r["submitted_at"] > killed_at)
     finished_after = [r["finished_at"] - killed_at for r in results if r["finished_at"] > killed_at]
     back = next((second for second in range(int(seconds))
                  if sum(second <= t < second + 1 for t in finished_after) >= 0.8 * rate), None)
-    return FailoverRow(run, len(report.accepted), report.succeeded, report.lost, duplicate_runs(cluster) - duplicates_before,
+    return FailoverRow(run, "SIGKILL" if kill else "COORDINATED", len(report.accepted), report.succeeded, report.lost, duplicate_runs(cluster) - duplicates_before,
                        report.refused - len(report.errors), len(report.errors), restarted, round(promoted_s, 1),
                        round(after[0], 1) if after else None, back)
 
@@ -212,11 +217,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if reason := can_make_namespaces():
         sys.exit(f"scale-out: {reason}")
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)  # a log file gets whole tables
     models = ("squeezenet", "mobilenet")
     report: dict[str, list] = {}
     titles = {"latency": "Submission latency (one at a time): REDIS_WAIT_REPLICAS 1 vs 0",
-              "failover": f"Primary SIGKILLed under {args.rate:g} requests/s ({', '.join(models)}; all priorities)",
+              "failover": f"Failovers under {args.rate:g} requests/s ({', '.join(models)}; all priorities)",
               "host_loss": "A worker host lost (link down, then its processes killed)",
               "scaling": f"Throughput by worker hosts ({args.latency_ms} ms per request, {THREADS_PER_HOST} at a time: "
                          f"{host_capacity(args.latency_ms):g} requests/s per host at most)"}
@@ -235,6 +240,10 @@ def main(argv: list[str] | None = None) -> None:
                 for run in range(1, args.failovers + 1 if "failover" in parts else 1):
                     progress.update(task, description=f"failover {run} of {args.failovers}: {args.rate:g} requests/s for {args.seconds:g} s")
                     report.setdefault("failover", []).append(failover(cluster, run, seconds=args.seconds, rate=args.rate, models=models))
+                if "failover" in parts:  # and once more as a planned switch: the old primary lives on, a replica
+                    progress.update(task, description="SENTINEL FAILOVER COORDINATED: the primary handed over under load")
+                    report["failover"].append(failover(cluster, args.failovers + 1, seconds=args.seconds, rate=args.rate,
+                                                       models=models, kill=False))
                 if "host_loss" in parts:
                     progress.update(task, description="a worker host lost under load")
                     report["host_loss"] = [lose_a_host(cluster, requests_count=int(args.rate * 10), models=models)]

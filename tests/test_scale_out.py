@@ -50,13 +50,22 @@ def test_workers_on_every_host_show_everywhere(cluster):
 
 
 def test_a_failover_under_load_loses_nothing(cluster):
-    row = scale_out.failover(cluster, 1, seconds=12, rate=10, models=("squeezenet",))
+    row = scale_out.failover(cluster, 1, seconds=9, rate=12, models=("squeezenet",))
     print(f"[scale-out] {row}")
     assert row.lost == 0 and row.errors == 0 and row.restarted == 0, row
     assert row.accepted >= 100 and row.first_success_s is not None, row
     flower = requests.get(f"{cluster.flower}/api/workers", params={"refresh": "true"}, timeout=30,
                           auth=(topology.FLOWER_USER, cluster.password))
     assert {"squeezenet@worker-1", "squeezenet@worker-2"} <= set(flower.json()), flower.text  # Flower goes on too
+
+
+def test_a_primary_handed_over_alive_under_load_loses_nothing(cluster):
+    """`SENTINEL FAILOVER ... COORDINATED`: the old primary lives on as a replica and answers a
+    blocked BRPOP with UNBLOCKED, which shut every worker down ("Unrecoverable error", celery#7946)
+    until inference/core/redis_connection.py made it a lost connection."""
+    row = scale_out.failover(cluster, 2, seconds=9, rate=10, models=("squeezenet",), kill=False)
+    print(f"[scale-out] {row}")
+    assert row.lost == 0 and row.errors == 0 and row.restarted == 0, row
 
 
 def test_a_worker_host_lost_under_load_loses_nothing(cluster):

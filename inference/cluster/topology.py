@@ -131,9 +131,20 @@ class Cluster:
         wait_until(lambda: self.client(new).info("replication")["role"] == "master", timeout, what="the new primary")
         return new
 
+    def hand_over_primary(self) -> Host:
+        """`SENTINEL FAILOVER ... COORDINATED` (Valkey 9), a planned switch: the primary pauses
+        writes until a replica has all of them, then they swap roles; the old primary lives on
+        as a replica (clients still connected to it get READONLY errors: celery#7946)."""
+        old = self.primary()
+        self.sentinel(self.sentinel_hosts[0]).execute_command("SENTINEL", "FAILOVER", MASTER, "COORDINATED")
+        return old
+
     def rejoin(self, host: Host) -> None:
         """Start a killed node again, as a replica of today's primary (Sentinel would demote it too)."""
         self.start_redis_node(host, replica_of=self.primary())
+        self.wait_for_replicas()
+
+    def wait_for_replicas(self) -> None:
         wait_until(lambda: self.client(self.primary()).info("replication")["connected_slaves"] == len(self.redis_hosts) - 1,
                    60, what="every replica in sync with the primary")
 

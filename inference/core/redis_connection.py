@@ -10,7 +10,9 @@ from __future__ import annotations
 from urllib.parse import urlparse
 
 import redis
+from kombu.transport import redis as kombu_redis
 from redis.sentinel import Sentinel, SentinelManagedConnection
+from redis.utils import str_if_bytes
 
 from inference.core.settings import Settings, get_settings
 
@@ -39,15 +41,51 @@ def broker_url(settings: Settings | None = None) -> str:
 
 
 class PrimaryConnection(SentinelManagedConnection):
-    """redis-py 8.1's Sentinel connection asks the Sentinels for the primary in `connect()`, but a
+    """A connection to the primary the Sentinels name, through every kind of failover.
+
+    redis-py 8.1's Sentinel connection asks the Sentinels for the primary in `connect()`, but a
     command sent on a connection dropped earlier reconnects through `connect_check_health()`, to
     the address it had: after a failover, the old primary (seen: a worker's claim failed 20 s
-    after the replica was promoted). This one asks before every reconnect."""
+    after the replica was promoted). This one asks before every reconnect.
+
+    A primary that becomes a replica while alive (a coordinated failover, a partition healed)
+    answers a blocked BRPOP with `UNBLOCKED ... (master -> replica?)`, which redis-py raises as
+    a plain ResponseError: kombu took it for a fault of its own and the worker shut down
+    ("Unrecoverable error", celery#7946). Here it is what it is, the connection lost to the
+    primary: dropped, and raised as a ConnectionError, which every client reconnects after.
+
+    And while the Sentinels still name the old primary (the first second of a coordinated
+    failover), a reconnect reached it as a replica, where a worker's BRPOP blocked for nothing
+    (10 s, until kombu's health check). A new connection asks the server its role: not the
+    primary, a ConnectionError, and the client tries again (the Sentinels soon name the new one)."""
 
     def connect_check_health(self, *args, **kwargs):
         if not self._sock and self.connection_pool.is_master:
             self.host, self.port = self.connection_pool.get_master_address()
         return super().connect_check_health(*args, **kwargs)
+
+    def on_connect_check_health(self, *args, **kwargs):
+        super().on_connect_check_health(*args, **kwargs)
+        if self.connection_pool.is_master:
+            self.send_command("ROLE")
+            role = self.read_response()
+            if str_if_bytes(role[0]) != "master":
+                self.disconnect()
+                raise redis.ConnectionError(f"{self.host}:{self.port} is not the primary (any more)")
+
+    def read_response(self, *args, **kwargs):
+        try:
+            return super().read_response(*args, **kwargs)
+        except redis.ResponseError as exc:
+            if not str(exc).startswith("UNBLOCKED"):
+                raise
+            self.disconnect()
+            raise redis.ConnectionError(f"the primary became a replica: {exc}") from exc
+
+
+# kombu's Sentinel transport (the workers' consumers, the API's and Flower's control
+# connections) makes its connections from this class attribute: ours, for the same reasons.
+kombu_redis.SentinelChannel.connection_class = PrimaryConnection
 
 
 def connect(settings: Settings | None = None, **kwargs) -> redis.Redis:
