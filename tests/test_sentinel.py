@@ -65,7 +65,7 @@ def sentinel_topology():
         sentinel = start_sentinel(procs, env, password, primary)
         # Nothing listens on port 1: only the Sentinel leads anyone to Redis.
         env.update(REDIS_URL=f"redis://:{password}@127.0.0.1:1/0", REDIS_SENTINELS=f"127.0.0.1:{sentinel}", REDIS_MASTER_NAME=MASTER,
-                   WORKER_CACHE_SECONDS="1", REDIS_WAIT_REPLICAS="1", REDIS_WAIT_TIMEOUT_MS="300")
+                   WORKER_CACHE_SECONDS="1", REDIS_WAIT_TIMEOUT_MS="300")  # REDIS_WAIT_REPLICAS: 1 by default here
         start_worker(procs, "squeezenet", env, name="sq-sentinel@%h")
         api = start_api(procs, env, name="sentinel-api")
         wait_for_ready_workers(api, 1)
@@ -116,7 +116,7 @@ def sentinel_client(topology) -> redis.Redis:
 
 
 def test_a_submission_no_replica_holds_is_refused_and_cancelled(topology):
-    """REDIS_WAIT_REPLICAS=1: the API answers 202 once the replica holds the request; with the
+    """REDIS_WAIT_REPLICAS (1 with Sentinels): the API answers 202 once the replica holds it; with the
     replica stopped, 503 `not_replicated` (with Retry-After) and the request is cancelled, so it
     cannot run beside the client's retry (unless a worker started it meanwhile: the worker is
     stopped too here). (Failovers under load: tests/test_scale_out.py.)"""

@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis used as Celery broker and result backend (a password goes in the URL: redis://:pw@host:6379/0).")
     redis_sentinels: str = Field("", description="`host:port,host:port` of Redis Sentinels: then every part (broker, result backend, the API's and the workers' own clients, Flower) finds the primary through them (REDIS_MASTER_NAME), and REDIS_URL gives only the password and the database number. Empty: REDIS_URL's host, no Sentinel.")
     redis_master_name: str = Field("inference", description="The name under which the Sentinels (REDIS_SENTINELS) monitor the primary.")
-    redis_wait_replicas: int = Field(0, ge=0, description="Replicas that must hold a submission before the API answers 202 (Redis `WAIT` in the submission's own round trip), so that a primary lost right after cannot take an accepted request with it. Short of them within REDIS_WAIT_TIMEOUT_MS, the request is cancelled and the answer is 503 `not_replicated` with Retry-After. 0: answer once the primary holds it (a plain Redis has no replicas). With Sentinels and two replicas, 1 (docs/scale-out.md: its cost in submission latency).")
+    redis_wait_replicas: int | None = Field(None, ge=0, description="Replicas that must hold a submission before the API answers 202 (Redis `WAIT` in the submission's own round trip), so that a primary lost right after cannot take an accepted request with it. Short of them within REDIS_WAIT_TIMEOUT_MS, the request is cancelled and the answer is 503 `not_replicated` with Retry-After. Unset: 1 with REDIS_SENTINELS (keep two replicas, so that one lost or resyncing refuses nothing), 0 without (a plain Redis has no replicas). Its cost in submission latency: docs/scale-out.md.")
     redis_wait_timeout_ms: int = Field(500, ge=1, description="How long a submission waits for REDIS_WAIT_REPLICAS replicas before it is refused as `not_replicated`.")
     redis_maxmemory: str = Field("1gb", description="`maxmemory` of the embedded Valkey (`make run`, the tests) and of Compose's Redis, with `noeviction`: a full Redis refuses writes rather than drop queued work. `0`: no bound.")
     redis_memory_high_water: float = Field(0.8, gt=0, le=1, description="Share of Redis's `maxmemory` above which the API admits no new pictures (503 `memory_full` with Retry-After); the rest is room for the results of what was accepted. Not applied to a Redis without `maxmemory`.")
@@ -153,6 +153,12 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def replicas_to_wait_for(self) -> Settings:
+        if self.redis_wait_replicas is None:
+            self.redis_wait_replicas = 1 if self.redis_sentinels else 0
+        return self
+
+    @model_validator(mode="after")
     def redelivery_after_time_limit(self) -> Settings:
         # A task still running (or waiting for a retry) when the timeout ends would run twice.
         if self.visibility_timeout <= self.worker_timeout + self.retry_backoff_max:
@@ -184,7 +190,7 @@ def markdown_table() -> str:
     rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
     for name, field in Settings.model_fields.items():
         default = field.default
-        shown = "(empty)" if default == "" else f"`{str(default).lower() if isinstance(default, bool) else default}`"
+        shown = "(empty)" if default == "" else "(unset)" if default is None else f"`{str(default).lower() if isinstance(default, bool) else default}`"
         rows.append(f"| `{name.upper()}` | {shown} | {field.description} |")
     return "\n".join(rows)
 

@@ -80,6 +80,7 @@ def submit(redis: redis_lib.Redis, *, model: str, priority: str, top_k: int | No
     submitted_at = time.time()
     queue = queue_name(model, priority)
     settings = get_settings()
+    wait_for = settings.redis_wait_replicas or 0
     job = {
         "request_id": request_id,
         **({"task_id": task_id} if tenant else {}),
@@ -100,7 +101,7 @@ def submit(redis: redis_lib.Redis, *, model: str, priority: str, top_k: int | No
                       message=task_message(task_id, kwargs, queue), expires=settings.result_expires,
                       pictures=dict(zip(refs, stored)), counted_queues=[queue_name(model, p) for p in PRIORITIES],
                       limit=queue_limit, in_flight=InFlight(in_flight_key(tenant), in_flight_limit, task_id),
-                      memory_limit=memory_limit, replicas=settings.redis_wait_replicas,
+                      memory_limit=memory_limit, replicas=wait_for,
                       replica_timeout_ms=settings.redis_wait_timeout_ms)
     if outcome.status == "full":
         raise QueueFull.at(model, outcome.depth, queue_limit or 0)
@@ -110,12 +111,12 @@ def submit(redis: redis_lib.Redis, *, model: str, priority: str, top_k: int | No
         raise MemoryFull.at(outcome.depth, memory_limit)
     if outcome.status == "exists":
         return Submitted(json.loads(outcome.existing) if outcome.existing else job, created=False)
-    if outcome.replicas is not None and outcome.replicas < settings.redis_wait_replicas:
+    if outcome.replicas is not None and outcome.replicas < wait_for:
         # Not accepted: a failover now could lose it. Cancelled, so that it does not run beside the
         # client's retry (unless a worker started it already, or a failover loses the cancellation).
         cancel(redis, task_id)
-        log.warning("request %s reached %s of %s replicas: cancelled", task_id, outcome.replicas, settings.redis_wait_replicas)
-        raise NotReplicated.at(outcome.replicas, settings.redis_wait_replicas)
+        log.warning("request %s reached %s of %s replicas: cancelled", task_id, outcome.replicas, wait_for)
+        raise NotReplicated.at(outcome.replicas, wait_for)
     log.info("request %s queued on %s", task_id, queue, extra={"request_id": task_id})
     return Submitted(job, created=True)
 
