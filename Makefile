@@ -46,7 +46,7 @@ type-check: setup  ## mypy (settings in pyproject.toml)
 resilience: setup  ## the fault-tolerance scenarios under more load (RESILIENCE_SCALE=5)
 	RESILIENCE_SCALE=$${RESILIENCE_SCALE:-5} $(BIN)/python -m pytest tests/test_resilience.py -s -p no:cacheprovider
 
-scale-out: setup  ## hosts in network namespaces (root): 3 failovers under load, a worker host lost, throughput with 1/2/4 worker hosts; tables, JSON in reports/
+scale-out: setup  ## hosts in network namespaces (root): 3 failovers and a coordinated switch under load, a worker host lost, throughput with 1/2/4 worker hosts; tables, JSON in reports/
 	$(BIN)/python -m tests.scale_out
 
 cluster: setup  ## the system on hosts of its own (network namespaces, root): 3 Redis, 3 Sentinels, API + Flower, worker hosts; watch a failover

@@ -16,9 +16,7 @@ import requests
 
 from inference.cluster import processes
 from inference.cluster.processes import ROOT, free_port, wait_until
-from inference.cluster.topology import wait_for_ready_workers
-
-__all__ = ["wait_for_ready_workers"]  # the tests import it from here
+from inference.cluster.topology import wait_for_ready_workers as wait_for_ready_workers  # the tests' name for it
 
 TESTDATA = ROOT / "tests" / "data"
 # In the checkout (var/ is ignored by git): two checkouts' runs at once keep their logs apart
