@@ -35,8 +35,9 @@ class InferenceCollector(Collector):
                 family.add_metric([model], buckets, sum_value=hist["sum"])
             yield family
 
+        depths = tracking.queue_depths(self.redis, model_names(), PRIORITIES)
         depth = GaugeMetricFamily("inference_queue_depth", "Requests waiting per queue.", labels=["model", "priority"])
-        for model, by_priority in tracking.queue_depths(self.redis, model_names(), PRIORITIES).items():
+        for model, by_priority in depths.items():
             for priority, count in by_priority.items():
                 depth.add_metric([model, priority], count)
         yield depth
@@ -46,7 +47,7 @@ class InferenceCollector(Collector):
         for model, workers in ready_workers.items():
             live.add_metric([model], len(workers))
         yield live
-        yield from autoscaling_gauges(tracking.queued_by_model(self.redis, model_names()), ready_workers)
+        yield from autoscaling_gauges(tracking.queued_by_model(self.redis, depths), ready_workers)
 
         retries = CounterMetricFamily("inference_task_retries", "Retries of requests that failed for a transient reason.",
                                       labels=["model"])

@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import os
 import secrets
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
-
 from inference.cluster import processes
-from inference.cluster.processes import ROOT, free_port, wait_until
+from inference.cluster.processes import ROOT, api_command, free_port, wait_for_api, wait_until, worker_command
 from inference.cluster.topology import wait_for_ready_workers as wait_for_ready_workers  # the tests' name for it
 
 TESTDATA = ROOT / "tests" / "data"
@@ -59,14 +56,12 @@ def start_worker(procs: Processes, model: str, env: dict, name: str | None = Non
                  args: tuple[str, ...] = ()) -> str:
     """`prefix` runs the worker through another command, e.g. `ip netns exec NS`."""
     name = name or f"{model}-test-{os.getpid()}@%h"
-    procs.start(f"worker-{name}", [*prefix, sys.executable, "-m", "inference.cli.launch", model, "--name", name, *args], env)
+    procs.start(f"worker-{name}", [*prefix, *worker_command(model, name, *args)], env)
     return name
 
 
 def start_api(procs: Processes, env: dict, name: str = "api") -> str:
     port = free_port()
     api_env = {"API_WORKERS": "2", **env, "API_PORT": str(port), "API_HOST": "127.0.0.1"}
-    procs.start(name, [sys.executable, "-m", "gunicorn", "-c", "api/gunicorn_conf.py", "api.wsgi:app"], api_env)
-    base = f"http://127.0.0.1:{port}"
-    wait_until(lambda: requests.get(f"{base}/health/live", timeout=2).ok, 30, what="the API")
-    return base
+    procs.start(name, api_command(), api_env)
+    return wait_for_api(f"http://127.0.0.1:{port}")

