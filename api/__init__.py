@@ -47,9 +47,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     registry.register(InferenceCollector(app.extensions["redis"], app.extensions["workers"]))
     app.extensions["prometheus"] = registry
 
-    from api import openapi, routes_chaos, routes_legacy, routes_ops, routes_v1
+    from api import openapi, routes_chaos, routes_legacy, routes_ops, routes_v1, routes_v2
 
-    for blueprint in (routes_v1.bp, routes_legacy.bp, routes_ops.bp, routes_chaos.bp, openapi.bp):
+    for blueprint in (routes_v1.bp, routes_v2.bp, routes_legacy.bp, routes_ops.bp, routes_chaos.bp, openapi.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     register_auth(app, settings)

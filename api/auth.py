@@ -25,7 +25,7 @@ from inference.core.settings import Settings
 
 # Liveness, and page shells and their assets that hold no data: the dashboard and the docs page
 # ask for the key before they read anything (the API's description, /openapi.json, included).
-OPEN_ENDPOINTS = {"ops.live", "ops.dashboard", "openapi.docs", "openapi.docs_assets", "static"}
+OPEN_ENDPOINTS = {"ops.live", "v2.live", "ops.dashboard", "openapi.docs", "openapi.docs_assets", "static"}
 
 
 def presented_key() -> str:

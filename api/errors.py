@@ -49,8 +49,12 @@ ERROR_OF_HTTP_STATUS: dict[int, type[InferenceError]] = {400: InvalidRequest, 40
 
 def error_response(exc: InferenceError, **extra):
     """The answer to any error: its status, `{"error": {"code", "message"}}`, and Retry-After
-    for a refusal a client should retry."""
-    response = jsonify({"error": {"code": exc.code, "message": exc.message, **extra}})
+    for a refusal a client should retry. Under /v2 the Open Inference Protocol's shape:
+    `{"error": "<message>", "code": "<code>"}` (its clients read the string)."""
+    if request.path == "/v2" or request.path.startswith("/v2/"):
+        response = jsonify({"error": exc.message, "code": exc.code, **extra})
+    else:
+        response = jsonify({"error": {"code": exc.code, "message": exc.message, **extra}})
     response.status_code = exc.http_status if 400 <= exc.http_status < 600 else 500
     response.headers.update(exc.headers)
     if exc.retryable:
@@ -81,7 +85,7 @@ def discard_body(most: int = 64 * 1024 * 1024) -> None:
         pass  # the client went away: nothing to answer
 
 
-SUBMIT_ENDPOINTS = {"v1.post_inference", "v1.post_batch", "legacy.sync_inference", "legacy.sync_batch_inference"}
+SUBMIT_ENDPOINTS = {"v1.post_inference", "v1.post_batch", "legacy.sync_inference", "legacy.sync_batch_inference", "v2.infer"}
 
 
 def count_rejection() -> None:
@@ -91,7 +95,7 @@ def count_rejection() -> None:
     try:
         body = request.form if request.mimetype == "multipart/form-data" else request.get_json(silent=True)
         fields: Mapping = body if isinstance(body, Mapping) else {}
-        model = fields.get("model_type", ANY_MODEL)
+        model = (request.view_args or {}).get("model_name") or fields.get("model_type", ANY_MODEL)
         priority = fields.get("priority")
         metrics.record(redis_client(), model if model in (*model_names(), ANY_MODEL) else "unknown",
                        priority if priority in PRIORITIES else "normal", "rejected")

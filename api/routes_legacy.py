@@ -12,8 +12,7 @@ from flask import Blueprint, jsonify, request
 
 from api.errors import error_response
 from api.extensions import api_settings, redis_client
-from api.service import parse_batch, parse_single, submit_all, submit_and_wait
-from inference.core.errors import Cancelled, Expired, Timeout, error_for, http_status_of
+from api.service import failure_of, parse_batch, parse_single, submit_all, submit_and_wait
 from inference.submit import waiting
 
 bp = Blueprint("legacy", __name__)
@@ -35,19 +34,10 @@ def seed_shape(status: dict) -> dict:
 @bp.post("/inference")
 def sync_inference():
     submitted, status = submit_and_wait(parse_single(request), api_settings().sync_timeout)
-    request_id = submitted.job["request_id"]
-    if status["status"] == "success":
-        return jsonify(seed_shape(status))
-    if status["status"] == "failed":
-        error = status["error"]
-        failure = error_for(error["code"], error["message"])
-        failure.http_status = http_status_of(error["code"])
-        return error_response(failure, request_id=request_id)
-    if status["status"] in ("expired", "cancelled"):
-        ended = Expired if status["status"] == "expired" else Cancelled
-        return error_response(ended(status.get("reason") or status["status"]), request_id=request_id)
-    return error_response(Timeout(f"no result within {api_settings().sync_timeout} s; poll /v1/inference/{request_id}"),
-                          request_id=request_id)
+    failure = failure_of(status, api_settings().sync_timeout)
+    if failure is not None:
+        return error_response(failure, request_id=submitted.job["request_id"])
+    return jsonify(seed_shape(status))
 
 
 @bp.post("/batch_inference")

@@ -16,7 +16,10 @@ from api.schemas import BatchRequest, InferenceRequest
 from inference.core import keys
 from inference.core.errors import (
     BatchTooLarge,
+    Cancelled,
     EmptyBatch,
+    Expired,
+    InferenceError,
     InvalidImage,
     InvalidJson,
     InvalidRequest,
@@ -25,7 +28,10 @@ from inference.core.errors import (
     MissingImage,
     NoWorker,
     QueueFull,
+    Timeout,
     TooManyInFlight,
+    error_for,
+    http_status_of,
 )
 from inference.core.imaging import check_request_pixels, decode_base64, probe_image
 from inference.core.queues import PRIORITIES
@@ -159,6 +165,7 @@ def submit_all(items: list[InferenceRequest]) -> list[submission.Submitted]:
             tenant=tenant(),
             in_flight_limit=in_flight_limit() if len(items) == 1 else 0,
             memory_limit=memory.limit() if len(items) == 1 else 0,
+            probabilities=item.probabilities,
         )
         for item, model in zip(items, models)
     ]
@@ -177,6 +184,23 @@ def submit_and_wait(item: InferenceRequest, wait: float) -> tuple[submission.Sub
         submitted = submit(item)
         status = listener.wait(wait, known=tracking.queued_status(submitted.job) if submitted.created else None)
     return submitted, status or tracking.queued_status(submitted.job)  # None: its record expired meanwhile
+
+
+def failure_of(status: dict, waited: float) -> InferenceError | None:
+    """What a caller who waited for a request gets when it did not succeed: the worker's error,
+    its end (expired, cancelled), or Timeout while it is still queued or running. None: success."""
+    request_id = status["request_id"]
+    if status["status"] == "success":
+        return None
+    if status["status"] == "failed":
+        error = status["error"]
+        failure = error_for(error["code"], error["message"])
+        failure.http_status = http_status_of(error["code"])
+        return failure
+    if status["status"] in ("expired", "cancelled"):
+        ended = Expired if status["status"] == "expired" else Cancelled
+        return ended(status.get("reason") or status["status"])
+    return Timeout(f"no result within {waited:g} s; poll /v1/inference/{request_id}")
 
 
 def scoped(request_id: str) -> str:

@@ -15,6 +15,7 @@ class ModelSpec:
     name: str  # the name the API and queues use
     builder: str  # torchvision.models.get_model() name
     weights: str  # torchvision weights enum member, e.g. "ResNet18_Weights.IMAGENET1K_V1"
+    classes: int = 1000  # the length of its output (ImageNet-1k for all of today's)
 
     @property
     def seed_offset(self) -> int:

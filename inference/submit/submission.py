@@ -59,13 +59,14 @@ def new_request_id() -> str:
 def submit(redis: redis_lib.Redis, *, model: str, priority: str, top_k: int | None = None, request_id: str | None = None,
            timeout_ms: int | None = None, image_b64: str | None = None, image: bytes | None = None,
            images: list[bytes] | None = None, queue_limit: int | None = None, tenant: str = "",
-           in_flight_limit: int = 0, memory_limit: int = 0) -> Submitted:
+           in_flight_limit: int = 0, memory_limit: int = 0, probabilities: bool = False) -> Submitted:
     """Record and enqueue one request, of one picture (`image`, raw bytes) or several (`images`),
     both by reference, or of one picture in the message (`image_b64`). `timeout_ms` is a
     deadline for it to *start*. With `queue_limit`, raises QueueFull instead when the model's
     queues hold that many requests already. A `tenant`'s request ids are its own (`scoped_id`),
     and its requests in flight are counted: with `in_flight_limit`, TooManyInFlight when it has
-    that many. With `memory_limit`, MemoryFull when Redis would use more bytes than that. One
+    that many. With `memory_limit`, MemoryFull when Redis would use more bytes than that. With
+    `probabilities`, the result holds every class's probability as well. One
     Redis round trip (inference/submit/enqueue.py). With REDIS_WAIT_REPLICAS, NotReplicated (and
     the request cancelled) when fewer replicas than that hold it within REDIS_WAIT_TIMEOUT_MS.
 
@@ -96,7 +97,7 @@ def submit(redis: redis_lib.Redis, *, model: str, priority: str, top_k: int | No
     refs = [f"{IMAGE_PREFIX}{task_id}:{uuid.uuid4().hex[:12]}:{n}" for n in range(len(stored))]
     pictures = {"image_ref": refs[0]} if image is not None else {"image_refs": refs} if images is not None else {"image": image_b64}
     kwargs = {**pictures, "model": model, "top_k": top_k, "request_id": request_id, "priority": priority,
-              "submitted_at": submitted_at, "deadline": job["deadline"]}
+              "submitted_at": submitted_at, "deadline": job["deadline"], **({"probabilities": True} if probabilities else {})}
     outcome = enqueue(redis, job_key=job_key(task_id), job=json.dumps(job), queue=queue,
                       message=task_message(task_id, kwargs, queue), expires=settings.result_expires,
                       pictures=dict(zip(refs, stored)), counted_queues=[queue_name(model, p) for p in PRIORITIES],

@@ -8,6 +8,7 @@
         "priority": "normal",               # optional, echoed back (the queue decides priority)
         "submitted_at": 1700000000.0,       # optional, epoch seconds, for queue time
         "deadline": 1700000002.0,           # optional, epoch seconds: not started by then = expired
+        "probabilities": False,             # optional: also every class's probability, in class order
     })
 
 In place of `image`, `images` (a list of up to MAX_ITEMS_PER_REQUEST base64 pictures) classifies several
@@ -25,6 +26,7 @@ Returns a JSON object (see `build_result`). Bad input fails at once with an erro
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
 
@@ -162,7 +164,8 @@ def build_result(*, info, request_id, worker_id, submitted_at, started_at, finis
 )
 def classify(self, image: str | None = None, model: str | None = None, top_k: int | None = None, request_id: str | None = None,
              priority: str | None = None, submitted_at: float | None = None, deadline: float | None = None,
-             images: list[str] | None = None, image_refs: list[str] | None = None, image_ref: str | None = None) -> dict:
+             images: list[str] | None = None, image_refs: list[str] | None = None, image_ref: str | None = None,
+             probabilities: bool = False) -> dict:
     from inference.worker.process import batcher, loaded_model
 
     time_limit_at = time.monotonic() + get_settings().worker_timeout
@@ -172,7 +175,8 @@ def classify(self, image: str | None = None, model: str | None = None, top_k: in
     gatherer.expect(count)  # a batch being gathered waits for them
     try:
         loaded = loaded_model()
-        admitted = admitted_pictures(self, loaded.spec.name, model, top_k, priority, deadline, image, images, image_refs, image_ref)
+        admitted = admitted_pictures(self, loaded.spec.name, model, top_k, priority, deadline, image, images, image_refs, image_ref,
+                                     probabilities)
         chaos.before_inference()
         time_left = within_time_limit(time_limit_at)
     except BaseException:
@@ -194,9 +198,10 @@ def classify(self, image: str | None = None, model: str | None = None, top_k: in
         batch_size=max((o.batch_size for o in done), default=0),
     )
     if several is None:
-        result["predictions"] = outcomes[0].output
+        result.update(picture_result(outcomes[0].output, admitted))
     else:
-        result["results"] = [{"predictions": o.output} if isinstance(o, BatchOutcome) else {"error": o.to_dict()} for o in outcomes]
+        result["results"] = [picture_result(o.output, admitted) if isinstance(o, BatchOutcome) else {"error": o.to_dict()}
+                             for o in outcomes]
         result["images"], result["failed_images"] = len(outcomes), len(outcomes) - len(done)
     log.info("request %s (%d image(s)) classified by %s in %.1f ms", result["request_id"], len(outcomes), model,
              1000 * result["processing_time"])
@@ -212,10 +217,27 @@ class Admitted:
     started_at: float
     suspect: bool  # its worker died while running it before: it runs alone (see the batcher)
     rank: int  # its priority in the batcher's queue (0 high, 1 normal, 2 low)
+    probabilities: bool = False  # every class's probability wanted, not only the top_k
+
+    @property
+    def classes_wanted(self) -> int:
+        """How many of the best classes to ask the model for (all of them for `probabilities`)."""
+        return sys.maxsize if self.probabilities else self.top_k
+
+
+def picture_result(ranked: list[dict], admitted: Admitted) -> dict:
+    """A picture's answer: its top_k predictions, and with `probabilities` every class's, in class order."""
+    answer: dict = {"predictions": ranked[:admitted.top_k]}
+    if admitted.probabilities:
+        dense = [0.0] * len(ranked)
+        for prediction in ranked:
+            dense[prediction["class_id"]] = prediction["confidence"]
+        answer["probabilities"] = dense
+    return answer
 
 
 def admitted_pictures(task, served: str, model, top_k, priority, deadline, image, images, image_refs,
-                      image_ref) -> Admitted:
+                      image_ref, probabilities=False) -> Admitted:
     """A message checked, its request claimed and its pictures read. A message that cannot run
     fails before it claims the request or reads a key. Of several pictures a broken or missing
     one is an error in the list (it fails alone); a single one fails the request."""
@@ -225,6 +247,8 @@ def admitted_pictures(task, served: str, model, top_k, priority, deadline, image
     top_k = settings.default_top_k if top_k is None else top_k
     if not isinstance(top_k, int) or not 1 <= top_k <= settings.max_top_k:
         raise InvalidRequest(f"top_k must be an integer between 1 and {settings.max_top_k}")
+    if not isinstance(probabilities, bool):
+        raise InvalidRequest("probabilities must be true or false")
     check_pictures(image, images, image_refs, image_ref, settings.max_items_per_request)
     fetched, crashed_runs = skip_unless_runnable(task, task.request.id, deadline, model, priority, keys.named_pictures(image_ref, image_refs))
     started_at = time.time()
@@ -238,7 +262,7 @@ def admitted_pictures(task, served: str, model, top_k, priority, deadline, image
         encoded = [decode_base64(image)] if images is None else [_or_error(decode_base64, p) for p in images]
     check_request_pixels(picture_sizes(encoded), settings.max_request_pixels)
     rank = priority_rank((task.request.delivery_info or {}).get("routing_key"), priority)
-    return Admitted(top_k, encoded, started_at, suspect=crashed_runs > 0, rank=rank)
+    return Admitted(top_k, encoded, started_at, suspect=crashed_runs > 0, rank=rank, probabilities=probabilities)
 
 
 def within_time_limit(time_limit_at: float) -> float:
@@ -254,7 +278,7 @@ def within_time_limit(time_limit_at: float) -> float:
 def run_pictures(gatherer, admitted: Admitted, several: bool, timeout: float) -> list:
     """Each picture through the batcher, which decodes it (a corrupt one fails alone) and
     classifies it: its BatchOutcome, or the error of a picture that did not decode."""
-    encoded, top_k, alone, rank = admitted.encoded, admitted.top_k, admitted.suspect, admitted.rank
+    encoded, top_k, alone, rank = admitted.encoded, admitted.classes_wanted, admitted.suspect, admitted.rank
     if not several:
         return [gatherer.run((encoded[0], top_k), timeout=timeout, expected=True, alone=alone, rank=rank)]
     gatherer.forget(sum(isinstance(raw, InvalidRequest) for raw in encoded))
