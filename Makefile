@@ -7,9 +7,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run start stop logs test test-fast lint type-check resilience scale-out cluster benchmark benchmark-gpu load-test stress-test attack-report demo quick-demo weights health monitor config-table manifests clean
+.PHONY: setup install reset docker-up docker-down run start stop logs test test-fast lint type-check resilience scale-out cluster benchmark benchmark-gpu load-test stress-test attack-report demo quick-demo weights health monitor config-table manifests clean
 
 setup: $(STAMP)
+
+install: setup  ## the seed's name for setup: the virtualenv with everything in requirements.txt
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -94,6 +96,15 @@ config-table: setup  ## the configuration table of docs/configuration.md, genera
 
 manifests: setup  ## deploy/: a Kubernetes Deployment and a KEDA ScaledObject per worker config (docs/operations.md#autoscaling)
 	$(BIN)/python -m inference.cli.manifests
+
+reset: stop  ## stop what `make start` started and forget its state: Redis's data, Flower's database, logs, converted models (var/)
+	rm -rf var .pytest_cache
+
+docker-up:  ## the system in containers (docker-compose.yml), in the background
+	docker compose up -d --build
+
+docker-down:  ## stop and remove those containers
+	docker compose down
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -50,7 +50,7 @@ ERROR_OF_HTTP_STATUS: dict[int, type[InferenceError]] = {400: InvalidRequest, 40
 def error_response(exc: InferenceError, **extra):
     """The answer to any error: its status, `{"error": {"code", "message"}}`, and Retry-After
     for a refusal a client should retry. Under /v2 the Open Inference Protocol's shape:
-    `{"error": "<message>", "code": "<code>"}` (its clients read the string)."""
+    `{"error": <message>, "code": <code>}` (its clients read the string)."""
     if request.path == "/v2" or request.path.startswith("/v2/"):
         response = jsonify({"error": exc.message, "code": exc.code, **extra})
     else:

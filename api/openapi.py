@@ -32,6 +32,9 @@ def _errors(*codes: int) -> dict:
 
 WAIT = {"name": "wait", "in": "query", "required": False, "description": "seconds to wait for the result (bounded by MAX_WAIT_SECONDS)",
         "schema": {"type": "number", "minimum": 0}}
+FORMAT = {"name": "format", "in": "query", "required": False, "description": "prometheus or json, whatever Accept says",
+          "schema": {"type": "string", "enum": ["prometheus", "json"]}}
+OIP_ERROR = {"$ref": "#/components/schemas/OipError"}
 REQUEST_ID = {"name": "request_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
@@ -83,8 +86,38 @@ def paths() -> dict:
         "/queue/status": {"get": {"summary": "Queue depths", "responses": {"200": _json(OBJECT, "depths"), **_errors(401)}}},
         "/v1/models": {"get": {"summary": "Models and their workers", "responses": {"200": _json(OBJECT, "models"), **_errors(401)}}},
         "/v1/stats": {"get": {"summary": "The seed's JSON metrics", "responses": {"200": _json(OBJECT, "stats"), **_errors(401)}}},
-        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
-            "200": {"description": "text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}, **_errors(401)}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics to Prometheus (Accept naming text/plain or OpenMetrics), the seed's JSON "
+                                        "metrics to anyone else", "parameters": [FORMAT], "responses": {
+            "200": {"description": "Prometheus' text (or OpenMetrics) format, or JSON as /v1/stats", "content": {
+                "text/plain": {"schema": {"type": "string"}}, "application/json": {"schema": OBJECT}}}, **_errors(400, 401)}}},
+        **oip_paths(),
+    }
+
+
+def oip_paths() -> dict:
+    """The Open Inference Protocol's endpoints (docs/api.md; its own spec: kserve/open-inference-protocol)."""
+    model = {"name": "model_name", "in": "path", "required": True, "schema": {"type": "string"}}
+    version = {"name": "model_version", "in": "path", "required": True, "schema": {"type": "string"}}
+    error = _json(OIP_ERROR, "error")
+    infer = {"summary": "Classify N pictures (a BYTES tensor `image`; JSON, or Triton's binary tensor data extension)",
+             "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object", "required": ["inputs"], "properties": {
+                 "id": {"type": "string"}, "parameters": OBJECT, "outputs": {"type": "array", "items": OBJECT},
+                 "inputs": {"type": "array", "items": {"type": "object", "required": ["name", "datatype", "shape"], "properties": {
+                     "name": {"type": "string"}, "datatype": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}},
+                     "data": {"type": "array"}, "parameters": OBJECT}}}}}}}},
+             "responses": {"200": _json(OBJECT, "inference response"), **{str(c): error for c in (400, 401, 404, 413, 429, 503, 504)}}}
+    metadata = {"summary": "Model metadata", "responses": {"200": _json(OBJECT, "inputs, outputs, platform"), "404": error}}
+    ready = {"summary": "Model readiness", "responses": {"200": _json(OBJECT, "ready"), "503": _json(OBJECT, "not ready"), "404": error}}
+    return {
+        "/v2": {"get": {"summary": "Server metadata (Open Inference Protocol)", "responses": {"200": _json(OBJECT, "name, version, extensions")}}},
+        "/v2/health/live": {"get": {"summary": "Liveness (no key needed)", "security": [], "responses": {"200": _json(OBJECT, "live")}}},
+        "/v2/health/ready": {"get": {"summary": "Readiness", "responses": {"200": _json(OBJECT, "ready"), "503": _json(OBJECT, "not ready")}}},
+        "/v2/models/{model_name}": {"get": {**metadata, "parameters": [model]}},
+        "/v2/models/{model_name}/versions/{model_version}": {"get": {**metadata, "parameters": [model, version]}},
+        "/v2/models/{model_name}/ready": {"get": {**ready, "parameters": [model]}},
+        "/v2/models/{model_name}/versions/{model_version}/ready": {"get": {**ready, "parameters": [model, version]}},
+        "/v2/models/{model_name}/infer": {"post": {**infer, "parameters": [model]}},
+        "/v2/models/{model_name}/versions/{model_version}/infer": {"post": {**infer, "parameters": [model, version]}},
     }
 
 
@@ -95,6 +128,8 @@ def schemas() -> dict:
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {
             "type": "object", "required": ["code", "message"],
             "properties": {"code": {"type": "string", "enum": sorted(vocabulary())}, "message": {"type": "string"}}}}},
+        "OipError": {"type": "object", "required": ["error"], "properties": {
+            "error": {"type": "string"}, "code": {"type": "string", "enum": sorted(vocabulary())}}},
         "RequestStatus": {"type": "object", "required": ["request_id", "status"], "properties": {
             "request_id": {"type": "string"},
             "status": {"type": "string", "enum": ["queued", "running", "success", "failed", "expired", "cancelled"]},

@@ -13,6 +13,7 @@ from flask import Blueprint, jsonify, request
 from api.errors import error_response
 from api.extensions import api_settings, redis_client
 from api.service import failure_of, parse_batch, parse_single, submit_all, submit_and_wait
+from api.stats import iso_utc
 from inference.submit import waiting
 
 bp = Blueprint("legacy", __name__)
@@ -28,6 +29,8 @@ def seed_shape(status: dict) -> dict:
     for key in ("error", "reason"):
         if key in status:
             body[key] = status[key]
+    if isinstance(body.get("timestamp"), (int, float)):
+        body["timestamp"] = iso_utc(body["timestamp"])  # the seed shows an ISO-8601 string
     return body
 
 

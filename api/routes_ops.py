@@ -5,11 +5,13 @@ from __future__ import annotations
 import time
 
 import redis
-from flask import Blueprint, Response, current_app, jsonify
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from flask import Blueprint, Response, current_app, jsonify, request
+from prometheus_client.exposition import choose_encoder
 
+from api import stats
 from api.extensions import api_settings, redis_client, worker_directory
 from inference.core import keys, metrics
+from inference.core.errors import InvalidRequest
 from inference.core.queues import PRIORITIES, model_queues
 from inference.core.registry import MODELS, model_names
 from inference.submit import tracking
@@ -37,13 +39,16 @@ def health():
         status = "healthy"
     random_weights = sorted({m for m, ws in by_model.items() for w in ws if w.get("weights") == "random"})
     depth = tracking.total_queued(tracking.queue_depths(redis_client(), model_names(), PRIORITIES)) if redis_ok else None
+    requests = stats.request_stats(redis_client(), api_settings().metrics_window) if redis_ok else {}
     body = {
         "status": status,
+        "timestamp": stats.iso_utc(time.time()),
         "redis": "ok" if redis_ok else "unreachable",
         "models": {m: {"workers": len(ws), "weights": sorted({w.get("weights") or "loading" for w in ws})} for m, ws in by_model.items()},
         "warnings": [f"{m} serves RANDOM weights, not pretrained" for m in random_weights],
         "stats": {
             "workers_active": sum(len(ws) for ws in by_model.values()),
+            **{key: requests.get(key) for key in ("requests_total", "requests_success", "requests_failed", "avg_latency")},
             "models_served": served,
             "queue_size": depth,
             "uptime": round(time.time() - current_app.config["STARTED_AT"], 3),
@@ -69,22 +74,35 @@ def ready():
 
 @bp.get("/workers/status")
 def workers_status():
+    """Each worker, in the seed's fields (`id`, `url`, `model`, `status` healthy|unhealthy, `load`
+    0..1, `last_heartbeat`, `processed`, `errors`, `avg_latency` in ms) and ours."""
     directory = worker_directory()
-    failed = metrics.read_worker_failures(redis_client())
-    seen_at = time.time() - directory.age
-    workers = [
-        {
+    redis = redis_client()
+    failed = metrics.read_worker_failures(redis)
+    average = metrics.worker_average_seconds(redis)
+    fetched_at = time.time() - directory.age
+    flower = f"{request.scheme}://{request.host.rsplit(':', 1)[0]}:{api_settings().flower_port}/worker/"
+    workers = []
+    for worker in directory.workers():
+        ready, name = bool(worker.get("ready_processes")), worker["worker_id"]
+        running, concurrency = worker.get("active", 0), worker.get("concurrency") or 1
+        workers.append({
+            "id": name,
+            "url": flower + name,  # its page in Flower: health, pool, queues, tasks
             **worker,
-            "host": worker["worker_id"].split("@", 1)[-1],
-            "status": "ready" if worker.get("ready_processes") else "loading",
-            "load": {"running": worker.get("active", 0), "concurrency": worker.get("concurrency")},
-            "failed": failed.get(worker["worker_id"], 0),
-            "last_heartbeat": round(seen_at, 3),
-        }
-        for worker in directory.workers()
-    ]
-    return jsonify({"workers": workers, "total": len(workers),
-                    "ready": sum(1 for w in workers if w["status"] == "ready")})
+            "host": name.split("@", 1)[-1],
+            "status": "healthy" if ready else "unhealthy",
+            "state": "ready" if ready else "loading",
+            "load": round(min(1.0, running / concurrency), 3),
+            "running": running,
+            "failed": failed.get(name, 0),
+            "errors": failed.get(name, 0),
+            "avg_latency": round(1000 * average[name], 3) if name in average else 0.0,
+            "last_heartbeat": stats.iso_utc(worker.get("answered_at") or fetched_at),
+        })
+    healthy = sum(1 for w in workers if w["status"] == "healthy")
+    return jsonify({"workers": workers, "total": len(workers), "ready": healthy, "total_active": healthy,
+                    "total_requests": stats.request_stats(redis, api_settings().metrics_window)["requests_total"]})
 
 
 @bp.get("/dashboard")
@@ -93,34 +111,38 @@ def dashboard():
     return current_app.send_static_file("dashboard.html")
 
 
+PROMETHEUS_TYPES = ("text/plain", "application/openmetrics-text")
+
+
+def asks_for_prometheus() -> bool:
+    """Accept names a Prometheus format (by name, not by */*), at least as wanted as JSON."""
+    named = {value.split(";")[0].strip(): quality for value, quality in request.accept_mimetypes}
+    prometheus = max((named.get(kind, 0) for kind in PROMETHEUS_TYPES), default=0)
+    return prometheus > 0 and prometheus >= named.get("application/json", 0)
+
+
 @bp.get("/metrics")
-def prometheus_metrics():
-    return Response(generate_latest(current_app.extensions["prometheus"]), mimetype=CONTENT_TYPE_LATEST)
+def metrics_endpoint():
+    """Prometheus' text format for whoever asks for it (every Prometheus scraper names
+    text/plain or OpenMetrics in Accept), JSON for everyone else (the seed's clients send
+    `Accept: */*`); `?format=prometheus|json` decides outright."""
+    wanted = request.args.get("format") or ("prometheus" if asks_for_prometheus() else "json")
+    if wanted == "json":
+        return json_stats()
+    if wanted != "prometheus":
+        raise InvalidRequest("format is prometheus or json")
+    encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+    return Response(encode(current_app.extensions["prometheus"]), content_type=content_type)
 
 
 @bp.get("/v1/stats")
-def stats():
-    """The seed's JSON metrics, from the same counters as /metrics."""
-    from inference.submit import tracking
+def json_stats():
+    """The seed's JSON metrics, from the same counters as Prometheus' /metrics."""
     redis = redis_client()
-    by_outcome: dict[str, int] = {}
-    for (_, _, outcome), count in metrics.read_requests(redis).items():
-        by_outcome[outcome] = by_outcome.get(outcome, 0) + count
-    latency = metrics.read_histogram(redis, "latency_seconds")
-    total_latency = sum(h["sum"] for h in latency.values())
-    count_latency = sum(h["count"] for h in latency.values())
-    recent = metrics.recent_latencies(redis)
     depths = tracking.queue_depths(redis, model_names(), PRIORITIES)
     return jsonify({
-        "requests_total": sum(by_outcome.values()),
-        "requests_success": by_outcome.get("success", 0),
-        "requests_failed": by_outcome.get("failed", 0),
-        "requests_by_outcome": by_outcome,
+        **stats.request_stats(redis, api_settings().metrics_window),
         "workers_active": sum(len(ws) for ws in worker_directory().ready_workers_by_model().values()),
-        "avg_latency": round(total_latency / count_latency, 6) if count_latency else None,
-        "p50_latency": metrics.percentile(recent, 50),
-        "p95_latency": metrics.percentile(recent, 95),
-        "p99_latency": metrics.percentile(recent, 99),
         "queue_size": tracking.total_queued(depths),
         "uptime": round(time.time() - current_app.config["STARTED_AT"], 3),
         "duplicate_runs": int(redis.get(keys.DUPLICATES_KEY) or 0),
@@ -131,7 +153,10 @@ def stats():
 def queue_status():
     depths = tracking.queue_depths(redis_client(), model_names(), PRIORITIES)
     max_size = api_settings().queue_limit
+    by_priority = {p: sum(d[p] for d in depths.values()) for p in PRIORITIES}
     return jsonify({
+        "size": tracking.total_queued(depths),  # the seed's names: all models together
+        **{f"{p}_priority": n for p, n in by_priority.items()},
         "queue_size": tracking.total_queued(depths),
         "max_size": max_size,  # per model
         "queues": {m: {**d, "total": sum(d.values()), "max_size": max_size} for m, d in depths.items()},

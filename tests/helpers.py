@@ -14,6 +14,9 @@ from PIL import Image
 from tests.system import TESTDATA, Processes, wait_until
 
 MODELS = ("mobilenet", "resnet18", "efficientnet", "squeezenet")
+# What Prometheus sends when it scrapes in its text format (/metrics answers JSON to anyone
+# who names neither that nor OpenMetrics).
+PROMETHEUS_ACCEPT = {"Accept": "text/plain;version=0.0.4;q=0.3,*/*;q=0.2"}
 suite_processes = Processes()  # the suite's own Valkey, workers and APIs (started in conftest.py)
 
 

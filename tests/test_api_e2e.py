@@ -11,7 +11,7 @@ import uuid
 import pytest
 from PIL import Image
 
-from tests.helpers import MODELS, image_b64, image_bytes, wait_for_pictures_deleted
+from tests.helpers import MODELS, PROMETHEUS_ACCEPT, image_b64, image_bytes, wait_for_pictures_deleted
 from tests.system import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -111,7 +111,7 @@ def test_one_request_of_several_images(api, chelsea_b64, redis_client):
     assert response.status_code == 200, response.text
     assert response.json()["result"]["results"] == result["results"][1::-1]
     wait_until(lambda: metrics.read_images(redis_client).get("squeezenet", 0) == images_before + 6, 10, what="images counted")
-    assert f'inference_images_classified_total{{model="squeezenet"}} {float(images_before + 6)}' in get(api, "/metrics").text
+    assert f'inference_images_classified_total{{model="squeezenet"}} {float(images_before + 6)}' in get(api, "/metrics", headers=PROMETHEUS_ACCEPT).text
 
 
 def test_any_model_is_served_by_a_live_model(api, chelsea_b64):

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import time
+from datetime import datetime
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import MODELS, image_b64, paused
+from tests.helpers import MODELS, PROMETHEUS_ACCEPT, image_b64, paused
 from tests.system import LOG_DIR, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -21,7 +22,7 @@ def get(api, path, **kw):
 
 def scrape(api) -> dict[tuple, float]:
     """(sample name, sorted labels) -> value"""
-    response = get(api, "/metrics")
+    response = get(api, "/metrics", headers=PROMETHEUS_ACCEPT)
     assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/plain")
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
@@ -133,18 +134,18 @@ def test_workers_status_reports_load_and_counts(api):
     def counted():  # each API process refreshes its worker view every WORKER_CACHE_SECONDS
         workers = {w["model"]: w for w in get(api, "/workers/status").json()["workers"]}
         # Counted from its start; still `running` for a moment after its result is out (ack, metrics).
-        done = workers["mobilenet"]["processed"] >= 1 and workers["mobilenet"]["load"]["running"] == 0
+        done = workers["mobilenet"]["processed"] >= 1 and workers["mobilenet"]["running"] == 0
         return workers if done else None
 
     mobilenet = wait_until(counted, 15, interval=0.5, what="the request in the worker's counts, and done")["mobilenet"]
-    assert mobilenet["status"] == "ready"
+    assert mobilenet["status"] == "healthy" and mobilenet["state"] == "ready"
     from inference.cli.launch import celery_argv
     from inference.core.settings import Settings
 
     argv = celery_argv(Settings(worker_config="mobilenet"))  # the worker's task threads (or pool processes)
-    assert mobilenet["load"] == {"running": 0, "concurrency": int(argv[argv.index("--concurrency") + 1])}
+    assert mobilenet["load"] == 0 and mobilenet["concurrency"] == int(argv[argv.index("--concurrency") + 1])
     assert mobilenet["processed"] >= 1 and mobilenet["failed"] >= 0
-    assert mobilenet["host"] and time.time() - mobilenet["last_heartbeat"] < 10
+    assert mobilenet["host"] and time.time() - datetime.fromisoformat(mobilenet["last_heartbeat"]).timestamp() < 10
     assert mobilenet["weights"] == "random" and mobilenet["device"] == "cpu"
 
 

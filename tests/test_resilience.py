@@ -2,7 +2,8 @@
 losing all its workers, a worker that keeps failing, a network partition. Each scenario runs under load from a
 client and prints requests sent, succeeded, lost, duplicated and the recovery time.
 
-`make test` runs the short version; `make resilience` sets RESILIENCE_SCALE=5 for more load.
+`make test` runs the short version; `make resilience` sets RESILIENCE_SCALE=5 for more load;
+`python tests/test_resilience.py [--scale N]` (the seed's command) runs them as a script.
 The cluster here is separate from the rest of the suite: its own Valkey (append-only file),
 API and workers, with short timeouts so that redelivery takes seconds.
 """
@@ -20,11 +21,14 @@ import pytest
 import redis
 import requests
 
+if __name__ == "__main__":  # run as a script (`python tests/test_resilience.py`): the project's imports need its root
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from inference.core import metrics
 from inference.core.keys import DUPLICATES_KEY
 from inference.submit.client import InferenceClient
 from tests import loadgen
-from tests.helpers import image_b64
+from tests.helpers import PROMETHEUS_ACCEPT, image_b64
 from tests.system import LOG_DIR, TESTDATA, Processes, free_port, start_api, start_redis, start_worker, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -200,7 +204,7 @@ def test_worker_that_keeps_failing_backs_off_then_fails(cluster):
         assert body["error"]["code"] == "transient_error" and "chaos" in body["error"]["message"]
         # MAX_RETRIES, no more: no retry storm (the same count /metrics shows)
         assert metrics.read_retries(cluster.redis)["mobilenet"] - retries_before == 2
-        exported = requests.get(f"{cluster.api}/metrics", timeout=10).text
+        exported = requests.get(f"{cluster.api}/metrics", headers=PROMETHEUS_ACCEPT, timeout=10).text
         assert f'inference_task_retries_total{{model="mobilenet"}} {float(retries_before + 2)}' in exported
         assert elapsed < 2 * 2 + 5  # two countdowns of at most RETRY_BACKOFF_MAX, plus three short runs
         print(f"[keeps failing] failed after 2 retries in {elapsed:.1f} s", file=sys.stderr)
@@ -339,3 +343,15 @@ def test_worker_survives_a_network_partition(namespace):
         assert report.lost == 0, report.not_succeeded(api)
     finally:
         procs.stop_all()
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="The resilience scenarios (killed workers and pool processes, a Redis "
+                                     "restart, a model losing its workers, a network partition) on a cluster of their own.")
+    parser.add_argument("--scale", type=int, default=SCALE, help="load multiplier (RESILIENCE_SCALE; make resilience uses 5)")
+    options, rest = parser.parse_known_args()
+    os.environ["RESILIENCE_SCALE"] = str(options.scale)
+    os.chdir(Path(__file__).resolve().parents[1])
+    sys.exit(pytest.main([__file__, "-s", "-p", "no:cacheprovider", *rest]))

@@ -21,7 +21,7 @@ from inference.cluster.topology import MASTER, replica_command, sentinel_command
 from inference.core import redis_connection
 from inference.core.settings import Settings
 from inference.submit.client import InferenceClient
-from tests.helpers import image_b64
+from tests.helpers import PROMETHEUS_ACCEPT, image_b64
 from tests.system import TESTDATA, Processes, free_port, start_api, start_redis, start_worker, wait_for_ready_workers, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -81,7 +81,7 @@ def classify(api: str) -> dict:
 def test_every_part_finds_redis_through_the_sentinel(topology):
     result = classify(topology["api"])
     assert result["model"] == "squeezenet" and result["worker_id"].startswith("sq-sentinel")
-    metrics = requests.get(f"{topology['api']}/metrics", timeout=10).text
+    metrics = requests.get(f"{topology['api']}/metrics", headers=PROMETHEUS_ACCEPT, timeout=10).text
     assert 'inference_model_ready_processes{model="squeezenet"} 1.0' in metrics
 
 

@@ -9,14 +9,16 @@ request; nothing here imports torch.
 from __future__ import annotations
 
 import bisect
+import time
 
 import redis as redis_lib
 
 PREFIX = "inference:metrics:"
 REQUESTS_KEY = PREFIX + "requests"  # field "model|priority|outcome" -> count
-RECENT_LATENCIES_KEY = PREFIX + "recent_latencies"  # newest first, for percentiles
+RECENT_LATENCIES_KEY = PREFIX + "recent_latencies"  # "finished_at latency", newest first, for percentiles
 RECENT_LIMIT = 5000
 WORKER_FAILURES_KEY = PREFIX + "worker_failed"  # worker hostname -> failed requests
+WORKER_TIME_KEY = PREFIX + "worker_time"  # "hostname|sum" (seconds) and "hostname|count" of the requests it served
 RETRIES_KEY = PREFIX + "retries"  # model -> retries of transiently failed requests
 IMAGES_KEY = PREFIX + "images"  # model -> images classified (a request may carry many)
 OUTCOMES = ("success", "failed", "expired", "cancelled", "rejected")
@@ -56,8 +58,12 @@ def record_success(redis: redis_lib.Redis, result: dict, batch_size: int = 1) ->
         observe(pipe, "queue_wait_seconds", model, result["queue_time"])
         latency = result["finished_at"] - result["submitted_at"]
         observe(pipe, "latency_seconds", model, latency)
-        pipe.lpush(RECENT_LATENCIES_KEY, round(latency, 6))
+        pipe.lpush(RECENT_LATENCIES_KEY, f"{result['finished_at']:.3f} {latency:.6f}")
         pipe.ltrim(RECENT_LATENCIES_KEY, 0, RECENT_LIMIT - 1)
+    if result.get("worker_id") and result.get("processing_time") is not None:
+        hostname = result["worker_id"].rsplit(":", 1)[0]  # "node@host:pid"
+        pipe.hincrbyfloat(WORKER_TIME_KEY, f"{hostname}|sum", result["processing_time"])
+        pipe.hincrby(WORKER_TIME_KEY, f"{hostname}|count", 1)
     observe(pipe, "compute_seconds", model, result["compute_time"])
     observe(pipe, "batch_size", model, batch_size)
     pipe.execute()
@@ -99,8 +105,23 @@ def read_histogram(redis: redis_lib.Redis, name: str) -> dict[str, dict]:
     return out
 
 
-def recent_latencies(redis: redis_lib.Redis) -> list[float]:
-    return [float(v) for v in redis.lrange(RECENT_LATENCIES_KEY, 0, -1)]
+def recent_latencies(redis: redis_lib.Redis, window: float | None = None) -> list[float]:
+    """End-to-end latencies of the last RECENT_LIMIT requests, or of those that finished in the
+    last `window` seconds among them."""
+    since = time.time() - window if window else 0.0
+    latencies = []
+    for entry in redis.lrange(RECENT_LATENCIES_KEY, 0, -1):
+        finished_at, _, latency = _text(entry).partition(" ")
+        if latency and float(finished_at) >= since:
+            latencies.append(float(latency))
+    return latencies
+
+
+def worker_average_seconds(redis: redis_lib.Redis) -> dict[str, float]:
+    """Each worker's (hostname's) average time per request, start to result."""
+    totals = _read_counts(redis, WORKER_TIME_KEY, float)
+    return {name.removesuffix("|sum"): total / totals[name.removesuffix("|sum") + "|count"]
+            for name, total in totals.items() if name.endswith("|sum") and totals.get(name.removesuffix("|sum") + "|count")}
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -122,5 +143,5 @@ def read_worker_failures(redis: redis_lib.Redis) -> dict[str, int]:
     return _read_counts(redis, WORKER_FAILURES_KEY)
 
 
-def _read_counts(redis: redis_lib.Redis, key: str) -> dict[str, int]:
-    return {_text(name): int(count) for name, count in redis.hgetall(key).items()}
+def _read_counts(redis: redis_lib.Redis, key: str, kind=int) -> dict:
+    return {_text(name): kind(count) for name, count in redis.hgetall(key).items()}

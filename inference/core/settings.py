@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     redis_memory_high_water: float = Field(0.8, gt=0, le=1, description="Share of Redis's `maxmemory` above which the API admits no new pictures (503 `memory_full` with Retry-After); the rest is room for the results of what was accepted. Not applied to a Redis without `maxmemory`.")
     redis_data_dir: str = Field("var/redis", description="Data directory (append-only file) of the embedded Valkey that `make run` starts when REDIS_URL does not answer.")
     result_expires: int = Field(86400, gt=0, description="Seconds a result (and the request's job record) is kept in Redis.")
-    visibility_timeout: int = Field(20, description="Seconds before an unacknowledged task (its worker died) is delivered again; must exceed WORKER_TIMEOUT + RETRY_BACKOFF_MAX.")
+    visibility_timeout: int = Field(0, ge=0, description="Seconds before an unacknowledged task (its worker died) is delivered again; must exceed WORKER_TIMEOUT + RETRY_BACKOFF_MAX. 0: WORKER_TIMEOUT + RETRY_BACKOFF_MAX + 5 (20 with the defaults; 40 with the seed's WORKER_TIMEOUT=30).")
     restore_interval: float = Field(1.0, description="Seconds between a worker's sweeps for unacknowledged tasks older than VISIBILITY_TIMEOUT (kombu's default sweep is about 100 s).")
 
     # Models and workers
@@ -87,7 +87,7 @@ class Settings(BaseSettings):
     worker_pool: Literal["prefork", "threads", "solo"] = Field("prefork", description="Celery pool of a model worker. `prefork` with MAX_BATCH_SIZE > 1 (the default) runs `threads`: task threads whose pictures the worker batches, its model in a child process of its own that a crash or a batch past twice WORKER_TIMEOUT ends alone (docs/workers.md). `prefork` with MAX_BATCH_SIZE=1: a pool process per request, no batching.")
     max_batch_size: int = Field(8, ge=1, description="Dynamic batching: most requests in one forward pass (1 = no batching). Under `make run` on the 2-core build machine, 8 served resnet18 1.33x the requests/s of 1 (docs/performance.md).")
     model_instances: int = Field(0, ge=0, description="Batches one batching worker process runs side by side (Triton's instance count), each on its own share of the cores; on a CPU a batch that runs alone takes every instance's threads (adaptive threads). 0 = auto: 2 on a CPU with 2 cores or more for the worker (on 2 cores, ~0.89x of the plain script at saturation against ~0.82x for 1 instance of 2 threads; one request at a time within a ms of it), 1 on a GPU or where TORCH_THREADS is set.")
-    max_batch_delay_ms: float = Field(5.0, ge=0, description="Dynamic batching: a batch closes this long after its first request at the latest; sooner when full or when no other request is on its way.")
+    max_batch_delay_ms: float = Field(5.0, ge=0, description="Dynamic batching: a batch closes this long after its first request at the latest; sooner when full or when no other request is on its way. The seed's BATCH_TIMEOUT (seconds), when set and this is not, sets it (x 1000).")
     gomp_spincount: int = Field(30000, ge=0, description="How long an idle torch thread of a worker busy-waits (OpenMP spins, ~0.3 ms) before it sleeps; exported to the worker's torch unless GOMP_SPINCOUNT or OMP_WAIT_POLICY is already set. libgomp's own default (300,000) kept a worker's second torch thread spinning after each forward pass, on a core the result write, Redis and the API needed next: one request at a time took ~2 ms longer. Below ~10,000 the threads slept between the steps of a forward pass (+3 ms).")
     torch_threads: int = Field(0, description="torch intra-op threads per model copy; 0 = CPU cores / (HOST_WORKERS x the worker's pool processes or MODEL_INSTANCES). A batch running alone in a process of several instances on a CPU uses all of theirs.")
     worker_replicas: int = Field(1, ge=1, description="Celery workers `inference.cli.launch` runs for one worker config (nodes <name>-1@host, <name>-2@host...), each with its own GIL, model copy and batcher, all on the config's device; supervised as one. For a GPU that one process cannot keep busy: with requests of 128 pictures one H100 took 3,376-4,200 images/s from one worker process, 6,355-7,679 from two. Their torch threads share the cores as HOST_WORKERS x this many workers.")
@@ -127,7 +127,8 @@ class Settings(BaseSettings):
     max_request_pixels: int = Field(80_000_000, description="Most pixels all the pictures of one request may hold together (a request of `images`): bounds the decoding one task costs its worker (~1.2 s per 40 million pixels on the 2-core machine). Over it, 413 `too_many_pixels`.")
     max_jpeg_scans: int = Field(32, ge=1, description="Most scans a JPEG may have (a progressive one has ~10): each scan is a decoding pass over the whole picture, and a 270 KB JPEG of 1,000 scans took 38 s to decode. Over it, 400 `image_too_complex`.")
     max_items_per_request: int = Field(32, validation_alias=AliasChoices("max_items_per_request", "batch_size"), description="Most items one submission may carry: requests in a batch request, or images in one request (`images`). (Was BATCH_SIZE, still read; not MAX_BATCH_SIZE, the worker's dynamic batches.)")
-    worker_cache_seconds: float = Field(2.0, description="Seconds the API caches its view of live workers.")
+    worker_cache_seconds: float = Field(2.0, validation_alias=AliasChoices("worker_cache_seconds", "health_check_interval"), description="Seconds between the API's checks of which workers are live (its cached view). The seed's HEALTH_CHECK_INTERVAL is read as this.")
+    metrics_window: float = Field(60.0, gt=0, description="Seconds of finished requests the JSON metrics' latency percentiles cover (`/metrics` as JSON, `/v1/stats`), as the seed's METRICS_WINDOW; at most the last 5,000 requests.")
 
     # Security
     api_keys: str = Field("", description="Comma-separated API keys; when set, every endpoint except /health/live requires one (Bearer or X-API-Key). Each key is a tenant: its request and batch ids are its own.")
@@ -152,6 +153,15 @@ class Settings(BaseSettings):
                               FutureWarning, stacklevel=2)
         return self
 
+    @model_validator(mode="before")
+    @classmethod
+    def seed_batch_timeout(cls, values: Any) -> Any:
+        """The seed's BATCH_TIMEOUT (seconds a batch waits to form) as MAX_BATCH_DELAY_MS."""
+        if isinstance(values, dict) and "BATCH_TIMEOUT" in os.environ and "MAX_BATCH_DELAY_MS" not in os.environ \
+                and "max_batch_delay_ms" not in values:
+            values = {**values, "max_batch_delay_ms": float(os.environ["BATCH_TIMEOUT"]) * 1000}
+        return values
+
     @model_validator(mode="after")
     def replicas_to_wait_for(self) -> Settings:
         if self.redis_wait_replicas is None:
@@ -161,6 +171,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def redelivery_after_time_limit(self) -> Settings:
         # A task still running (or waiting for a retry) when the timeout ends would run twice.
+        if not self.visibility_timeout:
+            self.visibility_timeout = self.worker_timeout + self.retry_backoff_max + 5
         if self.visibility_timeout <= self.worker_timeout + self.retry_backoff_max:
             raise ValueError(f"VISIBILITY_TIMEOUT ({self.visibility_timeout}) must exceed WORKER_TIMEOUT + RETRY_BACKOFF_MAX "
                              f"({self.worker_timeout} + {self.retry_backoff_max})")

@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 from celery import bootsteps
@@ -152,6 +153,7 @@ def model_info(state):
         "held": len(worker_state.reserved_requests),  # received and not yet done: active, or waiting for a thread
         "processed": sum(worker_state.total_count.values()),
         "processes": processes,
+        "answered_at": time.time(),  # this worker's own clock: its heartbeat as the API sees it
     }
 
 
