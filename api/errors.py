@@ -20,6 +20,7 @@ from inference.core import metrics
 from inference.core.errors import (
     BodyTooLarge,
     BrokerUnavailable,
+    CallbackNotAllowed,
     HttpError,
     InferenceError,
     InternalError,
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 # pydantic field -> the error, so clients can tell a bad model from a bad priority
 ERROR_OF_FIELD: dict[str, type[InferenceError]] = {
     "model_type": UnknownModel, "priority": InvalidPriority, "data": MissingData, "request_id": InvalidRequestId,
-    "top_k": InvalidTopK, "timeout_ms": InvalidTimeout,
+    "top_k": InvalidTopK, "timeout_ms": InvalidTimeout, "callback_url": CallbackNotAllowed,
 }
 ERROR_OF_HTTP_STATUS: dict[int, type[InferenceError]] = {400: InvalidRequest, 404: NotFound, 405: MethodNotAllowed, 413: BodyTooLarge}
 

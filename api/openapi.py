@@ -85,6 +85,8 @@ def paths() -> dict:
         "/workers/status": {"get": {"summary": "Live workers", "responses": {"200": _json(OBJECT, "workers"), **_errors(401)}}},
         "/queue/status": {"get": {"summary": "Queue depths", "responses": {"200": _json(OBJECT, "depths"), **_errors(401)}}},
         "/v1/models": {"get": {"summary": "Models and their workers", "responses": {"200": _json(OBJECT, "models"), **_errors(401)}}},
+        "/v1/callbacks/secret": {"get": {"summary": "The caller's callback secret (its API key's own)", "responses": {
+            "200": _json(OBJECT, "secret, header, scheme"), **_errors(401)}}},
         "/v1/stats": {"get": {"summary": "The seed's JSON metrics", "responses": {"200": _json(OBJECT, "stats"), **_errors(401)}}},
         "/metrics": {"get": {"summary": "Prometheus metrics to Prometheus (Accept naming text/plain or OpenMetrics), the seed's JSON "
                                         "metrics to anyone else", "parameters": [FORMAT], "responses": {

@@ -7,8 +7,10 @@ import time
 
 from flask import Blueprint, jsonify, request, url_for
 
+from api.auth import tenant
 from api.extensions import redis_client
 from api.service import parse_batch, parse_single, scoped, submit, submit_all, submit_and_wait, wait_seconds
+from inference.callbacks import signing
 from inference.core import keys
 from inference.core.errors import AlreadyStarted, NotFound
 from inference.submit import submission, tracking, waiting
@@ -69,6 +71,13 @@ def post_batch():
     response.status_code = 202
     response.headers["Location"] = url_for("v1.get_batch", batch_id=batch_id)
     return response
+
+
+@bp.get("/callbacks/secret")
+def callback_secret():
+    """The caller's callback secret (its API key's own): what its receivers verify signatures with."""
+    return jsonify({"secret": signing.secret_for(redis_client(), tenant()), "header": signing.SIGNATURE_HEADER,
+                    "scheme": "t=<unix time>,v1=<hex HMAC-SHA256 of '<t>.<body>'>"})
 
 
 @bp.get("/batch/<batch_id>")

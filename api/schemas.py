@@ -29,6 +29,7 @@ class InferenceRequest(BaseModel):
     top_k: int | None = Field(None, ge=1, description="How many predictions to return (default DEFAULT_TOP_K).")
     timeout_ms: int | None = Field(None, ge=1, description="Deadline to *start*, in ms (capped by WORKER_TIMEOUT); a request not started by then is dropped as `expired`.")
     probabilities: bool = Field(False, strict=True, description="Also return every class's probability, in class order (`probabilities`: 1,000 numbers per picture).")
+    callback_url: str | None = Field(None, description="Where to POST the request's final status, signed (docs/api.md#completion-callbacks); its host must be on CALLBACK_ALLOWED_HOSTS.")
     _raw_images: list[bytes] = PrivateAttr(default_factory=list)  # the pictures, decoded once while checked
 
     @field_validator("data")

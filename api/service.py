@@ -13,6 +13,7 @@ from api.errors import validation_error
 from api.extensions import api_settings, redis_client, worker_directory
 from api.routing import choose_model
 from api.schemas import BatchRequest, InferenceRequest
+from inference.callbacks import targets
 from inference.core import keys
 from inference.core.errors import (
     BatchTooLarge,
@@ -86,6 +87,11 @@ def validate_item(fields, prefix: str = "") -> InferenceRequest:
     settings = api_settings()
     if item.top_k is not None and item.top_k > settings.max_top_k:
         raise InvalidTopK(f"{prefix}top_k must be at most {settings.max_top_k}")
+    if item.callback_url is not None:
+        try:
+            targets.check_url(item.callback_url, targets.allowed_hosts(settings.callback_allowed_hosts))
+        except InvalidRequest as exc:
+            raise type(exc)(prefix + exc.message) from None
     if item.images is not None and len(item.images) > settings.max_items_per_request:
         raise BatchTooLarge(f"{prefix}a request holds at most {settings.max_items_per_request} images (MAX_ITEMS_PER_REQUEST)")
     # Every picture is checked here, so a request the API accepts has no broken image in it.
@@ -166,6 +172,7 @@ def submit_all(items: list[InferenceRequest]) -> list[submission.Submitted]:
             in_flight_limit=in_flight_limit() if len(items) == 1 else 0,
             memory_limit=memory.limit() if len(items) == 1 else 0,
             probabilities=item.probabilities,
+            callback_url=item.callback_url,
         )
         for item, model in zip(items, models)
     ]

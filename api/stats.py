@@ -19,20 +19,21 @@ def request_stats(redis, window: float) -> dict:
     latency_sum = sum(h["sum"] for h in latency.values())
     latency_count = sum(h["count"] for h in latency.values())
     recent = metrics.recent_latencies(redis, window)
-    stats = {
+    p50, p99 = metrics.percentile(recent, 50), metrics.percentile(recent, 99)
+    stats: dict = {
         "requests_total": total,
         "requests_success": by_outcome.get("success", 0),
         "requests_failed": by_outcome.get("failed", 0),
         "requests_by_outcome": by_outcome,
         "success_rate": round(by_outcome.get("success", 0) / total, 6) if total else 0.0,
         "avg_latency": round(latency_sum / latency_count, 6) if latency_count else None,
-        "p50_latency": metrics.percentile(recent, 50),
+        "p50_latency": p50,
         "p95_latency": metrics.percentile(recent, 95),
-        "p99_latency": metrics.percentile(recent, 99),
+        "p99_latency": p99,
         "metrics_window": window,
     }
-    if recent:  # the seed's clients draw these only when present (in ms)
-        stats.update({"latency_p50": round(1000 * stats["p50_latency"], 3), "latency_p99": round(1000 * stats["p99_latency"], 3),
+    if p50 is not None and p99 is not None:  # the seed's clients draw these only when present (in ms)
+        stats.update({"latency_p50": round(1000 * p50, 3), "latency_p99": round(1000 * p99, 3),
                       "latency_avg": round(1000 * sum(recent) / len(recent), 3)})
     return stats
 

@@ -23,6 +23,7 @@ def pytest_configure(config):
     os.environ["MODEL_WEIGHTS"] = "random"  # no weights can be downloaded on the build machines
     os.environ.setdefault("TORCH_THREADS", "1")  # four workers share two cores
     os.environ.setdefault("LOG_LEVEL", "INFO")
+    os.environ["CALLBACK_ALLOWED_HOSTS"] = "127.0.0.1"  # the callback tests' receivers (tests/test_callbacks.py)
     os.environ["REDIS_URL"] = start_redis(suite_processes, dict(os.environ))
 
 

@@ -42,7 +42,8 @@ def test_commands_name_existing_files_and_modules(compose):
     for path in re.findall(r"[\w/]+\.py", text):
         assert (repo_root() / path).exists(), path
     for module in re.findall(r"\b(api\.\w+|inference(?:\.\w+)+)\b", text):
-        assert (repo_root() / (module.replace(".", "/") + ".py")).exists(), module
+        path = repo_root() / module.replace(".", "/")
+        assert path.with_suffix(".py").exists() or (path / "__main__.py").exists(), module
 
 
 def test_environment_variables_are_known(compose):

@@ -82,6 +82,12 @@ class InvalidTopK(InvalidRequest):
     code = "invalid_top_k"
 
 
+class CallbackNotAllowed(InvalidRequest):
+    """`callback_url` is no http(s) URL, or its host is not on CALLBACK_ALLOWED_HOSTS."""
+
+    code = "callback_not_allowed"
+
+
 class InvalidTimeout(InvalidRequest):
     """`timeout_ms` is not a positive integer."""
 

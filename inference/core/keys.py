@@ -17,6 +17,8 @@ CLAIM_PREFIX = "inference:claim:"
 STARTS_PREFIX = "inference:starts:"  # how often a request was started (poison messages: see tasks.py)
 BATCH_PREFIX = "inference:batch:"
 MESSAGE_PREFIX = "inference:message:"  # a copy of a request's message until it ends (inference/worker/lost_messages.py)
+CALLBACK_PREFIX = "inference:callback:"  # a request's callback delivery message, queued with its final state
+CALLBACK_QUEUE = "callbacks"  # where deliveries wait for the callbacks worker (inference/callbacks/)
 IMAGE_PREFIX = "inference:image:"  # pictures stored by reference: <request id>:<submission>:<n> (see submit)
 STARTED, CANCELLED_CLAIM, REDELIVERED = "started", "cancelled", "redelivered"
 DUPLICATES_KEY = "inference:stats:duplicate_runs"  # requests run more than once (redelivery)
@@ -90,6 +92,10 @@ def temporary_keys(request_id: str, kwargs: object) -> list[str]:
     and those among the pictures its task names that submit wrote (whatever a message names)."""
     named = named_pictures(kwargs.get("image_ref"), kwargs.get("image_refs")) if isinstance(kwargs, dict) else []
     return [starts_key(request_id), message_key(request_id), *(ref for ref in named if is_stored_image(ref))]
+
+
+def callback_key(request_id: str) -> str:
+    return CALLBACK_PREFIX + request_id
 
 
 def message_key(request_id: str) -> str:

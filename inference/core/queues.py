@@ -5,6 +5,7 @@ from __future__ import annotations
 PRIORITIES = ("high", "normal", "low")  # consumed in this order
 DEFAULT_PRIORITY = "normal"
 TASK_NAME = "inference.classify"
+CALLBACK_TASK = "inference.deliver_callback"  # inference/callbacks/delivery.py
 
 
 def queue_name(model: str, priority: str = DEFAULT_PRIORITY) -> str:

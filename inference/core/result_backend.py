@@ -12,7 +12,9 @@ worker's main process after it killed the pool process), a revoked request, an e
 cancelled one, one refused as a poison message. So the same script deletes the request's
 temporary keys (`keys.temporary_keys`: the pictures `submission.submit` stored, the count of starts)
 and takes it out of its tenant's requests in flight: nothing stays behind, whichever way a
-request ends, and it costs no round trip of its own.
+request ends, and it costs no round trip of its own. A request with a callback has its delivery
+message moved onto the callbacks queue by the same script (inference/callbacks/): once, and
+never a final state without it.
 """
 
 from __future__ import annotations
@@ -24,14 +26,22 @@ from celery.backends.redis import RedisBackend, SentinelBackend
 from celery.exceptions import BackendStoreError
 from kombu.utils.encoding import bytes_to_str
 
-from inference.core.keys import FINAL_STATES, in_flight_key, temporary_keys, tenant_of
+from inference.core.keys import CALLBACK_QUEUE, FINAL_STATES, callback_key, in_flight_key, temporary_keys, tenant_of
 
-# KEYS[1]: the result key; with a final state also KEYS[2]: its tenant's requests in flight,
-# KEYS[3...]: its temporary keys, to delete. ARGV[1]: the encoded record; ARGV[2]: seconds to
-# keep it (0: for ever); ARGV[3]: the task id.
+# KEYS[1]: the result key; with a final state also KEYS[2]: its callback's delivery message,
+# KEYS[3]: the callbacks queue, KEYS[4]: its tenant's requests in flight, KEYS[5...]: its
+# temporary keys, to delete. ARGV[1]: the encoded record; ARGV[2]: seconds to keep it (0: for
+# ever); ARGV[3]: the task id.
 STORE_UNLESS_SUCCEEDED = """
-if #KEYS > 1 then redis.call('ZREM', KEYS[2], ARGV[3]) end
-if #KEYS > 2 then redis.call('DEL', unpack(KEYS, 3)) end
+if #KEYS > 1 then
+  local delivery = redis.call('GET', KEYS[2])
+  if delivery then
+    redis.call('LPUSH', KEYS[3], delivery)
+    redis.call('DEL', KEYS[2])
+  end
+  redis.call('ZREM', KEYS[4], ARGV[3])
+end
+if #KEYS > 4 then redis.call('DEL', unpack(KEYS, 5)) end
 local current = redis.call('GET', KEYS[1])
 if current then
   local ok, meta = pcall(cjson.decode, current)
@@ -58,8 +68,8 @@ class OneTrip(RedisBackend):
         if isinstance(value, str) and len(value) > self._MAX_STR_VALUE_SIZE:  # what RedisBackend.set checks
             raise BackendStoreError("value too large for Redis backend", state=state, task_id=task_id)
         task_id = meta["task_id"]
-        ended = [in_flight_key(tenant_of(task_id)), *temporary_keys(task_id, getattr(request, "kwargs", None))] \
-            if state in FINAL_STATES else []
+        ended = [callback_key(task_id), CALLBACK_QUEUE, in_flight_key(tenant_of(task_id)),
+                 *temporary_keys(task_id, getattr(request, "kwargs", None))] if state in FINAL_STATES else []
         try:
             self.ensure(self._set, (self.get_key_for_task(task_id), value, task_id, ended))
         except BackendStoreError as ex:

@@ -136,6 +136,15 @@ class Settings(BaseSettings):
     max_in_flight_per_key: int = Field(200, ge=0, description="Requests one API key may have queued or running at once (with API_KEYS), so that one tenant cannot fill a model's queue for everyone; over it, 429 `too_many_in_flight` with Retry-After. 0 = no limit.")
     auth_failures_per_minute: int = Field(20, ge=0, description="Failed authentications a client address may make in a minute (with API_KEYS); over it, every request from that address gets 429 `too_many_auth_failures` until the minute ends. 0 = no limit.")
 
+    # Completion callbacks (inference/callbacks/)
+    callback_allowed_hosts: str = Field("", description="Hosts a `callback_url` may name, comma-separated: exact names or addresses, or `*.example.com` for its subdomains. Empty: callbacks are off (a `callback_url` gets 400 `callback_not_allowed`). A host that resolves to an internal address (loopback, private, link-local) is called only when listed by its exact name.")
+    callback_signing_key: str = Field("", description="Key from which each API key's callback secret is derived (HMAC-SHA256; `GET /v1/callbacks/secret` gives a key its own). Empty: one is made at random on first use and kept in Redis for every process.")
+    callback_timeout: float = Field(5.0, gt=0, description="Seconds a callback receiver has to answer before the delivery counts as failed and is retried.")
+    callback_max_retries: int = Field(8, ge=0, description="Retries of a callback whose receiver failed (no answer, or not 2xx), with exponential backoff from CALLBACK_RETRY_DELAY up to CALLBACK_RETRY_BACKOFF_MAX seconds; then it is given up (logged).")
+    callback_retry_delay: float = Field(1.0, gt=0, description="First retry countdown of a failed callback in seconds; doubles each retry (with jitter).")
+    callback_retry_backoff_max: float = Field(10.0, gt=0, description="Cap of a callback's retry countdown in seconds, and never more than VISIBILITY_TIMEOUT - CALLBACK_TIMEOUT - 1 (a message waiting out a longer countdown would be delivered again meanwhile).")
+    callback_concurrency: int = Field(16, ge=1, description="Deliveries the callbacks worker (`python -m inference.callbacks`) makes at once (threads): a receiver that hangs holds one for CALLBACK_TIMEOUT.")
+
     # Operations
     log_level: str = Field("INFO", description="Log level of API and workers. At INFO and DEBUG the API also writes an access log line per HTTP request.")
     log_format: Literal["text", "json"] = Field("text", description="`json`: one JSON object per log line (with `request_id` where known).")

@@ -27,14 +27,15 @@ import redis as redis_lib
 from redis.exceptions import NoScriptError
 
 from inference.core.celery_app import app
-from inference.core.keys import message_key
+from inference.core.keys import callback_key, message_key
 from inference.core.queues import TASK_NAME
 
 # KEYS: the job record, the queue, the set of requests in flight (the tenant's), the copy of
-# the message, the model's queues counted for the limit. ARGV: the job record, the message,
-# seconds to keep the record, the queue limit (0: none), the in-flight limit (0: none), the time
-# now, the task id, the most memory Redis may use once this request's pictures are in (0: no
-# bound). A request id submitted again is answered first, whatever the limits.
+# the message, its callback's delivery message, the model's queues counted for the limit. ARGV:
+# the job record, the message, seconds to keep the record, the queue limit (0: none), the
+# in-flight limit (0: none), the time now, the task id, the most memory Redis may use once this
+# request's pictures are in (0: no bound), the callback's delivery message ("": none). A request
+# id submitted again is answered first, whatever the limits.
 ENQUEUE = """
 local existing = redis.call('GET', KEYS[1])
 if existing then return {'exists', existing} end
@@ -46,7 +47,7 @@ end
 local limit = tonumber(ARGV[4])
 if limit > 0 then
   local depth = 0
-  for i = 5, #KEYS do depth = depth + redis.call('LLEN', KEYS[i]) end
+  for i = 6, #KEYS do depth = depth + redis.call('LLEN', KEYS[i]) end
   if depth >= limit then return {'full', depth} end
 end
 -- Entries older than a job record are requests whose end was never written.
@@ -60,6 +61,7 @@ redis.call('ZADD', KEYS[3], ARGV[6], ARGV[7])
 redis.call('EXPIRE', KEYS[3], ARGV[3])
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
 redis.call('SET', KEYS[4], ARGV[2], 'EX', ARGV[3])
+if ARGV[9] ~= '' then redis.call('SET', KEYS[5], ARGV[9], 'EX', ARGV[3]) end
 redis.call('LPUSH', KEYS[2], ARGV[2])
 return {'queued'}
 """
@@ -86,15 +88,15 @@ class InFlight:
     task_id: str
 
 
-def task_message(task_id: str, kwargs: dict, queue: str) -> str:
-    """`inference.classify` with these keyword arguments, as kombu's Redis transport stores it
-    in `queue`'s list (what `send_task(..., queue=Queue(queue, Exchange(""), routing_key=queue))`
-    writes, through the default exchange)."""
+def task_message(task_id: str, kwargs: dict, queue: str, task_name: str = TASK_NAME) -> str:
+    """`inference.classify` (or `task_name`) with these keyword arguments, as kombu's Redis
+    transport stores it in `queue`'s list (what `send_task(..., queue=Queue(queue, Exchange(""),
+    routing_key=queue))` writes, through the default exchange)."""
     # The arguments as Flower and `celery inspect` show them: Celery's saferepr (a streaming repr
     # in Python) took ~8 % of the API's CPU per submission; repr is C. Cut at Celery's own limit
     # (`image` may hold a whole picture in base64).
     kwargsrepr = repr(kwargs)[: app.amqp.kwargsrepr_maxsize]
-    message = app.amqp.create_task_message(task_id, TASK_NAME, (), kwargs, argsrepr="()", kwargsrepr=kwargsrepr)
+    message = app.amqp.create_task_message(task_id, task_name, (), kwargs, argsrepr="()", kwargsrepr=kwargsrepr)
     return json.dumps({
         "body": json.dumps(message.body),
         "content-encoding": "utf-8",
@@ -113,7 +115,7 @@ def task_message(task_id: str, kwargs: dict, queue: str) -> str:
 
 def enqueue(redis: redis_lib.Redis, *, job_key: str, job: str, queue: str, message: str, expires: int,
             pictures: dict[str, bytes], counted_queues: list[str], limit: int | None, in_flight: InFlight,
-            memory_limit: int = 0, replicas: int = 0, replica_timeout_ms: int = 0) -> Outcome:
+            memory_limit: int = 0, replicas: int = 0, replica_timeout_ms: int = 0, callback: str = "") -> Outcome:
     """Write the job record, the pictures (key -> bytes), the request in flight and a copy of its
     message (keys.message_key), and push the message, unless the record
     exists, `counted_queues` hold `limit` requests or more (limit None: no limit, none counted),
@@ -121,16 +123,17 @@ def enqueue(redis: redis_lib.Redis, *, job_key: str, job: str, queue: str, messa
     bytes with the pictures written: then nothing stays written. The memory is read inside the
     script, after the pictures: whatever other submissions wrote meanwhile counts too.
 
-    With `replicas`, Redis's WAIT follows in the same round trip: the outcome says how many
+    With a `callback` (its delivery message), that is kept too, for the request's final state to
+    queue (inference/core/result_backend.py). With `replicas`, Redis's WAIT follows in the same round trip: the outcome says how many
     replicas held all of it within `replica_timeout_ms` (WAIT counts this connection's writes)."""
     counted_queues = counted_queues if limit else []
     for attempt in range(2):
         pipe = redis.pipeline(transaction=False)
         for key, picture in pictures.items():
             pipe.set(key, picture, ex=expires)
-        pipe.evalsha(ENQUEUE_SHA, 4 + len(counted_queues), job_key, queue, in_flight.key, message_key(in_flight.task_id),
-                     *counted_queues, job, message, expires, limit or 0, in_flight.limit, time.time(), in_flight.task_id,
-                     memory_limit)
+        pipe.evalsha(ENQUEUE_SHA, 5 + len(counted_queues), job_key, queue, in_flight.key, message_key(in_flight.task_id),
+                     callback_key(in_flight.task_id), *counted_queues, job, message, expires, limit or 0, in_flight.limit,
+                     time.time(), in_flight.task_id, memory_limit, callback)
         if replicas:
             pipe.wait(replicas, replica_timeout_ms)
         try:

@@ -19,6 +19,7 @@ from inference.core import metrics
 from inference.core.celery_app import app
 from inference.core.errors import MemoryFull, NotReplicated, QueueFull, TooManyInFlight
 from inference.core.keys import (
+    CALLBACK_QUEUE,
     CANCELLED,
     CANCELLED_CLAIM,
     IMAGE_PREFIX,
@@ -29,7 +30,7 @@ from inference.core.keys import (
     job_key,
     scoped_id,
 )
-from inference.core.queues import PRIORITIES, queue_name
+from inference.core.queues import CALLBACK_TASK, PRIORITIES, queue_name
 from inference.core.settings import get_settings
 from inference.submit.enqueue import InFlight, enqueue, task_message
 
@@ -59,14 +60,17 @@ def new_request_id() -> str:
 def submit(redis: redis_lib.Redis, *, model: str, priority: str, top_k: int | None = None, request_id: str | None = None,
            timeout_ms: int | None = None, image_b64: str | None = None, image: bytes | None = None,
            images: list[bytes] | None = None, queue_limit: int | None = None, tenant: str = "",
-           in_flight_limit: int = 0, memory_limit: int = 0, probabilities: bool = False) -> Submitted:
+           in_flight_limit: int = 0, memory_limit: int = 0, probabilities: bool = False,
+           callback_url: str | None = None) -> Submitted:
     """Record and enqueue one request, of one picture (`image`, raw bytes) or several (`images`),
     both by reference, or of one picture in the message (`image_b64`). `timeout_ms` is a
     deadline for it to *start*. With `queue_limit`, raises QueueFull instead when the model's
     queues hold that many requests already. A `tenant`'s request ids are its own (`scoped_id`),
     and its requests in flight are counted: with `in_flight_limit`, TooManyInFlight when it has
     that many. With `memory_limit`, MemoryFull when Redis would use more bytes than that. With
-    `probabilities`, the result holds every class's probability as well. One
+    `probabilities`, the result holds every class's probability as well. With `callback_url`
+    (checked against CALLBACK_ALLOWED_HOSTS by the caller), its final status is POSTed there
+    (inference/callbacks/). One
     Redis round trip (inference/submit/enqueue.py). With REDIS_WAIT_REPLICAS, NotReplicated (and
     the request cancelled) when fewer replicas than that hold it within REDIS_WAIT_TIMEOUT_MS.
 
@@ -103,7 +107,7 @@ def submit(redis: redis_lib.Redis, *, model: str, priority: str, top_k: int | No
                       pictures=dict(zip(refs, stored)), counted_queues=[queue_name(model, p) for p in PRIORITIES],
                       limit=queue_limit, in_flight=InFlight(in_flight_key(tenant), in_flight_limit, task_id),
                       memory_limit=memory_limit, replicas=wait_for,
-                      replica_timeout_ms=settings.redis_wait_timeout_ms)
+                      replica_timeout_ms=settings.redis_wait_timeout_ms, callback=delivery_message(task_id, callback_url))
     if outcome.status == "full":
         raise QueueFull.at(model, outcome.depth, queue_limit or 0)
     if outcome.status == "busy":
@@ -120,6 +124,14 @@ def submit(redis: redis_lib.Redis, *, model: str, priority: str, top_k: int | No
         raise NotReplicated.at(outcome.replicas, wait_for)
     log.info("request %s queued on %s", task_id, queue, extra={"request_id": task_id})
     return Submitted(job, created=True)
+
+
+def delivery_message(task_id: str, callback_url: str | None) -> str:
+    """The callbacks worker's message for a request's callback ("" for none), made now and queued
+    by its final state (inference/core/result_backend.py)."""
+    if not callback_url:
+        return ""
+    return task_message(uuid.uuid4().hex, {"request_id": task_id, "url": callback_url}, CALLBACK_QUEUE, task_name=CALLBACK_TASK)
 
 
 def cancel(redis: redis_lib.Redis, request_id: str) -> str | None:

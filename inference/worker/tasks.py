@@ -9,7 +9,8 @@
         "submitted_at": 1700000000.0,       # optional, epoch seconds, for queue time
         "deadline": 1700000002.0,           # optional, epoch seconds: not started by then = expired
         "probabilities": False,             # optional: also every class's probability, in class order
-    })
+        "callback_url": "https://...",      # optional: the final status POSTed there, signed (a host
+    })                                      #   on CALLBACK_ALLOWED_HOSTS; inference/callbacks/)
 
 In place of `image`, `images` (a list of up to MAX_ITEMS_PER_REQUEST base64 pictures) classifies several
 in one task, the cheapest way to send many: the result then holds `results`, one entry per
@@ -38,12 +39,14 @@ from celery.utils.log import get_task_logger
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from inference.callbacks.targets import allowed_hosts, check_url
 from inference.core import keys, metrics, redis_connection
 from inference.core.celery_app import app
 from inference.core.errors import ImageMissing, InvalidRequest, PoisonMessage, Timeout, TransientInferenceError, WrongWorker
 from inference.core.imaging import check_request_pixels, decode_base64, probe_image
 from inference.core.queues import TASK_NAME, priority_rank
 from inference.core.settings import get_settings
+from inference.submit.submission import delivery_message
 from inference.worker import chaos
 from inference.worker.batching import BatchOutcome
 from inference.worker.claim import claim_and_read
@@ -165,7 +168,7 @@ def build_result(*, info, request_id, worker_id, submitted_at, started_at, finis
 def classify(self, image: str | None = None, model: str | None = None, top_k: int | None = None, request_id: str | None = None,
              priority: str | None = None, submitted_at: float | None = None, deadline: float | None = None,
              images: list[str] | None = None, image_refs: list[str] | None = None, image_ref: str | None = None,
-             probabilities: bool = False) -> dict:
+             probabilities: bool = False, callback_url: str | None = None) -> dict:
     from inference.worker.process import batcher, loaded_model
 
     time_limit_at = time.monotonic() + get_settings().worker_timeout
@@ -174,6 +177,8 @@ def classify(self, image: str | None = None, model: str | None = None, top_k: in
     gatherer = batcher()
     gatherer.expect(count)  # a batch being gathered waits for them
     try:
+        if callback_url is not None:  # first: whatever ends this request, its callback goes
+            register_callback(self.request.id, callback_url)
         loaded = loaded_model()
         admitted = admitted_pictures(self, loaded.spec.name, model, top_k, priority, deadline, image, images, image_refs, image_ref,
                                      probabilities)
@@ -263,6 +268,14 @@ def admitted_pictures(task, served: str, model, top_k, priority, deadline, image
     check_request_pixels(picture_sizes(encoded), settings.max_request_pixels)
     rank = priority_rank((task.request.delivery_info or {}).get("routing_key"), priority)
     return Admitted(top_k, encoded, started_at, suspect=crashed_runs > 0, rank=rank, probabilities=probabilities)
+
+
+def register_callback(task_id: str, callback_url: object) -> None:
+    """A callback asked for in the message (send_task): kept for the request's final state to
+    queue, as the API keeps those it is given (kept once: a redelivery changes nothing)."""
+    settings = get_settings()
+    check_url(callback_url, allowed_hosts(settings.callback_allowed_hosts))
+    redis_client().set(keys.callback_key(task_id), delivery_message(task_id, str(callback_url)), nx=True, ex=settings.result_expires)
 
 
 def within_time_limit(time_limit_at: float) -> float:
