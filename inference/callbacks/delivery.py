@@ -19,6 +19,7 @@ import redis as redis_lib
 import requests
 from celery import Celery
 from celery.utils.log import get_task_logger
+from celery.worker.control import inspect_command
 
 from inference.callbacks import signing, targets
 from inference.core import redis_connection
@@ -40,6 +41,12 @@ def redis_client() -> redis_lib.Redis:
     if _redis is None:
         _redis = redis_connection.connect(get_settings(), socket_connect_timeout=5, socket_timeout=10)
     return _redis
+
+
+@inspect_command()
+def model_info(state):
+    """No model here: the API's worker directory, which asks every worker, passes this one by."""
+    return {}
 
 
 def countdown(retries: int) -> float:

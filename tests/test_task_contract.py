@@ -1,0 +1,113 @@
+"""The callback delivery task's contract (`inference.deliver_callback`: request id and URL in, at
+most CALLBACK_MAX_RETRIES + 1 attempts out, nothing sent where it may not go), run by
+pytest-celery's in-process worker: a thread of this process consuming the suite's real Redis,
+with settings changed for one test. The real-process tests (tests/test_callbacks.py and the
+rest) run the workers as the Procfile does."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from celery.contrib.pytest import celery_worker  # noqa: F401  (the in-process worker; pytest-celery's own of that name needs Docker)
+
+from inference.core.keys import CALLBACK_QUEUE
+from inference.core.settings import get_settings, use_settings
+from tests.helpers import image_b64
+from tests.system import free_port, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def celery_app():
+    """The callbacks worker's app, as `python -m inference.callbacks` runs it."""
+    from inference.callbacks.delivery import app
+
+    return app
+
+
+@pytest.fixture
+def celery_worker_pool():
+    return "threads"
+
+
+@pytest.fixture
+def celery_worker_parameters():
+    return {"queues": [CALLBACK_QUEUE], "perform_ping_check": False, "concurrency": 2, "loglevel": "INFO"}  # its logs are what we read
+
+
+@pytest.fixture
+def failing_receiver():
+    """Answers 500 to everything, and counts."""
+    calls: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            calls.append(self.headers["X-Inference-Attempt"])
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook", calls
+    server.shutdown()
+
+
+@pytest.fixture
+def few_retries():
+    before = get_settings()
+    use_settings(before.model_copy(update={"callback_max_retries": 2, "callback_retry_delay": 0.1}))
+    yield
+    use_settings(before)
+
+
+@pytest.fixture
+def delivery_log():
+    """What the delivery task logs (Celery's task loggers do not propagate to pytest's capture)."""
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    handler, logger = Collect(logging.INFO), logging.getLogger("inference.callbacks.delivery")
+    logger.addHandler(handler)
+    yield lines
+    logger.removeHandler(handler)
+
+
+def submit_with_callback(api, url: str) -> str:
+    response = api.post(f"{api.base_url}/v1/inference", params={"wait": 30}, timeout=60,
+                        json={"data": image_b64(), "model_type": "squeezenet", "callback_url": url})
+    assert response.status_code == 200 and response.json()["status"] == "success"
+    return response.json()["request_id"]
+
+
+def test_a_receiver_that_always_fails_is_given_up(api, failing_receiver, few_retries, celery_worker, delivery_log):  # noqa: F811
+    url, calls = failing_receiver
+    request_id = submit_with_callback(api, url)
+    wait_until(lambda: any("given up after 3 attempts" in line and request_id in line for line in delivery_log), 30,
+               what="the delivery given up")
+    assert calls == ["1", "2", "3"]
+
+
+def test_deliveries_that_may_not_go_are_dropped_without_a_call(failing_receiver, celery_worker, delivery_log):  # noqa: F811
+    from inference.callbacks.delivery import deliver_callback
+
+    url, calls = failing_receiver
+    deliver_callback.apply_async(kwargs={"request_id": "no-such-request", "url": url}, queue=CALLBACK_QUEUE)
+    deliver_callback.apply_async(kwargs={"request_id": uuid.uuid4().hex, "url": "http://10.0.0.9/hook"}, queue=CALLBACK_QUEUE)
+    wait_until(lambda: sum("not delivered" in line for line in delivery_log) >= 2, 30, what="both refused")
+    messages = [line for line in delivery_log if "not delivered" in line]
+    assert any("no-such-request" in m and "record expired" in m for m in messages)
+    assert any("'10.0.0.9' is not on CALLBACK_ALLOWED_HOSTS" in m for m in messages)
+    assert calls == []
