@@ -18,7 +18,7 @@ from api.memory import MemoryGauge
 from api.prometheus import InferenceCollector
 from api.request import StrictJSONProvider, WholeBodyRequest
 from api.workers import WorkerDirectory
-from inference.core import redis_connection
+from inference.core import redis_connection, tracing
 from inference.core.settings import Settings, get_settings
 
 
@@ -53,4 +53,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     register_auth(app, settings)
+    if tracing.enabled():  # this process traces (api/wsgi.py): a span per HTTP request
+        from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+        FlaskInstrumentor().instrument_app(app)
     return app

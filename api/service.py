@@ -14,7 +14,7 @@ from api.extensions import api_settings, redis_client, worker_directory
 from api.routing import choose_model
 from api.schemas import BatchRequest, InferenceRequest
 from inference.callbacks import targets
-from inference.core import keys
+from inference.core import keys, tracing
 from inference.core.errors import (
     BatchTooLarge,
     Cancelled,
@@ -152,13 +152,19 @@ def in_flight_limit() -> int:
 
 def submit_all(items: list[InferenceRequest]) -> list[submission.Submitted]:
     models = [resolve_model(item.model_type) for item in items]
-    settings = api_settings()
     memory = current_app.extensions["memory"]
     if len(items) > 1:
         admit(models)  # all or nothing
         memory.admit_batch(sum(len(raw) for item in items for raw in item._raw_images))
-    return [
-        submission.submit(
+    return [submitted(item, model, len(items), memory) for item, model in zip(items, models)]
+
+
+def submitted(item: InferenceRequest, model: str, of: int, memory) -> submission.Submitted:
+    """One item of a submission of `of`, enqueued (its span, with traces on, is the parent of
+    everything its worker does)."""
+    settings = api_settings()
+    with tracing.span("submit", model=model, priority=item.priority, pictures=len(item._raw_images)):
+        return submission.submit(
             redis_client(),
             image=item._raw_images[0] if item.images is None else None,
             images=item._raw_images if item.images is not None else None,
@@ -167,15 +173,13 @@ def submit_all(items: list[InferenceRequest]) -> list[submission.Submitted]:
             top_k=item.top_k,
             request_id=item.request_id,
             timeout_ms=min(item.timeout_ms, settings.worker_timeout * 1000) if item.timeout_ms else None,
-            queue_limit=settings.queue_limit if len(items) == 1 else None,
+            queue_limit=settings.queue_limit if of == 1 else None,
             tenant=tenant(),
-            in_flight_limit=in_flight_limit() if len(items) == 1 else 0,
-            memory_limit=memory.limit() if len(items) == 1 else 0,
+            in_flight_limit=in_flight_limit() if of == 1 else 0,
+            memory_limit=memory.limit() if of == 1 else 0,
             probabilities=item.probabilities,
             callback_url=item.callback_url,
         )
-        for item, model in zip(items, models)
-    ]
 
 
 def submit(item: InferenceRequest) -> submission.Submitted:

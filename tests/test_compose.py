@@ -15,8 +15,8 @@ from tests.helpers import repo_root
 from tests.system import TESTDATA
 
 SCHEMA = TESTDATA / "compose-spec.json"
-# Variables read by something other than Settings: torch, the Redis container.
-EXTERNAL_VARIABLES = {"TORCH_HOME", "REDIS_PASSWORD"}
+# Variables read by something other than Settings: torch, the Redis container, OpenTelemetry.
+EXTERNAL_VARIABLES = {"TORCH_HOME", "REDIS_PASSWORD", "OTEL_EXPORTER_OTLP_ENDPOINT"}
 
 
 @pytest.fixture(scope="module")

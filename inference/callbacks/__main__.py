@@ -12,7 +12,10 @@ from inference.core.settings import get_settings
 
 def main() -> None:
     from inference.callbacks.delivery import app
+    from inference.core import tracing
 
+    if tracing.setup("callbacks"):  # each delivery a span in its request's trace
+        tracing.instrument_celery()
     settings = get_settings()
     app.worker_main(["worker", "--queues", CALLBACK_QUEUE, "--pool", "threads", "--concurrency", str(settings.callback_concurrency),
                      "--loglevel", settings.log_level, "--hostname", sys.argv[1] if len(sys.argv) > 1 else "callbacks@%h"])

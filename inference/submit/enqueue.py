@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import redis as redis_lib
 from redis.exceptions import NoScriptError
 
+from inference.core import tracing
 from inference.core.celery_app import app
 from inference.core.keys import callback_key, message_key
 from inference.core.queues import TASK_NAME
@@ -101,7 +102,9 @@ def task_message(task_id: str, kwargs: dict, queue: str, task_name: str = TASK_N
         "body": json.dumps(message.body),
         "content-encoding": "utf-8",
         "content-type": "application/json",
-        "headers": message.headers,
+        # With traces on, the trace context (`traceparent`) among the headers, where send_task's
+        # instrumentation puts it (at publishing, as here) and the worker's looks for it.
+        "headers": {**message.headers, **tracing.context_headers()},
         "properties": {
             **message.properties,
             "delivery_mode": 2,  # persistent

@@ -22,6 +22,7 @@ from celery.signals import after_setup_logger, after_setup_task_logger, worker_p
 from celery.worker import state as worker_state
 from celery.worker.control import control_command, inspect_command
 
+from inference.core import tracing
 from inference.core.celery_app import app
 from inference.core.logging_setup import formatter
 from inference.core.queues import PRIORITIES, queue_name
@@ -38,6 +39,8 @@ class PinToModel(bootsteps.StartStopStep):
 
     def __init__(self, worker, model=None, **options):
         openmp_wait_policy()  # before torch loads, here or in the pool processes
+        if tracing.setup("worker"):  # off unless OTEL_* variables ask for traces; pool processes inherit it
+            tracing.instrument_celery()
         settings = get_settings()
         model = model or settings.worker_model
         if not model:

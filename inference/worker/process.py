@@ -131,6 +131,7 @@ def decode_and_classify(items: list[tuple[bytes, int]]) -> list:
     runs: on a busy CPU those took cores from torch mid-pass. JPEGs go through torchvision on
     the model's device when IMAGE_DECODER says so (inference/tensor_decode.py), the rest through
     PIL on the decoding threads. A picture that does not decode fails its own request only."""
+    started_at = time.time()
     loaded, max_pixels = loaded_model(), get_settings().max_image_pixels
     raws = [raw for raw, _ in items]
     chaos.in_batch(raws)
@@ -148,8 +149,19 @@ def decode_and_classify(items: list[tuple[bytes, int]]) -> list:
     for n, tensor in zip(rest, parallel_map(prepare, [raws[n] for n in rest])):
         inputs[n] = tensor
     ready = [(tensor, top_k) for tensor, (_, top_k) in zip(inputs, items) if not isinstance(tensor, Exception)]
+    decoded_at = time.time()
     outputs = iter(loaded.classify_each(ready) if ready else [])
-    return [tensor if isinstance(tensor, Exception) else next(outputs) for tensor in inputs]
+    timing = {"decode": (started_at, decoded_at), "forward": (decoded_at, time.time())}
+    return [tensor if isinstance(tensor, Exception) else Predictions(next(outputs), timing) for tensor in inputs]
+
+
+class Predictions(list):
+    """A picture's ranked classes, carrying the times (epoch seconds) of its batch's decoding and
+    forward pass, for its trace (inference/core/tracing.py); a list to everyone else."""
+
+    def __init__(self, ranked, timing: dict):
+        super().__init__(ranked)
+        self.timing = timing
 
 
 def decoded_on_device(loaded, raws: list[bytes], max_pixels: int) -> dict:

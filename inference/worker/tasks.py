@@ -40,7 +40,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from inference.callbacks.targets import allowed_hosts, check_url
-from inference.core import keys, metrics, redis_connection
+from inference.core import keys, metrics, redis_connection, tracing
 from inference.core.celery_app import app
 from inference.core.errors import ImageMissing, InvalidRequest, PoisonMessage, Timeout, TransientInferenceError, WrongWorker
 from inference.core.imaging import check_request_pixels, decode_base64, probe_image
@@ -208,6 +208,7 @@ def classify(self, image: str | None = None, model: str | None = None, top_k: in
         result["results"] = [picture_result(o.output, admitted) if isinstance(o, BatchOutcome) else {"error": o.to_dict()}
                              for o in outcomes]
         result["images"], result["failed_images"] = len(outcomes), len(outcomes) - len(done)
+    tracing.record_request(result, outcomes)
     log.info("request %s (%d image(s)) classified by %s in %.1f ms", result["request_id"], len(outcomes), model,
              1000 * result["processing_time"])
     return result
