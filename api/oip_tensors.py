@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pybase64
 
-from inference.core.errors import InvalidRequest
+from inference.core.errors import BatchTooLarge, InvalidRequest
 from inference.core.queues import DEFAULT_PRIORITY, PRIORITIES
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -65,14 +65,16 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     return body[:length], body[length:]
 
 
-def parse_infer_request(header: object, binary: bytes, classes: int) -> InferRequest:
-    """The request of an inference header (the JSON object) and its binary tail."""
+def parse_infer_request(header: object, binary: bytes, classes: int, most: int) -> InferRequest:
+    """The request of an inference header (the JSON object) and its binary tail, of at most
+    `most` pictures (MAX_ITEMS_PER_REQUEST: counted as they are read, so that a body of a
+    million empty elements costs no more than one of too many pictures)."""
     if not isinstance(header, dict):
         raise InvalidRequest("the inference request must be a JSON object")
     inputs = header.get("inputs")
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
         raise InvalidRequest(f"expected one input, {INPUT!r} (BYTES, shape [N]: N encoded pictures)")
-    pictures, used = read_pictures(inputs[0], binary)
+    pictures, used = read_pictures(inputs[0], binary, most)
     if used != len(binary):
         raise InvalidRequest(f"the body holds {len(binary) - used} bytes of binary data that no input claims")
     parameters = header.get("parameters") or {}
@@ -90,7 +92,7 @@ def parse_infer_request(header: object, binary: bytes, classes: int) -> InferReq
     )
 
 
-def read_pictures(tensor: dict, binary: bytes) -> tuple[list[bytes], int]:
+def read_pictures(tensor: dict, binary: bytes, most: int) -> tuple[list[bytes], int]:
     """The pictures of the input tensor, and how many bytes of the binary tail it took."""
     if tensor.get("name") != INPUT:
         raise InvalidRequest(f"unexpected input {tensor.get('name')!r}; the input is {INPUT!r}")
@@ -100,17 +102,22 @@ def read_pictures(tensor: dict, binary: bytes) -> tuple[list[bytes], int]:
     if (not isinstance(shape, list) or not 1 <= len(shape) <= 2 or not all(isinstance(d, int) and d >= 0 for d in shape)
             or shape[1:] not in ([], [1])):
         raise InvalidRequest(f"input {INPUT!r} has shape [N] (or [N, 1]), not {shape!r}")
+    if shape[0] > most:
+        raise BatchTooLarge(f"a request holds at most {most} pictures (MAX_ITEMS_PER_REQUEST), not {shape[0]}")
     parameters = tensor.get("parameters") or {}
     size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
     if size is not None:
         if not isinstance(size, int) or not 0 <= size <= len(binary):
             raise InvalidRequest(f"binary_data_size {size!r} does not fit the {len(binary)} bytes of binary data")
-        pictures, used = unpack_bytes(binary[:size]), size
+        pictures, used = unpack_bytes(binary[:size], most=shape[0]), size
     else:
         data = tensor.get("data")
         if not isinstance(data, list):
             raise InvalidRequest(f"input {INPUT!r} carries `data` (base64 pictures) or binary_data_size")
-        pictures, used = [_base64_picture(element) for element in flatten(data)], 0
+        elements = flatten(data, most=shape[0])
+        if len(elements) != shape[0]:
+            raise InvalidRequest(f"input {INPUT!r} has shape {shape} but holds {len(elements)} elements")
+        pictures, used = [_base64_picture(element) for element in elements], 0
     if len(pictures) != shape[0]:
         raise InvalidRequest(f"input {INPUT!r} has shape {shape} but holds {len(pictures)} elements")
     if not pictures:
@@ -129,8 +136,9 @@ def _base64_picture(element: object) -> bytes:
         raise InvalidRequest(f"an element of {INPUT!r} is not valid base64 (binary pictures go in the binary data extension)") from None
 
 
-def flatten(data: list) -> list:
-    """A tensor's elements in row-major order, whether given nested or flat."""
+def flatten(data: list, most: int | None = None) -> list:
+    """A tensor's elements in row-major order, whether given nested or flat; with `most`, stops
+    after one more than that (the caller says too many)."""
     flat: list = []
     stack = [iter(data)]
     while stack:  # no recursion: a hostile nesting depth costs no stack
@@ -139,15 +147,21 @@ def flatten(data: list) -> list:
                 stack.append(iter(element))
                 break
             flat.append(element)
+            if most is not None and len(flat) > most:
+                return flat
         else:
             stack.pop()
     return flat
 
 
-def unpack_bytes(raw: bytes) -> list[bytes]:
-    """The elements of a binary BYTES tensor: each a 4-byte little-endian length, then its bytes."""
-    elements, offset = [], 0
+def unpack_bytes(raw: bytes, most: int | None = None) -> list[bytes]:
+    """The elements of a binary BYTES tensor: each a 4-byte little-endian length, then its bytes
+    (with `most`, more than that many is an error)."""
+    elements: list[bytes] = []
+    offset = 0
     while offset < len(raw):
+        if most is not None and len(elements) >= most:
+            raise InvalidRequest(f"the binary BYTES tensor holds more than the {most} elements its shape says")
         if offset + 4 > len(raw):
             raise InvalidRequest("the binary BYTES tensor ends inside an element's length")
         (length,) = struct.unpack_from("<I", raw, offset)

@@ -98,7 +98,7 @@ def infer(model_name: str, model_version: str | None = None):
         header = current_app.json.loads(head)
     except ValueError as exc:  # the API's strict JSON (api/request.py)
         raise InvalidJson(f"the inference header is not valid JSON: {exc}") from None
-    wanted = oip_tensors.parse_infer_request(header, binary, spec.classes)
+    wanted = oip_tensors.parse_infer_request(header, binary, spec.classes, api_settings().max_items_per_request)
     encoded = [pybase64.b64encode(picture).decode() for picture in wanted.pictures]
     item = validate_item({
         **({"data": encoded[0]} if len(encoded) == 1 else {"images": encoded}),

@@ -71,9 +71,12 @@ class BatchRequest(BaseModel):
     priority: str = DEFAULT_PRIORITY
     top_k: int | None = None
     timeout_ms: int | None = None
+    probabilities: bool = False
+    callback_url: str | None = None
 
     def items(self) -> list[dict]:
         if self.requests is not None:
             return self.requests
-        shared = {"model_type": self.model_type, "priority": self.priority, "top_k": self.top_k, "timeout_ms": self.timeout_ms}
+        shared = {"model_type": self.model_type, "priority": self.priority, "top_k": self.top_k, "timeout_ms": self.timeout_ms,
+                  "probabilities": self.probabilities, "callback_url": self.callback_url}
         return [{"data": image, **shared} for image in self.images or []]

@@ -203,3 +203,12 @@ def test_each_api_key_has_its_own_secret(api_with):
     secrets = [secured.get("/v1/callbacks/secret", headers=h).json["secret"] for h in (alpha, beta, alpha)]
     assert secrets[0] == secrets[2] != secrets[1] and all(s.startswith("whsec_") for s in secrets)
     assert secured.get("/v1/callbacks/secret").status_code == 401
+
+
+def test_each_request_of_a_batch_calls_back(api, receiver, callbacks_worker):
+    url = receiver.url("ok")
+    response = api.post(f"{api.base_url}/v1/batch_inference", timeout=30,
+                        json={"images": [image_b64(), image_b64("astronaut.jpg")], "model_type": "squeezenet", "callback_url": url})
+    assert response.status_code == 202
+    deliveries = receiver.wait_for(url, count=2)
+    assert {d["headers"]["Idempotency-Key"] for d in deliveries} == set(response.json()["request_ids"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import struct
+import sys
 
 import numpy as np
 import pybase64
@@ -83,6 +84,11 @@ def test_classification_extension_with_binary_data_equals_v1(api, triton):
     assert response["parameters"]["priority"] == "high"  # Triton's level 1
     assert response["parameters"]["weights"] in ("random", "pretrained")
     rows = classifications(result)
+    print(f"\ntritonclient: live={triton.is_server_live()} ready={triton.is_server_ready()} "
+          f"model={json.dumps(triton.get_model_metadata('resnet18'))}\ninfer resnet18 x3, class_count=5, priority=1 -> "
+          f"{json.dumps({k: v for k, v in response.items() if k != 'outputs'})}\n" +
+          "\n".join(f"  {name}: {[s.decode() for s in row[:3]]}" for name, row in zip(PICTURES, result.as_numpy("probabilities"))),
+          file=sys.stderr)
     assert result.as_numpy("probabilities").shape == (3, 5)
     for name, row in zip(PICTURES, rows):
         expected = v1_top(api, name, "resnet18", 5)
@@ -132,6 +138,8 @@ def test_refusals_in_the_protocols_shape(api, triton, redis_client):
         "bad priority": ({"inputs": [good], "parameters": {"priority": "urgent"}}, {}, 400, "invalid_request"),
         "bad timeout": ({"inputs": [good], "parameters": {"timeout": -5}}, {}, 400, "invalid_request"),
         "header too long": ({"inputs": [good]}, {"Inference-Header-Content-Length": "999999"}, 400, "invalid_request"),
+        "too many pictures": ({"inputs": [{**good, "shape": [33], "data": good["data"] * 33}]}, {}, 413, "batch_too_large"),
+        "a million of nothing": ({"inputs": [{**good, "shape": [1], "data": [[]] * 1_000_000 + good["data"] * 2}]}, {}, 400, "invalid_request"),
     }
     for name, (body, headers, status, code) in cases.items():
         response = requests.post(url, data=json.dumps(body), headers=headers, timeout=30)
@@ -146,6 +154,11 @@ def test_refusals_in_the_protocols_shape(api, triton, redis_client):
     short = requests.post(url, data=header + b"\x05\x00\x00\x00abc", timeout=30,
                           headers={"Inference-Header-Content-Length": str(len(header))})
     assert short.status_code == 400 and "binary_data_size" in short.json()["error"]
+    # More elements in the binary tensor than its shape says: refused when counted, not after.
+    many = oip_tensors.pack_bytes([b""] * 100_000)
+    header = json.dumps({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [2], "parameters": {"binary_data_size": len(many)}}]}).encode()
+    counted = requests.post(url, data=header + many, timeout=30, headers={"Inference-Header-Content-Length": str(len(header))})
+    assert counted.status_code == 400 and "more than the 2 elements" in counted.json()["error"]
     extra = requests.post(url, data=json.dumps({"inputs": [good]}).encode() + b"tail", timeout=30,
                           headers={"Inference-Header-Content-Length": str(len(json.dumps({"inputs": [good]})))})
     assert extra.status_code == 400 and "no input claims" in extra.json()["error"]
@@ -162,7 +175,9 @@ def test_refusals_in_the_protocols_shape(api, triton, redis_client):
 def test_bytes_tensor_codec_round_trip_and_truncation():
     elements = [b"", b"\x00\x01", b"x" * 70_000]
     packed = oip_tensors.pack_bytes(elements)
-    assert oip_tensors.unpack_bytes(packed) == elements
+    assert oip_tensors.unpack_bytes(packed) == elements == oip_tensors.unpack_bytes(packed, most=3)
+    with pytest.raises(InvalidRequest):
+        oip_tensors.unpack_bytes(packed, most=2)
     for cut in (1, 3, 5, len(packed) - 1):
         with pytest.raises(InvalidRequest):
             oip_tensors.unpack_bytes(packed[:cut])
@@ -186,3 +201,4 @@ def test_nested_tensor_data_flattens_without_recursion():
         deep = [deep]
     assert oip_tensors.flatten(deep) == ["a"]
     assert oip_tensors.flatten([["a", "b"], ["c"], []]) == ["a", "b", "c"]
+    assert oip_tensors.flatten([["a", "b"], ["c"], ["d"]], most=2) == ["a", "b", "c"]  # stops at one too many
