@@ -39,7 +39,7 @@ def health():
         status = "healthy"
     random_weights = sorted({m for m, ws in by_model.items() for w in ws if w.get("weights") == "random"})
     depth = tracking.total_queued(tracking.queue_depths(redis_client(), model_names(), PRIORITIES)) if redis_ok else None
-    requests = stats.request_stats(redis_client(), api_settings().metrics_window) if redis_ok else {}
+    requests = stats.request_counts(redis_client()) if redis_ok else {}
     body = {
         "status": status,
         "timestamp": stats.iso_utc(time.time()),
@@ -102,7 +102,7 @@ def workers_status():
         })
     healthy = sum(1 for w in workers if w["status"] == "healthy")
     return jsonify({"workers": workers, "total": len(workers), "ready": healthy, "total_active": healthy,
-                    "total_requests": stats.request_stats(redis, api_settings().metrics_window)["requests_total"]})
+                    "total_requests": stats.request_counts(redis)["requests_total"]})
 
 
 @bp.get("/dashboard")

@@ -94,8 +94,10 @@ def deliver_callback(self, request_id: str, url: str) -> None:
     }
     try:
         # No redirects: a receiver on the list must not send the delivery somewhere that is not.
-        answer = requests.post(url, data=body, headers=headers, timeout=settings.callback_timeout, allow_redirects=False)
-        failure = None if 200 <= answer.status_code < 300 else f"answered {answer.status_code}"
+        # Its answer's body is never read (stream): only the status counts, and a body could be huge.
+        with requests.post(url, data=body, headers=headers, timeout=settings.callback_timeout, allow_redirects=False,
+                           stream=True) as answer:
+            failure = None if 200 <= answer.status_code < 300 else f"answered {answer.status_code}"
     except requests.RequestException as exc:
         failure = f"{type(exc).__name__}: {exc}"
     if failure is None:
