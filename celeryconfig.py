@@ -5,14 +5,15 @@ comments say why a value differs from Celery's default.
 """
 
 from inference.core.redis_connection import broker_url as _redis_urls
+from inference.core.result_backend import register_backend_names
 from inference.core.settings import get_settings
 
 _s = get_settings()
 
 broker_url = _redis_urls(_s)  # REDIS_URL, or `sentinel://` URLs of REDIS_SENTINELS
 # Celery's Redis backend, storing each result in one round trip (inference/core/result_backend.py).
-result_backend = ("inference.core.result_backend:OneTripSentinelBackend+" if _s.redis_sentinels
-                  else "inference.core.result_backend:OneTripRedisBackend+") + _redis_urls(_s)
+register_backend_names()
+result_backend = ("onetripsentinel+" if _s.redis_sentinels else "onetrip+") + _redis_urls(_s)
 broker_connection_retry_on_startup = True
 broker_connection_max_retries = None  # workers keep reconnecting until Redis is back
 # Not worker_cancel_long_running_tasks_on_connection_loss: cancelling writes a RETRY state to

@@ -5,8 +5,11 @@ only the Sentinel can lead them to Redis."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -148,3 +151,30 @@ def test_a_submission_no_replica_holds_is_refused_and_cancelled(topology):
     status = requests.get(f"{api}/v1/inference/unreplicated-1", timeout=10).json()
     assert status["status"] == "cancelled", status
     assert classify(api)["model"] == "squeezenet"  # the replica back: accepted again
+
+
+def test_inspect_conf_answers_without_a_password(topology):
+    """`celery inspect conf` (Flower's Config tab) answers, the password nowhere in it: Celery's
+    "module:Class+redis://" result backend made kombu fail to mask it, on every worker."""
+    env = {**os.environ, "REDIS_URL": f"redis://:{topology['password']}@127.0.0.1:1/0",
+           "REDIS_SENTINELS": f"127.0.0.1:{topology['sentinel']}", "REDIS_MASTER_NAME": MASTER}
+    out = subprocess.run([sys.executable, "-m", "celery", "-A", "inference", "inspect", "conf", "--json", "--timeout", "5"],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0, out.stderr
+    conf = next(iter(json.loads(out.stdout).values()))
+    assert conf["result_backend"].startswith("onetripsentinel+sentinel://:********@") and conf["broker_url"].startswith("sentinel://:********@")
+    assert topology["password"] not in out.stdout
+
+
+def test_no_sentinel_urls_password_is_in_inspect_conf():
+    """With several Sentinels each URL holds the password (kombu moves to the next when one is
+    down); what `inspect conf` shows keeps none of them (Celery's own showed all but the first)."""
+    from celery import Celery
+
+    from inference.core.control_conf import conf
+
+    urls = "sentinel://:s3cret@10.0.0.1:26379/0;sentinel://:s3cret@10.0.0.2:26379/0;sentinel://:s3cret@10.0.0.3:26379/0"
+    app = Celery(broker=urls, backend="onetripsentinel+" + urls, set_as_current=False)
+    shown = conf(type("State", (), {"app": app})())
+    assert shown["broker_url"].startswith("sentinel://:********@10.0.0.1") and shown["result_backend"].startswith("onetripsentinel+sentinel://:********@")
+    assert "s3cret" not in json.dumps(shown)

@@ -22,7 +22,7 @@ from celery.utils.log import get_task_logger
 from celery.worker.control import inspect_command
 
 from inference.callbacks import signing, targets
-from inference.core import redis_connection
+from inference.core import control_conf, redis_connection  # noqa: F401  (control_conf: `inspect conf` masks every password)
 from inference.core.errors import CallbackNotAllowed
 from inference.core.keys import CALLBACK_QUEUE, tenant_of
 from inference.core.queues import CALLBACK_TASK

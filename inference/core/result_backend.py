@@ -22,6 +22,7 @@ from __future__ import annotations
 from functools import cached_property
 
 from celery import states
+from celery.app.backends import BACKEND_ALIASES
 from celery.backends.redis import RedisBackend, SentinelBackend
 from celery.exceptions import BackendStoreError
 from kombu.utils.encoding import bytes_to_str
@@ -87,11 +88,22 @@ class OneTrip(RedisBackend):
 
 
 class OneTripRedisBackend(OneTrip):
-    """`result_backend = "inference.core.result_backend:OneTripRedisBackend+redis://..."`."""
+    """`result_backend = "onetrip+redis://..."` (or `+rediss://`)."""
 
 
 class OneTripSentinelBackend(OneTrip, SentinelBackend):
-    """`...:OneTripSentinelBackend+sentinel://host:port/db;sentinel://...` (REDIS_SENTINELS)."""
+    """`onetripsentinel+sentinel://host:port/db;sentinel://...` (REDIS_SENTINELS)."""
+
+
+# Names for Celery's `<backend>+<url>` form. Celery also takes "module:Class+redis://...", but
+# that is no URL to anyone else: kombu, which masks the password of `result_backend` for
+# `celery inspect conf` and Flower's Config tab, could not parse it, and both failed on every worker.
+BACKEND_NAMES = {"onetrip": f"{__name__}:OneTripRedisBackend", "onetripsentinel": f"{__name__}:OneTripSentinelBackend"}
+
+
+def register_backend_names() -> None:
+    """Make Celery know `onetrip+...` and `onetripsentinel+...` in this process (celeryconfig.py)."""
+    BACKEND_ALIASES.update(BACKEND_NAMES)
 
 
 assert states.SUCCESS in FINAL_STATES and states.RETRY not in FINAL_STATES

@@ -22,7 +22,7 @@ from celery.signals import after_setup_logger, after_setup_task_logger, worker_p
 from celery.worker import state as worker_state
 from celery.worker.control import control_command, inspect_command
 
-from inference.core import tracing
+from inference.core import control_conf, tracing  # noqa: F401  (control_conf: `inspect conf` masks every password)
 from inference.core.celery_app import app
 from inference.core.logging_setup import formatter
 from inference.core.queues import PRIORITIES, queue_name
