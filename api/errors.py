@@ -51,9 +51,9 @@ ERROR_OF_HTTP_STATUS: dict[int, type[InferenceError]] = {400: InvalidRequest, 40
 def error_response(exc: InferenceError, **extra):
     """The answer to any error: its status, `{"error": {"code", "message"}}`, and Retry-After
     for a refusal a client should retry. Under /v2 the Open Inference Protocol's shape:
-    `{"error": <message>, "code": <code>}` (its clients read the string)."""
+    `{"error": "<code>: <message>", "code": <code>}` (its clients read only the string)."""
     if request.path == "/v2" or request.path.startswith("/v2/"):
-        response = jsonify({"error": exc.message, "code": exc.code, **extra})
+        response = jsonify({"error": f"{exc.code}: {exc.message}", "code": exc.code, **extra})
     else:
         response = jsonify({"error": {"code": exc.code, "message": exc.message, **extra}})
     response.status_code = exc.http_status if 400 <= exc.http_status < 600 else 500

@@ -7,7 +7,7 @@ extension); out comes `probabilities` (FP32 [N, classes]) or, with Triton's clas
 extension (`"parameters": {"classification": k}` on the output), the k best classes of each
 picture as "score:index:label". Request parameters: `priority` (high|normal|low, or Triton's
 level: 1 highest, 0 default) and `timeout` (µs the request may wait to start). Errors are
-`{"error": "..."}` (api/errors.py).
+`{"error": "<code>: <message>", "code": ...}` (api/errors.py).
 """
 
 from __future__ import annotations

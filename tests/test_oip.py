@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import struct
 import sys
+import time
 
 import numpy as np
 import pybase64
@@ -202,3 +203,24 @@ def test_nested_tensor_data_flattens_without_recursion():
     assert oip_tensors.flatten(deep) == ["a"]
     assert oip_tensors.flatten([["a", "b"], ["c"], []]) == ["a", "b", "c"]
     assert oip_tensors.flatten([["a", "b"], ["c"], ["d"]], most=2) == ["a", "b", "c"]  # stops at one too many
+
+
+@pytest.mark.e2e
+def test_hostile_pictures_through_v2_cost_what_they_cost_through_v1(triton):
+    """The attacks tests/test_hostile.py makes on /v1, through Triton's client: a 65,500 x 1 sliver
+    is classified quickly (cropped before it is resized), a JPEG of 1,000 scans and a picture over
+    the pixel limit are refused with /v1's codes before anything is queued."""
+    from tests import hostile
+
+    def infer(raw: bytes) -> httpclient.InferResult:
+        tensor = httpclient.InferInput("image", [1], "BYTES")
+        tensor.set_data_from_numpy(np.array([raw], dtype=np.object_))
+        return triton.infer("squeezenet", [tensor], outputs=[httpclient.InferRequestedOutput("probabilities", class_count=1)])
+
+    started = time.monotonic()
+    assert infer(hostile.sliver("JPEG")).as_numpy("probabilities").shape == (1, 1)
+    assert time.monotonic() - started < 10
+    for raw, code in ((hostile.many_scans(2000, 1000), "image_too_complex"), (hostile.flat_jpeg(10_000, 4_001), "image_too_large")):
+        with pytest.raises(InferenceServerException) as refused:
+            infer(raw)
+        assert refused.value.status() in ("400", "413") and refused.value.message().startswith(f"{code}: "), str(refused.value)
