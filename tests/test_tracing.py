@@ -59,18 +59,23 @@ class Collector:
 
 @pytest.fixture(scope="module")
 def traced(system, worker_ids):
-    """A collector, and an API and a squeezenet worker exporting to it (the suite's squeezenet
-    worker paused meanwhile, so that the traced one serves)."""
+    """A collector, and an API, a squeezenet worker and the callbacks worker exporting to it (the
+    suite's squeezenet worker paused meanwhile, so that the traced one serves)."""
+    from inference.core.celery_app import app
+
     collector = Collector()
     env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100", "API_WORKERS": "1"}
     queues = [f"squeezenet.{p}" for p in ("high", "normal", "low")]
+    callbacks = f"callbacks-traced-{os.getpid()}@{os.uname().nodename}"
     with paused(worker_ids["squeezenet"], *queues):
         name = start_worker(suite_processes, "squeezenet", env, name=f"squeezenet-traced-{os.getpid()}@%h")
+        suite_processes.start("callbacks-traced", [sys.executable, "-m", "inference.callbacks", callbacks], env)
         api = start_api(suite_processes, env, name="api-traced")
         wait_for_ready_workers(api, len(worker_ids) + 1)
+        wait_until(lambda: app.control.ping(destination=[callbacks], timeout=1), 60, what="the callbacks worker")
         yield collector, api
-        suite_processes.stop("api-traced")
-        suite_processes.stop(f"worker-{name}")
+        for process in ("api-traced", f"worker-{name}", "callbacks-traced"):
+            suite_processes.stop(process)
     collector.server.shutdown()
 
 
@@ -98,6 +103,41 @@ def test_one_request_is_one_trace_across_the_processes(traced):
     assert by_name["submit"]["start"] <= by_name["queue"]["start"] <= by_name["queue"]["end"] <= by_name["run/inference.classify"]["end"]
     assert by_name["decode"]["end"] <= by_name["forward"]["start"] + 1e-3 and by_name["batch"]["attributes"]["batch_size"].int_value >= 1
     assert sorted(s["name"] for s in spans) == sorted(wanted)  # each once: one submission, one run, one batch
+
+
+def test_a_callback_delivery_joins_its_requests_trace(traced):
+    """The delivery message is made inside the submission's span: the callbacks worker's run is
+    its child, in the same trace."""
+    import requests
+
+    collector, api = traced
+    calls: list[str] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self):
+            calls.append(self.rfile.read(int(self.headers["Content-Length"])).decode())
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    receiver = ThreadingHTTPServer(("127.0.0.1", free_port()), Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    try:
+        trace_id = secrets.token_hex(16)
+        response = requests.post(f"{api}/v1/inference", timeout=30, headers={"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"},
+                                 json={"data": image_b64(), "model_type": "squeezenet",
+                                       "callback_url": f"http://127.0.0.1:{receiver.server_address[1]}/hook"})
+        assert response.status_code == 202
+        wait_until(lambda: calls, 30, what="the callback")
+        spans = wait_until(lambda: collector.trace(trace_id) if any(s["name"] == "run/inference.deliver_callback" for s in collector.trace(trace_id))
+                           else None, 30, interval=0.2, what="the delivery's span")
+    finally:
+        receiver.shutdown()
+    delivery = next(s for s in spans if s["name"] == "run/inference.deliver_callback")
+    submit = next(s for s in spans if s["name"] == "submit")
+    assert delivery["service"] == "celery-inference-callbacks" and delivery["parent_id"] == submit["span_id"]
 
 
 def tree(spans: list[dict]) -> str:
