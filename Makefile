@@ -28,7 +28,7 @@ start: setup  ## the same in the background (log: var/log/system.log; `make stop
 	@echo "started (pid $$(cat var/honcho.pid)); API on :$${API_PORT:-8000}, Flower on :$${FLOWER_PORT:-5555}"
 
 stop:  ## stop what `make start` started
-	-@test -f var/honcho.pid && kill -INT $$(cat var/honcho.pid) && rm -f var/honcho.pid && echo stopped
+	@if test -f var/honcho.pid; then kill -INT $$(cat var/honcho.pid); rm -f var/honcho.pid; echo stopped; else echo "not running (no var/honcho.pid)"; fi
 
 logs:  ## follow the log of `make start`
 	tail -f var/log/system.log
