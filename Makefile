@@ -57,6 +57,7 @@ cluster: setup  ## the system on hosts of its own (network namespaces, root): 3 
 benchmark: setup  ## the system against plain scripts, same machine, same run: one worker tuned alone, then make run's own processes and memory; tables, JSON and PNGs in benchmark-results/
 	$(BIN)/python -m benchmarks
 	$(BIN)/python -m benchmarks.make_run --baseline 6edc619  # 12-MP photos also through the code before issue #20
+	$(BIN)/python -m benchmarks.protocols --json benchmark-results/protocols.json  # /v1, the seed's /inference, /v2
 
 benchmark-gpu: setup  ## the same on a CUDA machine: requests of 128 images, two worker replicas (the H100 figures in docs/performance.md)
 	WORKER_FP16=true $(BIN)/python -m benchmarks --batch-sizes 64,128,256 --rounds 1 --requests 512 --low-load 20 \

@@ -119,3 +119,13 @@ def test_one_request_at_a_time_alternates_with_the_plain_script_in_blocks():
     assert blocks == ["plain"] + ["rest", "plain", "celery", "plain"] * 3
     assert order.count("rest") == order.count("celery") == count and len(passes) == order.count("plain")
     assert runs["rest"]["ok"] == count and runs["rest"]["p50_ms"] == 12.0
+
+
+def test_the_protocols_benchmark_runs_and_reports(tmp_path):
+    """`make benchmark`'s third part: each way in, one picture at a time, through its own client."""
+    out = subprocess.run([sys.executable, "-m", "benchmarks.protocols", "--rounds", "1", "--requests", "3", "--json", str(tmp_path / "p.json")],
+                         cwd=repo_root(), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    report = json.loads((tmp_path / "p.json").read_text())
+    assert len(report) == 4 and all(r["n"] == 3 and 0 < r["median_ms"] <= r["p90_ms"] for r in report.values())
+    assert "/v2 infer, class_count=5" in report and "One picture at a time" in out.stdout
