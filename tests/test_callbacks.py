@@ -8,70 +8,25 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from inference.callbacks import signing
 from inference.core import keys
 from tests.helpers import image_b64, paused, suite_processes
-from tests.system import free_port, wait_until
+from tests.receiver import Receiver
+from tests.system import wait_until
 
 pytestmark = pytest.mark.e2e
-
-
-class Receiver:
-    """An HTTP server that records every delivery; by path: `ok`, `flaky` (500 to the first two
-    attempts of each request), `hang` (no answer until released)."""
-
-    def __init__(self) -> None:
-        self.deliveries: list[dict] = []
-        self.released = threading.Event()
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                with receiver.lock:
-                    receiver.deliveries.append({"path": self.path, "headers": dict(self.headers), "body": body, "at": time.time()})
-                    seen = sum(d["path"] == self.path for d in receiver.deliveries)
-                if "/hang/" in self.path:
-                    receiver.released.wait(60)
-                code = 500 if "/flaky/" in self.path and seen <= 2 else 204
-                self.send_response(code)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def url(self, kind: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/{kind}/{uuid.uuid4().hex}"
-
-    def at(self, url: str) -> list[dict]:
-        path = url.split(str(self.server.server_address[1]), 1)[1]
-        with self.lock:
-            return [d for d in self.deliveries if d["path"] == path]
-
-    def wait_for(self, url: str, count: int = 1, timeout: float = 60) -> list[dict]:
-        return wait_until(lambda: self.at(url) if len(self.at(url)) >= count else None, timeout, interval=0.1,
-                          what=f"{count} deliveries to {url}")
 
 
 @pytest.fixture(scope="module")
 def receiver():
     receiver = Receiver()
     yield receiver
-    receiver.released.set()
-    receiver.server.shutdown()
+    receiver.close()
 
 
 @pytest.fixture(scope="module")

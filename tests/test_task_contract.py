@@ -7,9 +7,7 @@ rest) run the workers as the Procfile does."""
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from celery.contrib.pytest import celery_worker  # noqa: F401  (the in-process worker; pytest-celery's own of that name needs Docker)
@@ -17,7 +15,8 @@ from celery.contrib.pytest import celery_worker  # noqa: F401  (the in-process w
 from inference.core.keys import CALLBACK_QUEUE
 from inference.core.settings import get_settings, use_settings
 from tests.helpers import image_b64
-from tests.system import free_port, wait_until
+from tests.receiver import Receiver
+from tests.system import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -41,25 +40,10 @@ def celery_worker_parameters():
 
 
 @pytest.fixture
-def failing_receiver():
-    """Answers 500 to everything, and counts."""
-    calls: list[str] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            calls.append(self.headers["X-Inference-Attempt"])
-            self.rfile.read(int(self.headers["Content-Length"]))
-            self.send_response(500)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hook", calls
-    server.shutdown()
+def receiver():
+    receiver = Receiver()
+    yield receiver
+    receiver.close()
 
 
 @pytest.fixture
@@ -92,22 +76,22 @@ def submit_with_callback(api, url: str) -> str:
     return response.json()["request_id"]
 
 
-def test_a_receiver_that_always_fails_is_given_up(api, failing_receiver, few_retries, celery_worker, delivery_log):  # noqa: F811
-    url, calls = failing_receiver
+def test_a_receiver_that_always_fails_is_given_up(api, receiver, few_retries, celery_worker, delivery_log):  # noqa: F811
+    url = receiver.url("fail")
     request_id = submit_with_callback(api, url)
     wait_until(lambda: any("given up after 3 attempts" in line and request_id in line for line in delivery_log), 30,
                what="the delivery given up")
-    assert calls == ["1", "2", "3"]
+    assert [d["headers"]["X-Inference-Attempt"] for d in receiver.at(url)] == ["1", "2", "3"]
 
 
-def test_deliveries_that_may_not_go_are_dropped_without_a_call(failing_receiver, celery_worker, delivery_log):  # noqa: F811
+def test_deliveries_that_may_not_go_are_dropped_without_a_call(receiver, celery_worker, delivery_log):  # noqa: F811
     from inference.callbacks.delivery import deliver_callback
 
-    url, calls = failing_receiver
+    url = receiver.url("fail")
     deliver_callback.apply_async(kwargs={"request_id": "no-such-request", "url": url}, queue=CALLBACK_QUEUE)
     deliver_callback.apply_async(kwargs={"request_id": uuid.uuid4().hex, "url": "http://10.0.0.9/hook"}, queue=CALLBACK_QUEUE)
     wait_until(lambda: sum("not delivered" in line for line in delivery_log) >= 2, 30, what="both refused")
     messages = [line for line in delivery_log if "not delivered" in line]
     assert any("no-such-request" in m and "record expired" in m for m in messages)
     assert any("'10.0.0.9' is not on CALLBACK_ALLOWED_HOSTS" in m for m in messages)
-    assert calls == []
+    assert receiver.deliveries == []

@@ -14,6 +14,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest, ExportTraceServiceResponse
 
 from tests.helpers import image_b64, paused, suite_processes
+from tests.receiver import Receiver
 from tests.system import free_port, start_api, start_worker, wait_for_ready_workers, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -111,30 +112,17 @@ def test_a_callback_delivery_joins_its_requests_trace(traced):
     import requests
 
     collector, api = traced
-    calls: list[str] = []
-
-    class Receiver(BaseHTTPRequestHandler):
-        def do_POST(self):
-            calls.append(self.rfile.read(int(self.headers["Content-Length"])).decode())
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    receiver = ThreadingHTTPServer(("127.0.0.1", free_port()), Receiver)
-    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    receiver = Receiver()
     try:
-        trace_id = secrets.token_hex(16)
+        trace_id, url = secrets.token_hex(16), receiver.url("ok")
         response = requests.post(f"{api}/v1/inference", timeout=30, headers={"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"},
-                                 json={"data": image_b64(), "model_type": "squeezenet",
-                                       "callback_url": f"http://127.0.0.1:{receiver.server_address[1]}/hook"})
+                                 json={"data": image_b64(), "model_type": "squeezenet", "callback_url": url})
         assert response.status_code == 202
-        wait_until(lambda: calls, 30, what="the callback")
+        receiver.wait_for(url)
         spans = wait_until(lambda: collector.trace(trace_id) if any(s["name"] == "run/inference.deliver_callback" for s in collector.trace(trace_id))
                            else None, 30, interval=0.2, what="the delivery's span")
     finally:
-        receiver.shutdown()
+        receiver.close()
     delivery = next(s for s in spans if s["name"] == "run/inference.deliver_callback")
     submit = next(s for s in spans if s["name"] == "submit")
     assert delivery["service"] == "celery-inference-callbacks" and delivery["parent_id"] == submit["span_id"]
