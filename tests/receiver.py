@@ -12,7 +12,8 @@ from tests.system import free_port, wait_until
 
 class Receiver:
     """An HTTP server on 127.0.0.1 that records every delivery; by path: `ok`, `flaky` (500 to
-    the first two deliveries to a URL), `fail` (500 always), `hang` (no answer until released)."""
+    the first two deliveries to a URL), `fail` (500 always), `hang` (no answer until released),
+    `trickle` (a 204 sent a byte every 0.5 s, ~45 s in all)."""
 
     def __init__(self) -> None:
         self.deliveries: list[dict] = []
@@ -28,10 +29,24 @@ class Receiver:
                     seen = sum(d["path"] == self.path for d in receiver.deliveries)
                 if "/hang/" in self.path:
                     receiver.released.wait(60)
+                if "/trickle/" in self.path:  # an answer a byte at a time: each read is quick, the whole is not
+                    self.trickle(b"HTTP/1.1 204 No Content\r\nX-Slow: " + b"." * 60 + b"\r\n\r\n")
+                    return
                 code = 500 if "/fail/" in self.path or ("/flaky/" in self.path and seen <= 2) else 204
                 self.send_response(code)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+
+            def trickle(self, answer: bytes) -> None:
+                try:
+                    for byte in answer:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        if receiver.released.wait(0.5):
+                            break
+                except OSError:  # the client gave up
+                    pass
+                self.close_connection = True
 
             def log_message(self, *args):
                 pass

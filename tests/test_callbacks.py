@@ -129,6 +129,15 @@ def test_a_cancelled_request_calls_back(api, receiver, callbacks_worker, worker_
     assert delivered["status"] == "cancelled" and delivered["request_id"] == body["request_id"]
 
 
+def test_a_receiver_that_trickles_its_answer_is_cut_at_the_timeout(api, receiver, callbacks_worker):
+    """Each byte in 0.5 s (a socket timeout of 1 s never fires), the answer in ~45 s: the delivery
+    is cut at CALLBACK_TIMEOUT (1 s here) as a whole, and tried again."""
+    url = receiver.url("trickle")
+    assert submit(api, url)[0] == 202
+    first, second = receiver.wait_for(url, count=2, timeout=30)[:2]
+    assert second["at"] - first["at"] < 5 and second["headers"]["X-Inference-Attempt"] == "2"
+
+
 def test_a_hanging_receiver_slows_no_inference(api, receiver, callbacks_worker):
     """Eight deliveries hang (more than the callbacks worker's threads); requests with and
     without callbacks still finish at once; released, every hanging one is delivered."""

@@ -10,13 +10,15 @@ receiver drops what it has seen.
 
 from __future__ import annotations
 
+import http.client
 import json
 import random
+import socket
+import threading
 import time
 from urllib.parse import urlsplit
 
 import redis as redis_lib
-import requests
 from celery import Celery
 from celery.utils.log import get_task_logger
 from celery.worker.control import inspect_command
@@ -57,6 +59,32 @@ def countdown(retries: int) -> float:
     return max(0.1, random.uniform(0.5, 1.0) * min(cap, settings.callback_retry_delay * 2 ** retries))
 
 
+def post(url: str, body: bytes, headers: dict, seconds: float) -> int:
+    """POST and return the answer's status, all within `seconds` however the receiver trickles
+    (a socket timeout bounds each read, not the whole: at the deadline the socket is shut). No
+    redirects are followed (a listed receiver must not send the delivery where it may not go),
+    and the answer's body is never read: only its status counts."""
+    parts = urlsplit(url)
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    connection = kind(parts.hostname or "", parts.port, timeout=seconds)
+
+    def cut() -> None:
+        try:
+            if connection.sock is not None:
+                connection.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:  # closed meanwhile
+            pass
+
+    deadline = threading.Timer(seconds, cut)
+    deadline.start()
+    try:
+        connection.request("POST", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""), body=body, headers=headers)
+        return connection.getresponse().status
+    finally:
+        deadline.cancel()
+        connection.close()
+
+
 def final_status(request_id: str) -> dict | None:
     """The status as GET /v1/inference/<id> shows it; for a request sent with send_task (no job
     record), what the result backend holds of it."""
@@ -93,12 +121,9 @@ def deliver_callback(self, request_id: str, url: str) -> None:
         signing.SIGNATURE_HEADER: signing.signature(signing.secret_for(redis_client(), tenant_of(request_id)), now, body),
     }
     try:
-        # No redirects: a receiver on the list must not send the delivery somewhere that is not.
-        # Its answer's body is never read (stream): only the status counts, and a body could be huge.
-        with requests.post(url, data=body, headers=headers, timeout=settings.callback_timeout, allow_redirects=False,
-                           stream=True) as answer:
-            failure = None if 200 <= answer.status_code < 300 else f"answered {answer.status_code}"
-    except requests.RequestException as exc:
+        code = post(url, body, headers, settings.callback_timeout)
+        failure = None if 200 <= code < 300 else f"answered {code}"
+    except (OSError, http.client.HTTPException) as exc:
         failure = f"{type(exc).__name__}: {exc}"
     if failure is None:
         log.info("callback of %s delivered to %s (attempt %d)", request_id, host, self.request.retries + 1)
