@@ -95,3 +95,36 @@ def test_deliveries_that_may_not_go_are_dropped_without_a_call(receiver, celery_
     assert any("no-such-request" in m and "record expired" in m for m in messages)
     assert any("'10.0.0.9' is not on CALLBACK_ALLOWED_HOSTS" in m for m in messages)
     assert receiver.deliveries == []
+
+
+def test_a_delivery_goes_to_the_address_it_checked(api, receiver, celery_worker, delivery_log, monkeypatch):  # noqa: F811
+    """DNS rebinding: a name on the list (by wildcard) answers a public address when checked and
+    this machine's own the next time. The delivery connects to the address it checked (there is
+    no way to the internet here: it fails), never to a second lookup's (the receiver here)."""
+    import socket
+
+    from inference.callbacks.delivery import deliver_callback
+
+    request_id = submit_with_callback(api, receiver.url("ok"))  # a finished request to report on
+    port = receiver.server.server_address[1]
+    lookups = []
+    original = socket.getaddrinfo
+
+    def rebinding(host, *args, **kwargs):
+        if host != "hooks.rebind.test":
+            return original(host, *args, **kwargs)
+        lookups.append(host)
+        address = "93.184.216.34" if len(lookups) == 1 else "127.0.0.1"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    before = get_settings()
+    use_settings(before.model_copy(update={"callback_allowed_hosts": "*.rebind.test", "callback_max_retries": 0, "callback_timeout": 1.0}))
+    try:
+        url = f"http://hooks.rebind.test:{port}/ok/{uuid.uuid4().hex}"
+        deliver_callback.apply_async(kwargs={"request_id": request_id, "url": url}, queue=CALLBACK_QUEUE)
+        wait_until(lambda: any("given up after 1 attempts" in line and request_id in line for line in delivery_log), 30,
+                   what="the delivery to the checked address failing")
+    finally:
+        use_settings(before)
+    assert lookups == ["hooks.rebind.test"] and receiver.at(url) == []

@@ -59,14 +59,17 @@ def countdown(retries: int) -> float:
     return max(0.1, random.uniform(0.5, 1.0) * min(cap, settings.callback_retry_delay * 2 ** retries))
 
 
-def post(url: str, body: bytes, headers: dict, seconds: float) -> int:
-    """POST and return the answer's status, all within `seconds` however the receiver trickles
-    (a socket timeout bounds each read, not the whole: at the deadline the socket is shut). No
-    redirects are followed (a listed receiver must not send the delivery where it may not go),
-    and the answer's body is never read: only its status counts."""
+def post(url: str, address: str, body: bytes, headers: dict, seconds: float) -> int:
+    """POST to `url` at `address` (the one checked: the name is not looked up again; TLS still
+    checks the certificate against the name) and return the answer's status, all within
+    `seconds` however the receiver trickles (a socket timeout bounds each read, not the whole:
+    at the deadline the socket is shut). No redirects are followed (a listed receiver must not
+    send the delivery where it may not go), and the answer's body is never read."""
     parts = urlsplit(url)
     kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     connection = kind(parts.hostname or "", parts.port, timeout=seconds)
+    # http.client opens its socket through this attribute: to the checked address, whatever DNS says now.
+    connection._create_connection = lambda where, *args, **kwargs: socket.create_connection((address, where[1]), *args, **kwargs)  # type: ignore[attr-defined]
 
     def cut() -> None:
         try:
@@ -103,7 +106,7 @@ def deliver_callback(self, request_id: str, url: str) -> None:
     try:
         host = targets.check_url(url, allowed)  # the list may have changed since the submission
         parts = urlsplit(url)
-        targets.check_addresses(host, parts.port or (443 if parts.scheme == "https" else 80), allowed)
+        address = targets.checked_address(host, parts.port or (443 if parts.scheme == "https" else 80), allowed)
     except CallbackNotAllowed as exc:
         log.warning("callback of %s not delivered: %s", request_id, exc.message)
         return
@@ -121,7 +124,7 @@ def deliver_callback(self, request_id: str, url: str) -> None:
         signing.SIGNATURE_HEADER: signing.signature(signing.secret_for(redis_client(), tenant_of(request_id)), now, body),
     }
     try:
-        code = post(url, body, headers, settings.callback_timeout)
+        code = post(url, address, body, headers, settings.callback_timeout)
         failure = None if 200 <= code < 300 else f"answered {code}"
     except (OSError, http.client.HTTPException) as exc:
         failure = f"{type(exc).__name__}: {exc}"

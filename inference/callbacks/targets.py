@@ -1,7 +1,8 @@
 """Where a callback may go: an http(s) URL whose host is on CALLBACK_ALLOWED_HOSTS (exact names,
 or `*.example.com` for its subdomains), never with credentials in it. An allowed host that
 resolves to an internal address (loopback, private, link-local...) is called only when it is
-listed by its exact name or address: a wildcard entry never reaches the inside."""
+listed by its exact name or address: a wildcard entry never reaches the inside. The delivery
+connects to the address that was checked."""
 
 from __future__ import annotations
 
@@ -46,14 +47,16 @@ def internal(address: str) -> bool:
     return not ip.is_global or ip.is_multicast
 
 
-def check_addresses(host: str, port: int, allowed: list[str]) -> None:
-    """At delivery: the host's addresses now (DNS may have changed since the submission)."""
-    if host in allowed:
-        return  # listed by its exact name or address: the operator meant it
+def checked_address(host: str, port: int, allowed: list[str]) -> str:
+    """At delivery: the address to connect to, resolved now (DNS may have changed since the
+    submission) and checked; the connection goes to it, not to a second lookup that could answer
+    otherwise (DNS rebinding)."""
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        addresses = [str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
     except OSError as exc:
         raise CallbackNotAllowed(f"callback host {host!r} does not resolve: {exc}") from None
-    inside = sorted({str(info[4][0]) for info in infos if internal(str(info[4][0]))})
-    if inside:
-        raise CallbackNotAllowed(f"callback host {host!r} resolves to internal addresses {inside}; list it by name to allow that")
+    if host not in allowed:  # listed by its exact name or address, it may be internal: the operator meant it
+        inside = sorted({address for address in addresses if internal(address)})
+        if inside:
+            raise CallbackNotAllowed(f"callback host {host!r} resolves to internal addresses {inside}; list it by name to allow that")
+    return addresses[0]
