@@ -109,17 +109,15 @@ def read_pictures(tensor: dict, binary: bytes, most: int) -> tuple[list[bytes], 
     if size is not None:
         if not isinstance(size, int) or not 0 <= size <= len(binary):
             raise InvalidRequest(f"binary_data_size {size!r} does not fit the {len(binary)} bytes of binary data")
-        pictures, used = unpack_bytes(binary[:size], most=shape[0]), size
+        elements, used = unpack_bytes(binary[:size], most=shape[0]), size
     else:
         data = tensor.get("data")
         if not isinstance(data, list):
             raise InvalidRequest(f"input {INPUT!r} carries `data` (base64 pictures) or binary_data_size")
-        elements = flatten(data, most=shape[0])
-        if len(elements) != shape[0]:
-            raise InvalidRequest(f"input {INPUT!r} has shape {shape} but holds {len(elements)} elements")
-        pictures, used = [_base64_picture(element) for element in elements], 0
-    if len(pictures) != shape[0]:
-        raise InvalidRequest(f"input {INPUT!r} has shape {shape} but holds {len(pictures)} elements")
+        elements, used = flatten(data, most=shape[0]), 0
+    if len(elements) != shape[0]:  # counted before any base64 is decoded
+        raise InvalidRequest(f"input {INPUT!r} has shape {shape} but holds {len(elements)} elements")
+    pictures = elements if size is not None else [_base64_picture(element) for element in elements]
     if not pictures:
         raise InvalidRequest(f"input {INPUT!r} holds no picture")
     if not all(pictures):

@@ -21,7 +21,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from api import oip_tensors
 from api.extensions import api_settings, redis_client, worker_directory
 from api.service import failure_of, submit_and_wait, validate_item
-from inference.core.errors import InvalidJson, InvalidRequest, NotFound, error_for, http_status_of
+from inference.core.errors import InvalidJson, InvalidRequest, NotFound, failed_with
 from inference.core.registry import MODELS, ModelSpec
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
@@ -113,9 +113,7 @@ def infer(model_name: str, model_version: str | None = None):
     pictures = result.get("results", [result])
     for n, picture in enumerate(pictures):
         if "error" in picture:  # a picture the API accepted that the worker could not decode
-            failed = error_for(picture["error"]["code"], f"{oip_tensors.INPUT}[{n}]: {picture['error']['message']}")
-            failed.http_status = http_status_of(picture["error"]["code"])
-            raise failed
+            raise failed_with(picture["error"]["code"], f"{oip_tensors.INPUT}[{n}]: {picture['error']['message']}")
     response_header = {
         "model_name": spec.name,
         "model_version": MODEL_VERSION,

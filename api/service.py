@@ -31,8 +31,7 @@ from inference.core.errors import (
     QueueFull,
     Timeout,
     TooManyInFlight,
-    error_for,
-    http_status_of,
+    failed_with,
 )
 from inference.core.imaging import check_request_pixels, decode_base64, probe_image
 from inference.core.queues import PRIORITIES
@@ -204,10 +203,7 @@ def failure_of(status: dict, waited: float) -> InferenceError | None:
     if status["status"] == "success":
         return None
     if status["status"] == "failed":
-        error = status["error"]
-        failure = error_for(error["code"], error["message"])
-        failure.http_status = http_status_of(error["code"])
-        return failure
+        return failed_with(status["error"]["code"], status["error"]["message"])
     if status["status"] in ("expired", "cancelled"):
         ended = Expired if status["status"] == "expired" else Cancelled
         return ended(status.get("reason") or status["status"])

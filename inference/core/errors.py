@@ -397,6 +397,13 @@ def error_for(code: str, message: str) -> InferenceError:
     return cls(message)
 
 
+def failed_with(code: str, message: str) -> InferenceError:
+    """A failed request's error read back from its result, with the status the API answers it with."""
+    error = error_for(code, message)
+    error.http_status = http_status_of(code)
+    return error
+
+
 def http_status_of(code: str) -> int:
     """HTTP status for a failed request's error code, read back from its result: a failure in
     the worker with no better code (500) is the worker's, 502."""
