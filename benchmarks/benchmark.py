@@ -42,7 +42,7 @@ from rich.progress import track
 from rich.table import Table
 
 from inference.core.metrics import percentile
-from tests.system import Processes, process_stats, start_api, start_redis, start_worker, wait_until
+from tests.system import Processes, cpu_seconds, process_stats, start_api, start_redis, start_worker, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -125,8 +125,7 @@ class PlainScript:
 def process_cpu_seconds(pid: int) -> float:
     """CPU time of a process and every process in its session (a worker's pool, gunicorn's workers)."""
     # Session id: the test helpers start each server in its own session.
-    ticks = sum(int(fields[11]) + int(fields[12]) for _, fields in process_stats() if int(fields[3]) == pid)
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return sum(cpu_seconds(member) for member, fields in process_stats() if int(fields[3]) == pid)
 
 
 def cpu_per_request(pids: dict[str, int], run) -> tuple[dict, dict[str, float]]:

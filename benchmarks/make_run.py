@@ -37,7 +37,7 @@ from rich.table import Table
 from benchmarks.benchmark import IMAGES, OUT, ROOT, PlainScript, _client_threads, rest_load
 from inference.core.settings import get_settings
 from tests.helpers import large_photo
-from tests.system import free_port, process_stats, wait_until
+from tests.system import cpu_seconds, free_port, process_stats, wait_until
 
 MODELS = ("mobilenet", "resnet18", "efficientnet", "squeezenet")
 console = Console()
@@ -119,8 +119,7 @@ def cpu_ms_per_request(honcho_pid: int, run) -> tuple[dict, dict[str, float]]:
     entries = processes_by_entry(honcho_pid, command_lines())
 
     def now() -> dict[str, float]:
-        ticks = {pid: int(fields[11]) + int(fields[12]) for pid, fields in process_stats()}  # utime + stime
-        seconds = {name: sum(ticks.get(pid, 0) for pid in pids) / os.sysconf("SC_CLK_TCK") for name, pids in entries.items()}
+        seconds = {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in entries.items()}
         return seconds | {"client": time.process_time()}
 
     before = now()
