@@ -189,6 +189,40 @@ def test_a_worker_borrows_the_cores_other_workers_leave_idle(tmp_path):
     assert refused.threads() == 1 and refused.choices == [1]
 
 
+def test_a_batch_decodes_on_as_many_threads_as_it_may_borrow(monkeypatch):
+    """The worker's decoding pool has a thread per core a forward pass may borrow; a batch's
+    pictures go to as many of them as the lender allows now, and come back in order."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from inference.worker import process
+
+    pool = ThreadPoolExecutor(4)
+    monkeypatch.setattr(process, "_decoders", pool)
+    monkeypatch.setattr(process, "_decoding_threads", 4)
+
+    def threads_used(pictures: int, threads: int | None, expected: int) -> set[str]:
+        # The first `expected` pictures each start a chunk: they meet at a barrier, or it breaks.
+        barrier = threading.Barrier(expected, timeout=10)
+
+        def decode(n: int) -> tuple[int, str]:
+            if n < expected and expected > 1:
+                barrier.wait()
+            return n, threading.current_thread().name
+
+        decoded = process.parallel_map(decode, list(range(pictures)), threads)
+        assert [n for n, _ in decoded] == list(range(pictures))  # in order
+        return {thread for _, thread in decoded}
+
+    try:
+        assert len(threads_used(9, threads=2, expected=2)) == 2  # as many as the lender allows now
+        assert len(threads_used(9, threads=None, expected=4)) == 4  # all of them by default
+        assert len(threads_used(3, threads=None, expected=3)) == 3  # never more than the pictures
+        assert threads_used(5, threads=1, expected=1) == {threading.current_thread().name}  # one: no thread hop
+    finally:
+        pool.shutdown()
+
+
 @pytest.mark.e2e
 def test_an_openvino_worker_serves_and_says_what_ran(api, redis_client, worker_ids, tmp_path, pictures):
     """A squeezenet worker with WORKER_RUNTIME=openvino: its answers are the in-process OpenVINO
@@ -209,6 +243,7 @@ def test_an_openvino_worker_serves_and_says_what_ran(api, redis_client, worker_i
         assert process["converted"] is True and "openvino" in maps and "libtorch" not in maps
         cores = os.cpu_count() or 1
         assert process["openvino_threads"] == sorted({max(1, cores // busy) for busy in range(1, cores + 1)})
+        assert process["decoding_threads"] == cores  # a batch's pictures decode on the cores its forward pass may borrow
         pss_mb = int(re.search(r"^Pss:\s+(\d+) kB", Path(f"/proc/{process['pid']}/smaps_rollup").read_text(), re.M)[1]) / 1024
         print(f"OpenVINO squeezenet pool process: {pss_mb:.0f} MB PSS")
         assert pss_mb < 400  # a PyTorch one held ~900 MB

@@ -8,6 +8,7 @@ same way. Pictures are decoded right before the forward pass (`decode_and_classi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -36,6 +37,7 @@ report_dir: str | None = None  # where pool processes leave their model info for
 _loaded: LoadedModel | CompiledClassifier | HostedModel | None = None  # this process's model (or its host's)
 _batcher: MicroBatcher | None = None  # and the batcher in front of it
 _decoders: ThreadPoolExecutor | None = None  # decode a batch's pictures in parallel (PIL releases the GIL)
+_decoding_threads = 1  # its size
 _host: ModelHost | None = None  # the model's process, in a threads or solo worker
 
 
@@ -79,12 +81,14 @@ def model_host_pid() -> int | None:
 
 
 def load_model_in_process():
-    global _loaded, _batcher, _decoders
+    global _loaded, _batcher, _decoders, _decoding_threads
     settings = get_settings()
     if not settings.worker_model:
         return
     device = pick_device(settings.worker_device)
     runtime = openvino_runtime.resolve_runtime(settings.worker_runtime, device)
+    # OpenVINO borrows the cores other models leave idle (inference/worker/core_lending.py).
+    lend = runtime == "openvino" and settings.lend_idle_cores and not settings.torch_threads
 
     def load_here() -> None:
         # Building the model (random weights are calibrated with forward passes) and warming it
@@ -93,7 +97,6 @@ def load_model_in_process():
         global _loaded
         spec, threads = get_spec(settings.worker_model), torch_threads(device)
         if runtime == "openvino":  # no torch in this process (inference/worker/openvino_runtime.py)
-            lend = settings.lend_idle_cores and not settings.torch_threads
             _loaded = openvino_runtime.load(spec, settings.model_weights, settings.random_weights_seed, precision=settings.worker_precision,
                                             threads=threads, lend_cores=cpu_count() if lend else 0, cache_dir=settings.model_cache_dir,
                                             allow_download=settings.weights_download)
@@ -104,8 +107,10 @@ def load_model_in_process():
                                      device=device, threads=threads, optimize=settings.model_optimize,
                                      channels_last=settings.worker_channels_last, fp16=settings.worker_fp16, runtime="torch")
 
-    if settings.max_batch_size > 1 and torch_threads() > 1:  # PIL decoding: CPU cores, whatever the device
-        _decoders = ThreadPoolExecutor(torch_threads(), thread_name_prefix="decode", initializer=one_torch_thread if runtime == "torch" else None)
+    # PIL decoding: CPU cores, whatever the device; as many as a forward pass may borrow.
+    _decoding_threads = cpu_count() if lend else torch_threads()
+    if settings.max_batch_size > 1 and _decoding_threads > 1:
+        _decoders = ThreadPoolExecutor(_decoding_threads, thread_name_prefix="decode", initializer=one_torch_thread if runtime == "torch" else None)
     instances = model_instances(device)
     share_cores = adaptive_threads(lone_batch_threads(instances)) if instances > 1 and device == "cpu" else None
     _batcher = MicroBatcher(decode_and_classify, settings.max_batch_size, settings.max_batch_delay_ms / 1000,
@@ -115,7 +120,7 @@ def load_model_in_process():
     info = loaded_model().info
     hosted = settings.worker_pool != "prefork"  # a model host's process
     info.update(max_batch_size=settings.max_batch_size, max_batch_delay_ms=settings.max_batch_delay_ms, pool=settings.worker_pool,
-                instances=instances, adaptive_threads=share_cores is not None, gomp_spincount=os.environ.get("GOMP_SPINCOUNT"),
+                decoding_threads=_decoding_threads if _decoders else 1, instances=instances, adaptive_threads=share_cores is not None, gomp_spincount=os.environ.get("GOMP_SPINCOUNT"),
                 model_process="host" if hosted else "pool", batch_hang_seconds=batch_hang_seconds() if hosted else None)
     if info["weights"] == "random":
         log.warning("!!! %s (model %s, process %s) !!!", info["weights_warning"], info["model"], os.getpid())
@@ -146,8 +151,10 @@ def decode_and_classify(items: list[tuple[bytes, int]]) -> list:
             return exc
 
     rest = [n for n, tensor in enumerate(inputs) if tensor is None]
-    for n, tensor in zip(rest, parallel_map(prepare, [raws[n] for n in rest])):
-        inputs[n] = tensor
+    lender = getattr(loaded, "lender", None)  # OpenVINO's, when it borrows idle cores
+    with lender.running() if lender else contextlib.nullcontext():  # the others see this worker busy
+        for n, tensor in zip(rest, parallel_map(prepare, [raws[n] for n in rest], lender.threads() if lender else None)):
+            inputs[n] = tensor
     ready = [(tensor, top_k) for tensor, (_, top_k) in zip(inputs, items) if not isinstance(tensor, Exception)]
     decoded_at = time.time()
     outputs = iter(loaded.classify_each(ready) if ready else [])
@@ -181,9 +188,19 @@ def decoded_on_device(loaded, raws: list[bytes], max_pixels: int) -> dict:
     return {n: tensor for (n, _), tensor in zip(decoded, tensors)}
 
 
-def parallel_map(fn, items: list) -> list:
-    """fn over items, on the decoding threads when there are several items and threads."""
-    return list(_decoders.map(fn, items)) if _decoders is not None and len(items) > 1 else [fn(item) for item in items]
+def parallel_map(fn, items: list, threads: int | None = None) -> list:
+    """fn over items, on up to `threads` of the decoding threads (all by default) when there are
+    several items and threads: a 12-MP photo takes ~16 ms to decode even in draft mode, and a
+    batch of them decoded on one thread left the other cores idle before its forward pass."""
+    threads = min(threads or len(items), len(items), _decoding_threads)
+    if _decoders is None or threads <= 1:
+        return [fn(item) for item in items]
+    chunks = [items[n::threads] for n in range(threads)]  # one chunk per thread, in turn
+    done = [_decoders.submit(lambda chunk: [fn(item) for item in chunk], chunk) for chunk in chunks]
+    results: list = [None] * len(items)
+    for n, future in enumerate(done):
+        results[n::threads] = future.result()
+    return results
 
 
 def loaded_model():
