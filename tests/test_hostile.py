@@ -122,6 +122,18 @@ def test_the_scan_limit_is_the_apps_own(api_with):
     assert admitted.status_code == 202, admitted.get_json()
 
 
+def test_the_scan_limit_counts_every_scan():
+    """The marker search stops at the first scan past the limit, and agrees with a plain count of
+    the markers at every limit around it (and for pictures that are not JPEGs)."""
+    from inference.core.imaging import START_OF_SCAN, within_scan_limit
+
+    for raw in (hostile.many_scans(64, 1), hostile.many_scans(64, 40)):
+        scans = raw.count(START_OF_SCAN)
+        for limit in (1, scans - 1, scans, scans + 1, 10 * scans):
+            assert within_scan_limit(raw, limit) == (scans <= limit), (scans, limit)
+    assert within_scan_limit(encoded(Image.new("RGB", (8, 8)), "PNG") + START_OF_SCAN * 50, 3)
+
+
 @pytest.mark.parametrize("chunk", [b"zTXt", b"iTXt", b"iCCP"])
 def test_a_png_with_a_huge_compressed_chunk_is_refused_at_once(api, chunk):
     raw = hostile.png_with_text_bomb(chunk)  # ~200 KB inflating to 200 MB
