@@ -17,7 +17,7 @@ from inference.core.settings import get_settings
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")
 JPEG_START, START_OF_SCAN = b"\xff\xd8\xff", b"\xff\xda"
-# A compiled literal finds the marker ~5x faster than bytes.count (0.17 against 0.87 ms in a 1 MB photo).
+# A compiled literal finds the marker ~3x faster than bytes.count (0.30 against 0.88 ms in a 1 MB photo).
 _SCAN_MARKER = re.compile(re.escape(START_OF_SCAN))
 # The models' transforms resize a picture's shorter side (to 256) and keep the central square
 # of it (224): along the longer side nothing beyond the shorter side's length is ever seen. But
