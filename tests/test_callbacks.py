@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
+import yaml
 
 from inference.callbacks import signing
 from inference.core import keys
 from tests.helpers import image_b64, paused, suite_processes
 from tests.receiver import Receiver
-from tests.system import wait_until
+from tests.system import ROOT, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +37,7 @@ def callbacks_worker(system):
     """The callbacks worker, with a short receiver timeout so that a hanging receiver's retries come quickly."""
     from inference.core.celery_app import app
 
-    name = f"callbacks-test-{os.getpid()}@{os.uname().nodename}"
+    name = f"callbacks@test-{os.getpid()}.{os.uname().nodename}"  # as deploy/callbacks.yaml names a pod's: callbacks@<pod>
     env = {**os.environ, "CALLBACK_TIMEOUT": "1", "CALLBACK_RETRY_DELAY": "0.5", "CALLBACK_CONCURRENCY": "4"}
     suite_processes.start("callbacks", [sys.executable, "-m", "inference.callbacks", name], env)
     wait_until(lambda: app.control.ping(destination=[name], timeout=1), 60, what="the callbacks worker")
@@ -176,3 +179,17 @@ def test_each_request_of_a_batch_calls_back(api, receiver, callbacks_worker):
     assert response.status_code == 202
     deliveries = receiver.wait_for(url, count=2)
     assert {d["headers"]["Idempotency-Key"] for d in deliveries} == set(response.json()["request_ids"])
+
+
+def test_the_deploy_manifests_probe_answers_for_a_running_callbacks_worker(callbacks_worker):
+    """deploy/callbacks.yaml's liveness probe, run as the kubelet would (POD_NAME set), against a
+    real callbacks worker named as the manifest's command names it."""
+    deployment, _ = yaml.safe_load_all((ROOT / "deploy" / "callbacks.yaml").read_text())
+    container, = deployment["spec"]["template"]["spec"]["containers"]
+    pod = callbacks_worker.split("@", 1)[1]
+    assert container["command"][-1].replace("$(POD_NAME)", pod) == callbacks_worker
+    env = {**os.environ, "POD_NAME": pod, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # the venv's celery
+    probe = subprocess.run(container["livenessProbe"]["exec"]["command"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert probe.returncode == 0 and f"{callbacks_worker}: OK" in probe.stdout, probe.stdout + probe.stderr
+    env["POD_NAME"] = "no-such-pod"
+    assert subprocess.run(container["livenessProbe"]["exec"]["command"], cwd=ROOT, env=env, capture_output=True, timeout=60).returncode != 0

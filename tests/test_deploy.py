@@ -1,4 +1,4 @@
-"""deploy/: the Kubernetes manifests of the workers, generated from their configs, checked
+"""deploy/: the Kubernetes manifests of the workers (and of the callbacks worker), generated from their configs, checked
 offline against the schemas of Kubernetes (apps/v1 Deployment) and KEDA (ScaledObject), which
 tests/schemas/ holds (SOURCES.md says where from, which version)."""
 
@@ -47,6 +47,25 @@ def test_each_manifest_is_valid_and_scales_its_own_worker(config):
     assert [t["metadata"]["listName"] for t in triggers if t["type"] == "redis"] == model_queues(model)
     container, = deployment["spec"]["template"]["spec"]["containers"]
     assert container["command"][:4] == ["python", "-m", "inference.cli.launch", config]
+
+
+def test_the_callbacks_worker_has_its_manifest_scaled_on_its_queue():
+    """deploy/callbacks.yaml: valid, runs `python -m inference.callbacks` with the callers'
+    allowed hosts and signing key, scaled on the `callbacks` list (its probe is run against a real
+    worker in tests/test_callbacks.py)."""
+    from inference.core.keys import CALLBACK_QUEUE
+    from inference.core.settings import Settings
+
+    deployment, scaled = documents(manifests.CALLBACKS)
+    for document in (deployment, scaled):
+        errors = sorted(validator(document).iter_errors(document), key=str)
+        assert not errors, [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors]
+    container, = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["python", "-m", "inference.callbacks", "callbacks@$(POD_NAME)"]
+    assert {"REDIS_URL", "CALLBACK_ALLOWED_HOSTS", "CALLBACK_SIGNING_KEY"} <= {variable["name"] for variable in container["env"]}
+    trigger, = scaled["spec"]["triggers"]
+    assert (trigger["metadata"]["listName"], trigger["metadata"]["listLength"]) == (CALLBACK_QUEUE, str(Settings.model_fields["callback_concurrency"].default))
+    assert scaled["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"] and scaled["spec"]["minReplicaCount"] >= 1
 
 
 def test_the_schemas_catch_a_broken_manifest():
