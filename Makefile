@@ -51,7 +51,7 @@ resilience: setup  ## the fault-tolerance scenarios under more load (RESILIENCE_
 scale-out: setup  ## hosts in network namespaces (root): 3 failovers and a coordinated switch under load, a worker host lost, throughput with 1/2/4 worker hosts; tables, JSON in reports/
 	$(BIN)/python -m tests.scale_out
 
-cluster: setup  ## the system on hosts of its own (network namespaces, root): 3 Redis, 3 Sentinels, API + Flower, worker hosts; watch a failover
+cluster: setup  ## the system on hosts of its own (network namespaces, root): 3 Redis, 3 Sentinels, API + Flower + callbacks worker, worker hosts; watch a failover
 	$(BIN)/python -m inference.cli.cluster
 
 benchmark: setup  ## the system against plain scripts, same machine, same run: one worker tuned alone, then make run's own processes and memory; tables, JSON and PNGs in benchmark-results/

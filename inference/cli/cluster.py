@@ -42,7 +42,7 @@ def view(cluster: Cluster) -> Table:
         workers = requests.get(f"{cluster.api}/workers/status", timeout=2).json()["workers"]
     except (requests.RequestException, ValueError):
         workers = []
-    table.add_row("api", cluster.network.hosts["api"].address, "API, Flower", f"{cluster.api}  {cluster.flower}")
+    table.add_row("api", cluster.network.hosts["api"].address, "API, Flower, callbacks", f"{cluster.api}  {cluster.flower}")
     for host in cluster.worker_hosts:
         mine = [f"{w['worker_id']}: {w['status']}" for w in workers if w["worker_id"].endswith(f"@{host.name}")]
         table.add_row(host.name, host.address, "workers", ", ".join(mine) or "starting")
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"make cluster: {reason}")
     console = Console()
     with console.status("starting 3 Redis nodes, 3 Sentinels, the API and Flower, the worker hosts..."):
-        cluster = topology.start(worker_hosts=args.worker_hosts, models=tuple(args.models.split(",")), flower=True)
+        cluster = topology.start(worker_hosts=args.worker_hosts, models=tuple(args.models.split(",")), flower=True, callbacks=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         console.print(f"API {cluster.api}   Flower {cluster.flower} (login {topology.FLOWER_USER}:{cluster.password})")

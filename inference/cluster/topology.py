@@ -140,8 +140,9 @@ class Cluster:
 
     # -- the API, Flower and workers --------------------------------------------------------------
 
-    def start_api(self, name: str = "api", port: int = API_PORT, flower: bool = False, **env: str) -> str:
-        """The API (and Flower, when asked) on the `api` host; returns the API's base URL."""
+    def start_api(self, name: str = "api", port: int = API_PORT, flower: bool = False, callbacks: bool = False, **env: str) -> str:
+        """The API (and Flower and the callbacks worker, node `callbacks@api`, when asked) on the
+        `api` host; returns the API's base URL."""
         host = self.network.hosts.get("api") or self.network.add_host("api", API_NUMBER)
         api_env = {**os.environ, "API_WORKERS": "2", "WORKER_CACHE_SECONDS": "1", **self.env, **env,
                    "API_HOST": host.address, "API_PORT": str(port)}
@@ -151,6 +152,8 @@ class Cluster:
             self.procs.start("flower", host.command([sys.executable, "-m", "inference.cli.flower"]),
                              {**api_env, "FLOWER_ADDRESS": host.address, "FLOWER_PORT": str(FLOWER_PORT),
                               "FLOWER_BASIC_AUTH": f"{FLOWER_USER}:{self.password}", "FLOWER_DB": str(self.data_dir / "flower.db")})
+        if callbacks:
+            self.procs.start("callbacks", host.command([sys.executable, "-m", "inference.callbacks", f"callbacks@{host.name}"]), api_env)
         return base
 
     @property
@@ -209,16 +212,17 @@ def sentinel_command(folder: Path, address: str, port: int, primary: tuple[str, 
 
 
 def start(*, worker_hosts: int = 1, models: tuple[str, ...] = ("squeezenet",), replicas: int = 2, sentinels: int = 3,
-          flower: bool = False, log_dir: Path | None = None, worker_env: dict | None = None, env: dict | None = None) -> Cluster:
-    """Everything, up and ready: Redis, Sentinels, the API (and Flower), the worker hosts. `env`
-    is for the API and every worker, `worker_env` for these first worker hosts' workers."""
+          flower: bool = False, callbacks: bool = False, log_dir: Path | None = None, worker_env: dict | None = None,
+          env: dict | None = None) -> Cluster:
+    """Everything, up and ready: Redis, Sentinels, the API (and Flower, the callbacks worker), the
+    worker hosts. `env` is for the API and every worker, `worker_env` for these first worker hosts' workers."""
     network = Network().open()
     cluster = Cluster(network, Processes(log_dir or ROOT / "var" / "log" / "cluster"), env=dict(env or {}))
     try:
         cluster.start_redis(replicas, sentinels)
         for _ in range(worker_hosts):
             cluster.add_worker_host(models, **(worker_env or {}))
-        cluster.api = cluster.start_api(flower=flower)
+        cluster.api = cluster.start_api(flower=flower, callbacks=callbacks)
         return cluster
     except BaseException:
         cluster.close()
