@@ -46,14 +46,9 @@ def file_settings(config: str) -> Settings:
         os.environ.update(saved)
 
 
-def worker_manifests(config: str) -> list[dict]:
-    settings = file_settings(config)
-    model = settings.worker_model
-    argv = celery_argv(settings)
-    concurrency = int(argv[argv.index("--concurrency") + 1])  # the requests one worker holds at most
-    name = f"worker-{config}"
-    labels = {"app.kubernetes.io/name": "inference-serving", "app.kubernetes.io/component": "worker", "inference/model": model}
-    deployment = {
+def deployment(name: str, labels: dict, grace_seconds: int, container: dict) -> dict:
+    """A Deployment of one replica running `container`."""
+    return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": name, "labels": labels},
@@ -62,56 +57,73 @@ def worker_manifests(config: str) -> list[dict]:
             "selector": {"matchLabels": labels},
             "template": {
                 "metadata": {"labels": labels},
-                "spec": {
-                    # SIGTERM: the worker stops taking requests and finishes those it holds
-                    # (each within WORKER_TIMEOUT); a shorter grace would kill them mid-batch.
-                    "terminationGracePeriodSeconds": 2 * settings.worker_timeout + 10,
-                    "containers": [{
-                        "name": "worker",
-                        "image": IMAGE,
-                        "command": ["python", "-m", "inference.cli.launch", config, "--name", f"{model}@$(POD_NAME)"],
-                        "env": [
-                            POD_NAME_ENV, *REDIS_ENV,
-                            {"name": "TORCH_THREADS", "value": "2"},  # its CPU limit: a container sees every core of its node
-                        ],
-                        "resources": {"requests": {"cpu": "2", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}},
-                        "livenessProbe": {
-                            "exec": {"command": ["sh", "-c", f"celery -A inference inspect ping -d {model}@$POD_NAME --timeout 5"]},
-                            "initialDelaySeconds": 60, "periodSeconds": 30, "timeoutSeconds": 15,
-                        },
-                    }],
-                },
+                "spec": {"terminationGracePeriodSeconds": grace_seconds, "containers": [container]},
             },
         },
     }
-    redis_triggers = [{
-        "type": "redis",
-        "metadata": {"addressFromEnv": "REDIS_ADDRESS", "passwordFromEnv": "REDIS_PASSWORD", "listName": queue_name(model, priority),
-                     "listLength": str(concurrency)},
-    } for priority in PRIORITIES]
-    scaled_object = {
+
+
+def scaled_object(name: str, labels: dict, triggers: list[dict]) -> dict:
+    """A KEDA ScaledObject for the Deployment `name`: 1 to 8 replicas on `triggers`."""
+    return {
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
         "metadata": {"name": name, "labels": labels},
         "spec": {
             "scaleTargetRef": {"name": name},
-            "minReplicaCount": 1,
+            "minReplicaCount": 1,  # a request (or a delivery) waits for a replica: none would leave them all waiting
             "maxReplicaCount": 8,
             "pollingInterval": 5,
             "cooldownPeriod": 120,
-            "triggers": [{
-                "type": "prometheus",
-                "metadata": {
-                    "serverAddress": "http://prometheus.monitoring:9090",
-                    # Queued and held requests per ready model process: a worker holds up to its
-                    # concurrency (prefetch 1, acks_late), so the queue alone would look empty.
-                    "query": f'max(inference_model_backlog_per_ready_process{{model="{model}"}})',
-                    "threshold": str(concurrency),
-                },
-            }, *redis_triggers],
+            "triggers": triggers,
         },
     }
-    return [deployment, scaled_object]
+
+
+def alive_probe(node: str, initial_delay: int) -> dict:
+    """The container's worker answers a Celery ping (`node`: its name, $POD_NAME in it)."""
+    return {"exec": {"command": ["sh", "-c", f"celery -A inference inspect ping -d {node} --timeout 5"]},
+            "initialDelaySeconds": initial_delay, "periodSeconds": 30, "timeoutSeconds": 15}
+
+
+def list_trigger(queue: str, length: int) -> dict:
+    """KEDA's Redis list trigger: a replica per `length` messages waiting in `queue`."""
+    return {"type": "redis", "metadata": {"addressFromEnv": "REDIS_ADDRESS", "passwordFromEnv": "REDIS_PASSWORD", "listName": queue,
+                                          "listLength": str(length)}}
+
+
+def worker_manifests(config: str) -> list[dict]:
+    settings = file_settings(config)
+    model = settings.worker_model
+    argv = celery_argv(settings)
+    concurrency = int(argv[argv.index("--concurrency") + 1])  # the requests one worker holds at most
+    name = f"worker-{config}"
+    labels = {"app.kubernetes.io/name": "inference-serving", "app.kubernetes.io/component": "worker", "inference/model": model}
+    container = {
+        "name": "worker",
+        "image": IMAGE,
+        "command": ["python", "-m", "inference.cli.launch", config, "--name", f"{model}@$(POD_NAME)"],
+        "env": [
+            POD_NAME_ENV, *REDIS_ENV,
+            {"name": "TORCH_THREADS", "value": "2"},  # its CPU limit: a container sees every core of its node
+        ],
+        "resources": {"requests": {"cpu": "2", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}},
+        "livenessProbe": alive_probe(f"{model}@$POD_NAME", initial_delay=60),
+    }
+    prometheus = {
+        "type": "prometheus",
+        "metadata": {
+            "serverAddress": "http://prometheus.monitoring:9090",
+            # Queued and held requests per ready model process: a worker holds up to its
+            # concurrency (prefetch 1, acks_late), so the queue alone would look empty.
+            "query": f'max(inference_model_backlog_per_ready_process{{model="{model}"}})',
+            "threshold": str(concurrency),
+        },
+    }
+    # SIGTERM: the worker stops taking requests and finishes those it holds (each within
+    # WORKER_TIMEOUT); a shorter grace would kill them mid-batch.
+    return [deployment(name, labels, 2 * settings.worker_timeout + 10, container),
+            scaled_object(name, labels, [prometheus, *(list_trigger(queue_name(model, priority), concurrency) for priority in PRIORITIES)])]
 
 
 def callbacks_manifests() -> list[dict]:
@@ -123,51 +135,17 @@ def callbacks_manifests() -> list[dict]:
     # GET /v1/callbacks/secret derives the same secrets), from a Secret of their own.
     callback_env = [{"name": name, "valueFrom": {"secretKeyRef": {"name": "inference-callbacks", "key": key, "optional": True}}}
                     for name, key in (("CALLBACK_ALLOWED_HOSTS", "allowed-hosts"), ("CALLBACK_SIGNING_KEY", "signing-key"))]
-    deployment = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": CALLBACKS, "labels": labels},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    # On SIGTERM it finishes the deliveries it holds, each within CALLBACK_TIMEOUT.
-                    "terminationGracePeriodSeconds": int(2 * settings.callback_timeout) + 10,
-                    "containers": [{
-                        "name": CALLBACKS,
-                        "image": IMAGE,
-                        "command": ["python", "-m", "inference.callbacks", f"{CALLBACKS}@$(POD_NAME)"],
-                        "env": [POD_NAME_ENV, *REDIS_ENV, *callback_env],
-                        "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
-                        "livenessProbe": {
-                            "exec": {"command": ["sh", "-c", f"celery -A inference inspect ping -d {CALLBACKS}@$POD_NAME --timeout 5"]},
-                            "initialDelaySeconds": 30, "periodSeconds": 30, "timeoutSeconds": 15,
-                        },
-                    }],
-                },
-            },
-        },
+    container = {
+        "name": CALLBACKS,
+        "image": IMAGE,
+        "command": ["python", "-m", "inference.callbacks", f"{CALLBACKS}@$(POD_NAME)"],
+        "env": [POD_NAME_ENV, *REDIS_ENV, *callback_env],
+        "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
+        "livenessProbe": alive_probe(f"{CALLBACKS}@$POD_NAME", initial_delay=30),
     }
-    scaled_object = {
-        "apiVersion": "keda.sh/v1alpha1",
-        "kind": "ScaledObject",
-        "metadata": {"name": CALLBACKS, "labels": labels},
-        "spec": {
-            "scaleTargetRef": {"name": CALLBACKS},
-            "minReplicaCount": 1,  # a delivery waits for a replica; none would leave them all waiting
-            "maxReplicaCount": 8,
-            "pollingInterval": 5,
-            "cooldownPeriod": 120,
-            "triggers": [{
-                "type": "redis",
-                "metadata": {"addressFromEnv": "REDIS_ADDRESS", "passwordFromEnv": "REDIS_PASSWORD", "listName": CALLBACK_QUEUE,
-                             "listLength": str(settings.callback_concurrency)},
-            }],
-        },
-    }
-    return [deployment, scaled_object]
+    # On SIGTERM it finishes the deliveries it holds, each within CALLBACK_TIMEOUT.
+    return [deployment(CALLBACKS, labels, int(2 * settings.callback_timeout) + 10, container),
+            scaled_object(CALLBACKS, labels, [list_trigger(CALLBACK_QUEUE, settings.callback_concurrency)])]
 
 
 class _PlainDumper(yaml.SafeDumper):
