@@ -40,3 +40,31 @@ def test_a_success_stands_and_every_write_is_published(redis_client, redis_url):
     plain = Celery(broker=redis_url, backend=redis_url)
     assert plain.AsyncResult(task_id).state == states.SUCCESS
     assert plain.AsyncResult(task_id).result == {"predictions": []}
+
+
+def test_a_late_retry_never_hides_a_final_state(redis_client):
+    """Celery stores a retry's RETRY after queuing the next attempt: with a countdown of 0 that
+    attempt can fail for good first. The late RETRY (or any state that is not final) must not
+    replace the FAILURE, or the request reads as queued for ever."""
+    from inference.core.celery_app import app
+    from inference.core.keys import FINAL_STATES
+
+    backend = app.backend
+    for final in sorted(FINAL_STATES - {states.SUCCESS}):
+        task_id = uuid.uuid4().hex
+        subscriber = redis_client.pubsub()
+        subscriber.subscribe(backend.get_key_for_task(task_id))
+        try:
+            backend.store_result(task_id, None, states.RETRY)
+            backend.store_result(task_id, {"exc_type": "TransientInferenceError", "exc_message": ["chaos"]}, final)
+            for late in (states.RETRY, states.STARTED, states.PENDING):
+                backend.store_result(task_id, None, late)
+            assert published_statuses(subscriber) == ["RETRY", final]
+        finally:
+            subscriber.close()
+        assert backend.get_task_meta(task_id)["status"] == final, final
+    # A final state after a final state is written as before (a late duplicate's outcome).
+    task_id = uuid.uuid4().hex
+    backend.store_result(task_id, {"exc_type": "RuntimeError", "exc_message": ["x"]}, states.FAILURE)
+    backend.store_result(task_id, {"predictions": []}, states.SUCCESS)
+    assert backend.get_task_meta(task_id)["status"] == states.SUCCESS

@@ -33,7 +33,13 @@ from inference.core.keys import CALLBACK_QUEUE, FINAL_STATES, callback_key, in_f
 # KEYS[3]: the callbacks queue, KEYS[4]: its tenant's requests in flight, KEYS[5...]: its
 # temporary keys, to delete. ARGV[1]: the encoded record; ARGV[2]: seconds to keep it (0: for
 # ever); ARGV[3]: the task id.
+# A state that is not final (RETRY, STARTED) never replaces a final one: Celery stores a
+# retry's RETRY after it has queued the next attempt, and with a countdown of 0 (full jitter)
+# the next attempt ran, failed for good and stored FAILURE first; the late RETRY then left the
+# request "queued" for ever (seen once in make test).
+FINAL_STATES_LUA = "{" + ", ".join(f"['{state}'] = true" for state in sorted(FINAL_STATES)) + "}"
 STORE_UNLESS_SUCCEEDED = """
+local final = """ + FINAL_STATES_LUA + """
 if #KEYS > 1 then
   local delivery = redis.call('GET', KEYS[2])
   if delivery then
@@ -46,7 +52,10 @@ if #KEYS > 4 then redis.call('DEL', unpack(KEYS, 5)) end
 local current = redis.call('GET', KEYS[1])
 if current then
   local ok, meta = pcall(cjson.decode, current)
-  if ok and type(meta) == 'table' and meta['status'] == 'SUCCESS' then return 0 end
+  if ok and type(meta) == 'table' then
+    if meta['status'] == 'SUCCESS' then return 0 end
+    if #KEYS == 1 and final[meta['status']] then return 0 end
+  end
 end
 if tonumber(ARGV[2]) > 0 then
   redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
