@@ -40,7 +40,8 @@ from inference.core.keys import CALLBACK_QUEUE, FINAL_STATES, callback_key, in_f
 FINAL_STATES_LUA = "{" + ", ".join(f"['{state}'] = true" for state in sorted(FINAL_STATES)) + "}"
 STORE_UNLESS_SUCCEEDED = """
 local final = """ + FINAL_STATES_LUA + """
-if #KEYS > 1 then
+local storing_final = #KEYS > 1
+if storing_final then
   local delivery = redis.call('GET', KEYS[2])
   if delivery then
     redis.call('LPUSH', KEYS[3], delivery)
@@ -54,7 +55,7 @@ if current then
   local ok, meta = pcall(cjson.decode, current)
   if ok and type(meta) == 'table' then
     if meta['status'] == 'SUCCESS' then return 0 end
-    if #KEYS == 1 and final[meta['status']] then return 0 end
+    if not storing_final and final[meta['status']] then return 0 end
   end
 end
 if tonumber(ARGV[2]) > 0 then

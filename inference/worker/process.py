@@ -37,7 +37,7 @@ report_dir: str | None = None  # where pool processes leave their model info for
 _loaded: LoadedModel | CompiledClassifier | HostedModel | None = None  # this process's model (or its host's)
 _batcher: MicroBatcher | None = None  # and the batcher in front of it
 _decoders: ThreadPoolExecutor | None = None  # decode a batch's pictures in parallel (PIL releases the GIL)
-_decoding_threads = 1  # its size
+_decoding_threads = 1  # its size (1: no pool)
 _host: ModelHost | None = None  # the model's process, in a threads or solo worker
 
 
@@ -108,9 +108,10 @@ def load_model_in_process():
                                      channels_last=settings.worker_channels_last, fp16=settings.worker_fp16, runtime="torch")
 
     # PIL decoding: CPU cores, whatever the device; as many as a forward pass may borrow.
-    _decoding_threads = cpu_count() if lend else torch_threads()
-    if settings.max_batch_size > 1 and _decoding_threads > 1:
-        _decoders = ThreadPoolExecutor(_decoding_threads, thread_name_prefix="decode", initializer=one_torch_thread if runtime == "torch" else None)
+    decoding_threads = cpu_count() if lend else torch_threads()
+    if settings.max_batch_size > 1 and decoding_threads > 1:
+        _decoders = ThreadPoolExecutor(decoding_threads, thread_name_prefix="decode", initializer=one_torch_thread if runtime == "torch" else None)
+        _decoding_threads = decoding_threads
     instances = model_instances(device)
     share_cores = adaptive_threads(lone_batch_threads(instances)) if instances > 1 and device == "cpu" else None
     _batcher = MicroBatcher(decode_and_classify, settings.max_batch_size, settings.max_batch_delay_ms / 1000,
@@ -120,7 +121,7 @@ def load_model_in_process():
     info = loaded_model().info
     hosted = settings.worker_pool != "prefork"  # a model host's process
     info.update(max_batch_size=settings.max_batch_size, max_batch_delay_ms=settings.max_batch_delay_ms, pool=settings.worker_pool,
-                decoding_threads=_decoding_threads if _decoders else 1, instances=instances, adaptive_threads=share_cores is not None, gomp_spincount=os.environ.get("GOMP_SPINCOUNT"),
+                decoding_threads=_decoding_threads, instances=instances, adaptive_threads=share_cores is not None, gomp_spincount=os.environ.get("GOMP_SPINCOUNT"),
                 model_process="host" if hosted else "pool", batch_hang_seconds=batch_hang_seconds() if hosted else None)
     if info["weights"] == "random":
         log.warning("!!! %s (model %s, process %s) !!!", info["weights_warning"], info["model"], os.getpid())
