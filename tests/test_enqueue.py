@@ -98,3 +98,27 @@ def test_a_redis_that_lost_its_scripts_still_takes_the_submission(redis_client):
         assert redis_client.get(ref) == b"picture" and redis_client.lrange(queue, 0, -1) == [b"m"]
     finally:
         redis_client.delete(keys.job_key(request_id), queue, ref)
+
+
+def test_a_channel_sends_every_command_through_one_client(redis_client):
+    """kombu's Redis channel made a redis-py client for each command outside its BRPOP (each
+    publish, a message's unacked record, its ack: ~10 % of a worker's consumer); one serves
+    them all now (inference/core/redis_connection.py), and a client passed in is used as is."""
+    queue = scratch_queue()
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        made = []
+        create = channel._create_client
+        channel._create_client = lambda *a, **kw: made.append(create(*a, **kw)) or made[-1]
+        producer = connection.Producer(channel)
+        for n in range(20):
+            producer.publish({"n": n}, routing_key=queue, exchange="")
+        assert redis_client.llen(queue) == 20 and len(made) == 1
+        with channel.conn_or_acquire() as client:
+            assert client is made[0] and client.ping()
+        with channel.conn_or_acquire(redis_client) as client:
+            assert client is redis_client
+        channel._disconnect_pools()  # a reconnection: a new pool, a client of it
+        with channel.conn_or_acquire() as client:
+            assert len(made) == 2 and client.connection_pool is channel.pool
+    redis_client.delete(queue)

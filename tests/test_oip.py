@@ -108,9 +108,11 @@ def test_probabilities_in_json_equal_v1(api, triton):
     assert probabilities.shape == (1, 1000) and probabilities.dtype == np.float32
     assert abs(float(probabilities.sum()) - 1.0) < 1e-3
     expected = v1_top(api, PICTURES[0], "squeezenet", 5)
-    best = np.argsort(-probabilities[0], kind="stable")[:5]
-    assert best.tolist() == [p["class_id"] for p in expected]
-    assert np.allclose(probabilities[0][best], [p["confidence"] for p in expected], atol=1e-6)
+    # The same classes with the same probabilities; two requests may run in different batches,
+    # whose numbers differ in the last digits, so classes within 1e-5 of each other may swap.
+    ids = [p["class_id"] for p in expected]
+    assert np.allclose(probabilities[0][ids], [p["confidence"] for p in expected], atol=1e-5)
+    assert probabilities[0][ids].min() >= np.sort(probabilities[0])[-5] - 1e-5
 
 
 @pytest.mark.e2e
