@@ -122,3 +122,20 @@ def test_a_channel_sends_every_command_through_one_client(redis_client):
         with channel.conn_or_acquire() as client:
             assert len(made) == 2 and client.connection_pool is channel.pool
     redis_client.delete(queue)
+
+
+def test_a_picture_is_sent_as_it_is_and_every_command_packs_as_hiredis_would():
+    """A value over 6,000 bytes goes to the socket as the very bytes object (hiredis copied it
+    into one buffer: up to 2 ms of the API's CPU for a 12-MP photo); the bytes on the wire are
+    the same for every command."""
+    from redis.connection import HiredisRespSerializer
+
+    from inference.core.redis_connection import LargeValuesAsTheyAre, connect
+
+    assert isinstance(connect().connection_pool.connection_kwargs["command_packer"], LargeValuesAsTheyAre)  # every client of ours
+    picture = bytes(range(256)) * 40
+    ours, theirs = LargeValuesAsTheyAre(), HiredisRespSerializer()
+    for command in (("SET", "inference:image:x", picture, "EX", 60), ("SET", "k", b"small"), ("MGET", "a", "b"),
+                    ("EVALSHA", "abc", 2, "k1", "k2", "ünïcode", 1.5, picture, picture)):
+        assert b"".join(ours.pack(*command)) == b"".join(theirs.pack(*command))
+    assert any(piece is picture for piece in ours.pack("SET", "k", picture))
