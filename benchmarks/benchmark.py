@@ -66,11 +66,11 @@ class PlainScript:
     the system differs; or with PyTorch's eager fp32 model (`runtime="torch", optimize="none"`)."""
 
     def __init__(self, model_name: str, threads: int, optimize: str | None = None, runtime: str | None = None,
-                 pictures: list[bytes] | None = None):
+                 pictures: list[bytes] | None = None, draft: bool = False):
         from inference.worker.sizing import openmp_wait_policy
 
         openmp_wait_policy()  # as a worker's, before torch loads (it made no difference to the plain script alone)
-        from inference.core.imaging import load_rgb
+        from inference.core.imaging import load_rgb, model_input
         from inference.core.registry import get_spec
         from inference.core.settings import get_settings
         from inference.worker import model_runtime, tensor_decode
@@ -81,7 +81,10 @@ class PlainScript:
                                          channels_last=settings.worker_channels_last, fp16=settings.worker_fp16,
                                          runtime=runtime or settings.worker_runtime, precision=settings.worker_precision,
                                          cache_dir=settings.model_cache_dir)
-        self.load_rgb, self.tensor_decode = load_rgb, tensor_decode
+        self.tensor_decode = tensor_decode
+        # The whole picture decoded (what a script does), or with `draft` as the workers decode it
+        # (a large JPEG at a reduced scale: inference/core/imaging.py).
+        self.decode = (lambda raw: model_input(raw, 10**8, self.loaded.resize_to)) if draft else (lambda raw: load_rgb(raw, 10**8))
         self.raw = pictures or [p.read_bytes() for p in IMAGES]
 
     def raws(self, count: int) -> list[bytes]:
@@ -92,7 +95,7 @@ class PlainScript:
         if self.tensor_decode.used_for(self.loaded.device):
             pictures = self.tensor_decode.decode(self.raws(count), self.loaded.device)
             return self.loaded.batch_of(self.tensor_decode.preprocess(pictures, self.loaded.transforms))
-        return self.loaded.preprocess([self.load_rgb(raw, 10**8) for raw in self.raws(count)])
+        return self.loaded.preprocess([self.decode(raw) for raw in self.raws(count)])
 
     def rps(self, batch_size: int, seconds: float) -> float:
         """Decode + preprocess + forward + top-k, batch after batch."""

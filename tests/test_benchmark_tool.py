@@ -61,7 +61,7 @@ def test_the_make_run_benchmark_runs_and_reports(tmp_path):
     assert report["resnet18_only_rps"] > 0 and report["mixed_rps"] > 0 and report["plain_rps"] > 0 and report["eager_rps"] > 0
     for run in ("resnet18_only", "mixed"):
         assert report["rounds"][0][run]["ok"] == 16
-    assert report["rounds"][0]["photos"]["ok"] == 4 and report["photos_vs_pytorch_full_decode"] > 0
+    assert report["rounds"][0]["photos"]["ok"] == 4 and report["photos_vs_pytorch_full_decode"] > 0 and report["photos_vs_plain_draft"] > 0
     # The baseline revision's own `make run` took the photos too (here the same code: the worktree is HEAD).
     assert report["baseline"]["rounds"][0]["photos"]["ok"] == 4 and report["photos_vs_baseline"] > 0
     procfile = {line.split(":", 1)[0] for line in (repo_root() / "Procfile").read_text().splitlines() if ":" in line}
