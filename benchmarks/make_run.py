@@ -6,7 +6,9 @@ defaults users get. Each round, with the plain scripts (resnet18 on all cores, a
 PyTorch eager fp32, then the workers' own runtime and precision) run around the system's runs:
 - resnet18 only: single-picture requests through the REST API (`?wait`), `--concurrency` in
   flight, while the other three models sit idle;
-- mixed: the same spread over the four models.
+- mixed: the same spread over the four models;
+- 12-MP photos to resnet18, against plain PyTorch decoding them whole and the plain script of the
+  workers' runtime decoding them as the workers do.
 Then memory: the PSS of each Procfile entry's processes (and honcho's) after `--mixed-requests`
 mixed requests in all. With `--baseline REV`, `make run` at that revision (a git worktree)
 takes the same 12-MP photos afterwards. Prints a table; writes make-run.json beside benchmark.json.
