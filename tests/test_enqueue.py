@@ -126,7 +126,7 @@ def test_a_channel_sends_every_command_through_one_client(redis_client):
 
 def test_a_picture_is_sent_as_it_is_and_every_command_packs_as_hiredis_would():
     """A value over 6,000 bytes goes to the socket as the very bytes object (hiredis copied it
-    into one buffer: up to 2 ms of the API's CPU for a 12-MP photo); the bytes on the wire are
+    into one buffer: up to 2 ms of CPU for a 1 MB photo); the bytes on the wire are
     the same for every command."""
     from redis.connection import HiredisRespSerializer
 
