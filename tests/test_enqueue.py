@@ -102,7 +102,7 @@ def test_a_redis_that_lost_its_scripts_still_takes_the_submission(redis_client):
 
 def test_a_channel_sends_every_command_through_one_client(redis_client):
     """kombu's Redis channel made a redis-py client for each command outside its BRPOP (each
-    publish, a message's unacked record, its ack: ~10 % of a worker's consumer); one serves
+    publish, a message's unacked record, its ack: 3.4 a request in a worker); one serves
     them all now (inference/core/redis_connection.py), and a client passed in is used as is."""
     queue = scratch_queue()
     with app.connection_for_write() as connection:

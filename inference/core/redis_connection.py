@@ -95,7 +95,7 @@ kombu_redis.SentinelChannel.connection_class = PrimaryConnection
 def _one_client_per_pool(channel: kombu_redis.Channel, client: Any = None):  # kombu passes a client or a pipeline
     """kombu's Redis channel makes a new client for every command it sends outside its BRPOP
     (a message's unacked record, its ack, each task event): 0.12 ms of CPU each in redis-py 8.1
-    (its response callbacks), five a task, ~10 % of a worker's consumer. A client is only a
+    (its response callbacks), 3.4 a request in a worker's consumer. A client is only a
     handle on the channel's connection pool (thread-safe: a connection is taken from the pool
     for each command), so one serves them all; a new pool (the channel reconnected) gets a new one."""
     if client:  # as kombu's (an empty pipeline passed in counts as none)
