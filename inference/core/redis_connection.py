@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 
 import redis
 from kombu.transport import redis as kombu_redis
-from redis.connection import HiredisRespSerializer, PythonRespSerializer
+from redis.connection import Encoder, HiredisRespSerializer, PythonRespSerializer
 from redis.sentinel import Sentinel, SentinelManagedConnection
 from redis.utils import str_if_bytes
 
@@ -119,7 +119,7 @@ class LargeValuesAsTheyAre(HiredisRespSerializer):
     LARGE = 6000  # bytes: redis-py's own cut-off for sending an argument as a piece of its own
 
     def __init__(self) -> None:
-        self._pieces = PythonRespSerializer(self.LARGE, redis.connection.Encoder("utf-8", "strict", False).encode)
+        self._pieces = PythonRespSerializer(self.LARGE, Encoder("utf-8", "strict", False).encode)
 
     def pack(self, *args):
         if any(isinstance(arg, (bytes, bytearray, memoryview)) and len(arg) > self.LARGE for arg in args):
