@@ -100,6 +100,11 @@ def test_autoscaling_gauges_count_every_queued_and_held_request_per_ready_proces
 def test_the_autoscaling_gauges_see_a_paused_workers_queue(api, redis_client, worker_ids):
     from inference.submit import submission, waiting
 
+    def successes() -> float:
+        return sum(value for (name, labels), value in scrape(api).items()
+                   if name == "inference_requests_total" and ("model", "efficientnet") in labels and ("outcome", "success") in labels)
+
+    counted_before = successes()
     with paused(worker_ids["efficientnet"], "efficientnet.high", "efficientnet.normal", "efficientnet.low"):
         ids = [submission.submit(redis_client, image_b64=image_b64("chelsea.jpg"), model="efficientnet", priority=p).job["request_id"]
                for p in ("high", "low", "low")]
@@ -111,6 +116,9 @@ def test_the_autoscaling_gauges_see_a_paused_workers_queue(api, redis_client, wo
         assert metrics[("inference_model_backlog_per_ready_process", (("model", "efficientnet"),))] == (3 + held) / ready
     for request_id in ids:
         assert waiting.wait_for(redis_client, request_id, 60)["status"] == "success"
+    # Counted a moment after their results: wait, so that no later test sees them counted in its own
+    # window (test_seed_stats once read two requests where it had sent one).
+    wait_until(lambda: successes() - counted_before >= 3, 10, what="the three requests counted")
 
 
 def test_seed_stats(api):
