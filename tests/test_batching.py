@@ -257,6 +257,38 @@ def test_a_model_host_classifies_and_comes_back_after_its_process_dies(model_hos
     assert model_host.run([(picture, 3)]) == [predictions] and model_host.starts == 3
 
 
+def test_an_openvino_model_process_runs_each_batch_in_the_thread_that_received_it(tmp_path):
+    """No hand-off to the child's own batcher and back (two thread switches, ~0.5 ms of a lone
+    request); with two instances, two threads, and still no torch in the process."""
+    import subprocess
+    import sys
+    import textwrap
+
+    probe = textwrap.dedent("""
+        import sys, threading
+        from multiprocessing.connection import Pipe
+        from inference.core.settings import Settings
+        from inference.worker import model_host, process
+        ran_in, classify = [], process.decode_and_classify
+        process.decode_and_classify = lambda items: ran_in.append(threading.current_thread().name) or classify(items)
+        ours, theirs = zip(*(Pipe() for _ in range(2)))
+        threading.Thread(target=model_host.serve, args=(list(theirs),), daemon=True).start()
+        settings = Settings(worker_model="squeezenet", worker_pool="threads", model_instances=2, model_cache_dir=sys.argv[1])
+        ours[0].send((settings, None))
+        outcome, info = ours[0].recv()
+        print(outcome, info["runtime"], info["instances"])
+        for connection in ours:
+            connection.send([(open(sys.argv[2], "rb").read(), 3)])
+            print(len(connection.recv()[0]))
+        print(*ran_in, "torch" in sys.modules)
+    """)
+    picture = tmp_path / "chelsea.jpg"
+    picture.write_bytes(image_bytes("chelsea.jpg"))
+    answer = subprocess.run([sys.executable, "-c", probe, str(tmp_path.parent / "models"), str(picture)], capture_output=True, text=True,
+                            timeout=180)
+    assert answer.stdout.split() == ["ready", "openvino", "2", "3", "3", "channel-0", "channel-1", "False"], answer.stdout + answer.stderr[-3000:]
+
+
 def test_a_batch_past_its_hard_limit_kills_the_model_process(model_host, monkeypatch):
     """The threads pool cannot stop a task; past twice WORKER_TIMEOUT (here 1 s) the model's process is killed."""
     from inference.worker.model_host import ModelProcessDied

@@ -113,7 +113,8 @@ def load_model_in_process():
         _decoders = ThreadPoolExecutor(decoding_threads, thread_name_prefix="decode", initializer=one_torch_thread if runtime == "torch" else None)
         _decoding_threads = decoding_threads
     instances = model_instances(device)
-    share_cores = adaptive_threads(lone_batch_threads(instances)) if instances > 1 and device == "cpu" else None
+    # torch's threads per instance; OpenVINO's lender sizes each batch itself (and never imports torch).
+    share_cores = adaptive_threads(lone_batch_threads(instances)) if instances > 1 and device == "cpu" and runtime == "torch" else None
     _batcher = MicroBatcher(decode_and_classify, settings.max_batch_size, settings.max_batch_delay_ms / 1000,
                             initializer=load_here, instances=instances, instance_initializer=lambda: loaded_model().warm_up(),
                             share_cores=share_cores)
@@ -208,6 +209,13 @@ def loaded_model():
     if _loaded is None:
         raise RuntimeError("no model loaded in this process (is the worker started with --model?)")
     return _loaded
+
+
+def runs_in_any_thread() -> bool:
+    """Whether any thread may run this process's batches (`decode_and_classify`): OpenVINO's
+    classifier keeps infer requests per calling thread; PyTorch's forward passes stay in the
+    batcher's thread, which loaded and warmed up the model (a second OpenMP team slows them)."""
+    return loaded_model().info["runtime"] == "openvino"
 
 
 def batcher() -> MicroBatcher:
