@@ -166,10 +166,15 @@ def serve(connections: list[Connection]) -> None:
         connections[0].send(("failed", _sendable(exc)))
         raise
     gatherer = process.batcher()
+
+    def through_the_batcher(items: list) -> list:
+        gatherer.expect(len(items))
+        return [o.output if isinstance(o, BatchOutcome) else o for o in gatherer.submit_many(items, expected=True).outcomes()]
+
     # The worker's batcher sent a batch ready to run. OpenVINO runs it in the thread that received
     # it; handing it to this process's batcher and back cost a lone request ~0.5 ms here (two
     # thread switches). A PyTorch model keeps to the batcher's thread (its OpenMP team).
-    in_any_thread = process.runs_in_any_thread()
+    run_batch = process.decode_and_classify if process.runs_in_any_thread() else through_the_batcher
 
     def answer(connection: Connection) -> None:
         while True:
@@ -178,15 +183,10 @@ def serve(connections: list[Connection]) -> None:
             except (EOFError, OSError):
                 os._exit(0)  # the worker is gone: so is its model
             try:
-                if in_any_thread:
-                    outcomes = process.decode_and_classify(items)
-                else:
-                    gatherer.expect(len(items))
-                    outcomes = gatherer.submit_many(items, expected=True).outcomes()
+                outcomes = run_batch(items)  # each item's output, or the exception that failed it alone
             except BaseException as exc:  # the whole batch failed: each of its requests learns why
                 outcomes = [exc] * len(items)
-            connection.send([_sendable(o) if isinstance(o, BaseException) else o.output if isinstance(o, BatchOutcome) else o
-                             for o in outcomes])
+            connection.send([_sendable(o) if isinstance(o, BaseException) else o for o in outcomes])
 
     threads = [threading.Thread(target=answer, args=(c,), name=f"channel-{n}", daemon=True) for n, c in enumerate(connections)]
     for thread in threads:
