@@ -59,8 +59,12 @@ def test_the_make_run_benchmark_runs_and_reports(tmp_path):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     report = json.loads((tmp_path / "make-run.json").read_text())
     assert report["resnet18_only_rps"] > 0 and report["mixed_rps"] > 0 and report["plain_rps"] > 0 and report["eager_rps"] > 0
-    for run in ("resnet18_only", "mixed"):
+    for run in ("resnet18_only", "resnet18_low", "mixed"):
         assert report["rounds"][0][run]["ok"] == 16
+    # Saturation by default: four times the batch make run's workers form (MAX_BATCH_SIZE, 8); 8 below it.
+    assert (report["concurrency"], report["low_concurrency"]) == (32, 8)
+    assert report["rounds"][0]["resnet18_only"]["concurrency"] == 32 and report["rounds"][0]["resnet18_low"]["concurrency"] == 8
+    assert report["resnet18_low_vs_plain"] > 0 and "8 in flight" in out.stdout
     assert report["rounds"][0]["photos"]["ok"] == 4 and report["photos_vs_pytorch_full_decode"] > 0 and report["photos_vs_plain_draft"] > 0
     # The baseline revision's own `make run` took the photos too (here the same code: the worktree is HEAD).
     assert report["baseline"]["rounds"][0]["photos"]["ok"] == 4 and report["photos_vs_baseline"] > 0

@@ -28,10 +28,13 @@ from inference.core.logging_setup import formatter
 from inference.core.queues import PRIORITIES, queue_name
 from inference.core.registry import get_spec
 from inference.core.settings import get_settings, use_settings
-from inference.worker import lost_messages, process
+from inference.worker import lost_messages, process, unacked_records
 from inference.worker.sizing import openmp_wait_policy
 
 log = logging.getLogger(__name__)
+
+# The consumer records the messages it holds without waiting for Redis (inference/worker/unacked_records.py).
+unacked_records.use_write_behind()
 
 
 class PinToModel(bootsteps.StartStopStep):
