@@ -52,8 +52,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of (plain scripts, resnet18 only, plain, mixed)")
     parser.add_argument("--requests", type=int, default=480, help="requests per system run")
     # With 8 in flight (one batch's worth) the cores were only ~94 % busy: half the requests were
-    # on their way to or from the worker while its batch of 4 ran, and resnet18 only took 10 %
-    # fewer requests/s than with 32 or 64 in flight (where it levels off).
+    # on their way to or from the worker while its batch of 4 ran, and resnet18 only took 5-10 %
+    # fewer requests/s than with 32 or 64 in flight (where it levels off; docs/performance.md).
     parser.add_argument("--concurrency", type=int, default=4 * get_settings().max_batch_size,
                         help="requests in flight at saturation (default: 4 x MAX_BATCH_SIZE)")
     parser.add_argument("--low-concurrency", type=int, default=8, help="requests in flight in the resnet18-only run below saturation, and for the 12-MP photos")

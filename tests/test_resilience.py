@@ -147,7 +147,8 @@ def test_kill_whole_worker_and_restart(cluster):
     cluster.wait_running(report)
     # The worker's consumer recorded the messages it holds (without waiting: inference/worker/unacked_records.py):
     # what brings them back once it is gone.
-    assert cluster.redis.hlen("unacked") >= 1 and cluster.redis.zcard("unacked_index") == cluster.redis.hlen("unacked")
+    records, indexed = cluster.redis.pipeline().hlen("unacked").zcard("unacked_index").execute()  # one moment (MULTI)
+    assert records >= 1 and indexed == records
     worker_id = cluster.worker_of("resnet18")["worker_id"]
     crash = requests.post(f"{cluster.api}/simulate/crash", json={"worker": worker_id}, timeout=10)
     assert crash.status_code == 200 and crash.json()["crashed"] == [worker_id]
