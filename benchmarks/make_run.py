@@ -218,14 +218,17 @@ def one_round(number: int, eager: PlainScript, plain: PlainScript, full_decode: 
     batch, seconds = args.plain_batch, args.seconds
     round_: dict = {"eager_rps": [eager.rps(batch, seconds)], "plain_rps": [plain.rps(batch, seconds)]}
     singles = payloads_for(["resnet18"] * 2)
-    # Saturation (with each process's CPU) and below it, in turn first: the first run after the
-    # plain script's meets a colder system.
-    for run in ("resnet18_only", "resnet18_low")[::-1 if number % 2 else 1]:
-        if run == "resnet18_only":
-            round_[run], round_["cpu_ms_per_request"] = cpu_ms_per_request(
-                honcho_pid, lambda: rest_load(api, singles, args.requests, args.concurrency))
-        else:
-            round_[run] = rest_load(api, singles, args.requests, args.low_concurrency)
+
+    def saturation() -> None:  # with each process's CPU
+        round_["resnet18_only"], round_["cpu_ms_per_request"] = cpu_ms_per_request(
+            honcho_pid, lambda: rest_load(api, singles, args.requests, args.concurrency))
+
+    def below_saturation() -> None:
+        round_["resnet18_low"] = rest_load(api, singles, args.requests, args.low_concurrency)
+
+    # Each first in turn: the first run after the plain script's meets a colder system.
+    for run in (below_saturation, saturation) if number % 2 else (saturation, below_saturation):
+        run()
     round_["plain_rps"].append(plain.rps(batch, seconds))
     round_["mixed"] = rest_load(api, payloads_for(MODELS), args.requests, args.concurrency)
     round_["eager_rps"].append(eager.rps(batch, seconds))
