@@ -31,7 +31,8 @@ def load(model: str, cache_dir, **options):
 
 @pytest.mark.parametrize("model", MODELS)
 def test_openvino_answers_as_pytorch_does(model, pictures, tmp_path_factory, caplog):
-    """The torch-free preprocessing gives torchvision's arrays. fp32: PyTorch's classes and
+    """The torch-free preprocessing gives torchvision's arrays (numpy's normalisation standing in
+    for the one in the compiled graph). fp32: PyTorch's classes and
     confidences (to 1e-4, what the system promises between its own runs). bf16 (where the CPU
     has it; elsewhere fp32 serves, with a warning): the same top class; of the top five, four at
     least (random weights leave classes within bf16's rounding of each other)."""
@@ -48,8 +49,10 @@ def test_openvino_answers_as_pytorch_does(model, pictures, tmp_path_factory, cap
         served = precision if precision == "fp32" or cpu_has_bf16() else "fp32"
         assert (compiled.info["runtime"], compiled.info["precision"]) == ("openvino", served)
         assert served == precision or "this CPU has no bf16" in caplog.text
-        assert float(np.abs(compiled.preprocess(pictures) - batch.numpy()).max()) <= 1e-6
-        got = compiled.forward(batch)
+        pixels = compiled.preprocess(pictures)  # resized and cropped; the graph normalises them
+        assert pixels.dtype == np.uint8
+        assert float(np.abs(np.stack([compiled.transform.normalise(p) for p in pixels]) - batch.numpy()).max()) <= 1e-6
+        got = compiled.forward(pixels)
         difference = float(np.abs(got - want).max())
         print(f"{model} {precision}, served {served}: largest difference in a confidence {difference:.2e}")
         assert np.array_equal(got.argmax(1), want.argmax(1))

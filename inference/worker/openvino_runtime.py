@@ -149,6 +149,24 @@ def read_ir(xml: Path) -> tuple[dict, Any]:
     return json.loads(xml.with_suffix(".json").read_text()), ov.Core().read_model(xml)
 
 
+def normalising_in_the_graph(model, transform: ClassificationTransform):
+    """The model taking pictures as `transform.pixels` gives them (uint8, height x width x RGB),
+    converted and normalised by OpenVINO inside the graph: the same arithmetic as numpy's
+    (fp32 logits within ~2e-6, bf16 identical here), ~0.9 ms less per picture on the AMX Xeon
+    (4.39 -> 3.47 ms per picture of decode, preprocessing and resnet18 bf16), and a quarter
+    of the bytes per batch. Applied when compiling: the cached IR stays as converted."""
+    import openvino as ov
+    from openvino.preprocess import PrePostProcessor
+
+    steps = PrePostProcessor(model)
+    steps.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+    steps.input().model().set_layout(ov.Layout("NCHW"))
+    # (x / 255 - mean) / std, as (x - 255 mean) / (255 std)
+    steps.input().preprocess().convert_element_type(ov.Type.f32).mean([255 * m for m in transform.mean]).scale(
+        [255 * s for s in transform.std])
+    return steps.build()
+
+
 def compile_ir(model, precision: str, threads: int):
     """The IR (an ov.Model) compiled for this CPU: one stream, `threads` inference threads. No
     pinning: OpenVINO pins a model's threads to cores by default, and two 1-thread workers on
@@ -162,7 +180,8 @@ def compile_ir(model, precision: str, threads: int):
 
 class CompiledClassifier:
     """A registry model compiled by OpenVINO, with the same methods as model_runtime.LoadedModel
-    (numpy arrays where that has tensors): pictures in, the top classes out. Compiled once per
+    (numpy arrays where that has tensors): pictures in, the top classes out. Its `transforms`
+    stop at the resize and crop (uint8 arrays): the graph normalises them. Compiled once per
     thread count a batch may run with (`lender`: inference/worker/core_lending.py), each
     calling thread with its own infer requests (one is not thread-safe)."""
 
@@ -174,12 +193,13 @@ class CompiledClassifier:
         self.compiled = variants[min(variants)]
         self.weights = sidecar["weights"]
         self.categories: list[str] = sidecar["categories"]
-        self.transforms = ClassificationTransform(**sidecar["transform"])
+        self.transform = ClassificationTransform(**sidecar["transform"])
+        self.transforms = self.transform.pixels
         self._local = threading.local()
 
     @property
     def resize_to(self) -> int:
-        return self.transforms.resize_size
+        return self.transform.resize_size
 
     @property
     def precision(self) -> str:
@@ -190,7 +210,7 @@ class CompiledClassifier:
         return self.batch_of([self.transforms(visible_part(img)) for img in images])
 
     def batch_of(self, arrays) -> np.ndarray:
-        return np.stack([np.asarray(a, dtype=np.float32) for a in arrays])
+        return np.stack([np.asarray(a, dtype=np.uint8) for a in arrays])
 
     def scores(self, batch) -> np.ndarray:
         threads = self.lender.threads() if self.lender else min(self.variants)
@@ -198,8 +218,8 @@ class CompiledClassifier:
         if threads not in requests:
             requests[threads] = self.variants[threads].create_infer_request()
         with self.lender.running() if self.lender else contextlib.nullcontext():
-            # share_inputs: no copy of the batch (a contiguous float32 array, alive for the call).
-            result = requests[threads].infer({0: np.ascontiguousarray(batch, dtype=np.float32)}, share_inputs=True)
+            # share_inputs: no copy of the batch (a contiguous uint8 array, alive for the call).
+            result = requests[threads].infer({0: np.ascontiguousarray(batch, dtype=np.uint8)}, share_inputs=True)
         return softmax(np.asarray(result[0]))  # the logits (each variant has its own output port)
 
     forward = scores  # already on the CPU
@@ -209,7 +229,7 @@ class CompiledClassifier:
 
     def warm_up(self) -> None:
         started = time.perf_counter()
-        zeros = np.zeros((1, 3, self.transforms.crop_size, self.transforms.crop_size), np.float32)
+        zeros = np.zeros((1, self.transform.crop_size, self.transform.crop_size, 3), np.uint8)
         for compiled in self.variants.values():
             for _ in range(2):
                 compiled.create_infer_request().infer({0: zeros})
@@ -245,6 +265,7 @@ def load(spec: ModelSpec, mode: str, seed: int, *, precision: str = "auto", thre
         sidecar, model = read_ir(xml)
     lender = CoreLender(threads, lend_cores) if lend_cores > threads else None
     served = resolve_precision(precision)
+    model = normalising_in_the_graph(model, ClassificationTransform(**sidecar["transform"]))
     variants = {count: compile_ir(model, served, count) for count in (lender.choices if lender else [threads])}
     classifier = CompiledClassifier(spec, variants, sidecar, lender)
     classifier.info = {

@@ -19,7 +19,8 @@ PIL_RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resamp
 
 @dataclass(frozen=True)
 class ClassificationTransform:
-    """A PIL picture in, a float32 CHW array out (torchvision's ImageClassification, for PIL input)."""
+    """A PIL picture in, a float32 CHW array out (torchvision's ImageClassification, for PIL input);
+    or only its resize and crop (`pixels`), for a model that normalises in its graph."""
 
     resize_size: int
     crop_size: int
@@ -38,14 +39,23 @@ class ClassificationTransform:
                 "interpolation": self.interpolation}
 
     def __call__(self, picture: Image.Image) -> np.ndarray:
+        return self.normalise(self.pixels(picture))
+
+    def pixels(self, picture: Image.Image) -> np.ndarray:
+        """The resize and the crop: uint8, height x width x RGB (what an OpenVINO model takes: it
+        normalises inside its graph, inference/worker/openvino_runtime.py)."""
         width, height = picture.size
         short, long = (width, height) if width <= height else (height, width)
         new_short, new_long = self.resize_size, int(self.resize_size * long / short)  # torchvision's rounding
         size = (new_short, new_long) if width <= height else (new_long, new_short)
         if size != picture.size:
             picture = picture.resize(size, PIL_RESAMPLING[self.interpolation])
-        pixels = np.asarray(centre_crop(picture.convert("RGB"), self.crop_size), dtype=np.float32) / np.float32(255)
-        normalised = (pixels - np.asarray(self.mean, dtype=np.float32)) / np.asarray(self.std, dtype=np.float32)
+        return np.asarray(centre_crop(picture.convert("RGB"), self.crop_size))
+
+    def normalise(self, pixels: np.ndarray) -> np.ndarray:
+        """`/ 255`, `(x - mean) / std` in float32, channels first: torchvision's tensor."""
+        scaled = np.asarray(pixels, dtype=np.float32) / np.float32(255)
+        normalised = (scaled - np.asarray(self.mean, dtype=np.float32)) / np.asarray(self.std, dtype=np.float32)
         return np.ascontiguousarray(normalised.transpose(2, 0, 1))
 
 
