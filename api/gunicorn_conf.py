@@ -1,5 +1,6 @@
 """gunicorn settings, from the same environment variables as everything else."""
 
+from inference.core import heap_trim
 from inference.core.settings import get_settings
 
 _s = get_settings()
@@ -25,3 +26,7 @@ keepalive = _s.api_keepalive
 # it took ~10 % of an API process's CPU at saturation.
 accesslog = "-" if _s.log_level.upper() in ("DEBUG", "INFO") else None
 loglevel = _s.log_level.lower()
+
+
+def post_worker_init(worker):
+    heap_trim.start(_s.heap_trim_seconds)  # in each worker process: threads do not survive the fork

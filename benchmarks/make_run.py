@@ -331,6 +331,7 @@ def main(argv=None) -> int:
             left = args.mixed_requests - args.rounds * args.requests
             if left > 0:
                 rest_load(api, payloads_for(MODELS), left, args.concurrency)
+            time.sleep(get_settings().heap_trim_seconds + 1)  # the load over: what the processes keep once they have trimmed
             memory = memory_by_entry(honcho.pid)
         baseline = []
         if args.baseline:

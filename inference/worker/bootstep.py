@@ -22,7 +22,7 @@ from celery.signals import after_setup_logger, after_setup_task_logger, worker_p
 from celery.worker import state as worker_state
 from celery.worker.control import control_command, inspect_command
 
-from inference.core import control_conf, tracing  # noqa: F401  (control_conf: `inspect conf` masks every password)
+from inference.core import control_conf, heap_trim, tracing  # noqa: F401  (control_conf: `inspect conf` masks every password)
 from inference.core.celery_app import app
 from inference.core.logging_setup import formatter
 from inference.core.queues import PRIORITIES, queue_name
@@ -64,6 +64,7 @@ class PinToModel(bootsteps.StartStopStep):
         self.sweeping: threading.Event | None = None
 
     def start(self, worker):
+        heap_trim.start(get_settings().heap_trim_seconds)
         self.sweeping = lost_messages.start()  # with every worker: a host lost takes no sweeper with it
 
     def stop(self, worker):

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from inference.core import heap_trim
 from inference.core.errors import InvalidRequest, PoisonMessage
 from inference.core.imaging import model_input
 from inference.core.registry import ModelSpec, get_spec
@@ -85,6 +86,7 @@ def load_model_in_process():
     settings = get_settings()
     if not settings.worker_model:
         return
+    heap_trim.start(settings.heap_trim_seconds)
     device = pick_device(settings.worker_device)
     runtime = openvino_runtime.resolve_runtime(settings.worker_runtime, device)
     # OpenVINO borrows the cores other models leave idle (inference/worker/core_lending.py).

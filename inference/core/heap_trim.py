@@ -1,0 +1,48 @@
+"""Give the heap's free pages back to the system every few seconds (glibc's `malloc_trim`).
+
+glibc keeps what a process frees for its next allocations. A 12-megapixel photo's buffers make
+it raise its mmap threshold, so later picture-sized buffers come from the threads' heaps and
+stay there, and each of a worker's many threads grows an arena of its own: `make run`'s processes
+held ~100 MB more after photos and 32-in-flight loads than before them, though Python had freed
+it. A fixed mmap threshold (`mallopt`) kept them flat but made every picture-sized buffer fresh
+pages (~30 % more CPU per request in a worker); trimming every few seconds costs a walk of the
+heap and, under load, the page faults of what is reused after it (docs/performance.md).
+HEAP_TRIM_SECONDS sets the period (0: never). Not glibc (musl, macOS): nothing to do.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+import time
+
+_started: threading.Thread | None = None
+
+
+def _malloc_trim():
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+def start(seconds: float) -> bool:
+    """Trim this process's heap every `seconds`, from a daemon thread (one per process: call it
+    after a fork, as threads do not survive one). Whether it runs."""
+    global _started
+    if _started is not None and _started.is_alive():
+        return True
+    trim = _malloc_trim() if seconds > 0 else None
+    if trim is None:
+        return False
+
+    def every_period() -> None:
+        while True:
+            time.sleep(seconds)
+            trim(0)
+
+    _started = threading.Thread(target=every_period, name="heap-trim", daemon=True)
+    _started.start()
+    return True
