@@ -267,6 +267,32 @@ def test_the_launcher_hands_its_worker_the_config_and_nothing_else(monkeypatch):
     assert "WORKER_CONFIG" not in os.environ  # its own environment is untouched
 
 
+def test_a_supervising_launcher_becomes_a_supervisor_without_the_settings(monkeypatch):
+    """`--restart` (the Procfile's way): the launcher execs `inference.cli.supervise` with the
+    worker's command, and that module imports nothing of the project's (it stays resident)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from inference.cli import launch
+
+    def execve(path, argv, env):
+        ran.update(argv=argv, env=env)
+        raise SystemExit(0)  # exec does not return
+
+    ran: dict = {}
+    monkeypatch.delenv("WORKER_MODEL", raising=False)
+    monkeypatch.setattr(os, "execve", execve)
+    with pytest.raises(SystemExit):
+        launch.main(["resnet18", "--restart"])
+    assert ran["argv"][1:4] == ["-m", "inference.cli.supervise", "--restart"]
+    worker, = json.loads(ran["argv"][4])
+    assert worker[worker.index("--model") + 1] == "resnet18" and ran["env"]["WORKER_CONFIG"] == "resnet18"
+    probe = "import sys, inference.cli.supervise; print(sorted(m for m in sys.modules if m.startswith(('inference.core', 'pydantic'))))"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+
 
 def test_the_launcher_refuses_a_config_that_names_no_model(monkeypatch, tmp_path):
     from inference.cli import launch

@@ -3,8 +3,9 @@
 Reads worker_configs/<name>.toml and execs
 `celery -A inference worker --model <model> --concurrency N --pool P --hostname <model>@%h`.
 Environment variables (WORKER_CONCURRENCY, TORCH_THREADS, ...) win over the file.
-With `--restart` it stays as a supervisor and starts the worker again whenever it dies (the
-Procfile uses this: honcho would otherwise stop the whole system when one worker crashes).
+With `--restart` it becomes a supervisor (inference/cli/supervise.py, same process) that starts
+the worker again whenever it dies (the Procfile uses this: honcho would otherwise stop the
+whole system when one worker crashes).
 
 `worker_replicas = N` (WORKER_REPLICAS) runs N such Celery workers for the config, nodes
 `<name>-1@host` ... `<name>-N@host`, each with its own GIL, model copy and batcher, all on the
@@ -17,16 +18,11 @@ share the cores better.
 from __future__ import annotations
 
 import argparse
-import logging
+import json
 import os
-import signal
-import subprocess
 import sys
-import time
 
 from inference.core.settings import Settings, worker_config_path
-
-log = logging.getLogger("launch")
 
 
 def celery_argv(settings: Settings, name: str | None = None, replica: int | None = None) -> list[str]:
@@ -61,65 +57,20 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"{worker_config_path(args.config)} names no worker_model")
     # The worker reads the same file; its replicas' torch threads share the cores as that many workers' would.
     env = {**os.environ, "WORKER_CONFIG": args.config, "HOST_WORKERS": str(settings.host_workers * settings.worker_replicas)}
-    if settings.worker_replicas > 1:
-        cmds = [celery_argv(settings, args.name, replica=n) for n in range(1, settings.worker_replicas + 1)]
-        raise SystemExit(supervise(cmds, args.restart, env))
-    cmd = celery_argv(settings, args.name)
-    if args.restart:
-        raise SystemExit(supervise([cmd], True, env))
-    os.execve(cmd[0], cmd, env)
+    replicas = range(1, settings.worker_replicas + 1) if settings.worker_replicas > 1 else [None]
+    cmds = [celery_argv(settings, args.name, replica=n) for n in replicas]
+    if len(cmds) > 1 or args.restart:
+        # The supervisor in a fresh interpreter without the settings' imports: 4 MB instead of
+        # 21 (PSS), for as long as the worker runs (inference/cli/supervise.py).
+        supervisor = [sys.executable, "-m", "inference.cli.supervise", *(["--restart"] if args.restart else []), json.dumps(cmds)]
+        os.execve(supervisor[0], supervisor, env)
+    os.execve(cmds[0][0], cmds[0], env)
 
 
 def replica_name(name: str, n: int) -> str:
     """The node name of a config's nth replica: resnet18@%h -> resnet18-2@%h."""
     node, at, host = name.partition("@")
     return f"{node}-{n}{at}{host}"
-
-
-def supervise(cmds: list[list[str]], restart: bool, env: dict[str, str], pause: float = 2.0) -> int:
-    """Run one worker per command, as one unit: SIGTERM/SIGINT go to all of them, and this
-    returns once they are gone. One that dies on its own is started again (`restart`), or
-    stops the others (its exit code is returned)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    stopping = False
-    running: dict[int, tuple[list[str], subprocess.Popen]] = {}
-
-    def start(cmd: list[str]) -> None:
-        child = subprocess.Popen(cmd, env=env)
-        running[child.pid] = (cmd, child)  # held: a dropped Popen of a live child is reaped by the next Popen()
-
-    def stop(signum, _frame):
-        nonlocal stopping
-        stopping = True
-        for pid in list(running):
-            try:
-                os.kill(pid, signum)  # not Popen.send_signal: its poll() could reap a child os.wait() waits for
-            except ProcessLookupError:
-                pass
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    for cmd in cmds:
-        start(cmd)
-    code = 0
-    while running:
-        pid, status = os.wait()
-        if pid not in running:
-            continue
-        cmd, child = running.pop(pid)
-        child.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-        if stopping:
-            code = code or child.returncode
-        elif restart:
-            log.warning("worker %s exited with %s; starting it again in %.0f s", cmd[-1], child.returncode, pause)
-            time.sleep(pause)
-            if not stopping:
-                start(cmd)
-        else:
-            log.warning("worker %s exited with %s; stopping the others", cmd[-1], child.returncode)
-            code = child.returncode
-            stop(signal.SIGTERM, None)
-    return code
 
 
 if __name__ == "__main__":
