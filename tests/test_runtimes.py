@@ -53,6 +53,8 @@ def test_openvino_answers_as_pytorch_does(model, pictures, tmp_path_factory, cap
         assert pixels.dtype == np.uint8
         assert float(np.abs(np.stack([compiled.transform.normalise(p) for p in pixels]) - batch.numpy()).max()) <= 1e-6
         got = compiled.forward(pixels)
+        with pytest.raises(TypeError, match="uint8"):  # normalised floats would be cast to nonsense
+            compiled.forward(batch.numpy())
         difference = float(np.abs(got - want).max())
         print(f"{model} {precision}, served {served}: largest difference in a confidence {difference:.2e}")
         assert np.array_equal(got.argmax(1), want.argmax(1))

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     replicas = range(1, settings.worker_replicas + 1) if settings.worker_replicas > 1 else [None]
     cmds = [celery_argv(settings, args.name, replica=n) for n in replicas]
     if len(cmds) > 1 or args.restart:
-        # The supervisor in a fresh interpreter without the settings' imports: 4 MB instead of
+        # The supervisor in a fresh interpreter without the settings' imports: ~7 MB instead of
         # 21 (PSS), for as long as the worker runs (inference/cli/supervise.py).
         supervisor = [sys.executable, "-m", "inference.cli.supervise", *(["--restart"] if args.restart else []), json.dumps(cmds)]
         os.execve(supervisor[0], supervisor, env)

@@ -2,8 +2,8 @@
 
 What `python -m inference.cli.launch` becomes (exec, the same process) when it supervises:
 `--restart`, or a config's replicas. It stays for as long as the workers run, so it imports
-nothing but the standard library (4 MB of memory instead of the launcher's 21, with pydantic and
-the settings). The commands come as JSON, the environment as it is.
+nothing but the standard library (~7 MB of memory, PSS, instead of the launcher's 21 with pydantic
+and the settings). The commands come as JSON, the environment as it is.
 """
 
 from __future__ import annotations

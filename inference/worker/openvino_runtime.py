@@ -210,16 +210,18 @@ class CompiledClassifier:
         return self.batch_of([self.transforms(visible_part(img)) for img in images])
 
     def batch_of(self, arrays) -> np.ndarray:
-        return np.stack([np.asarray(a, dtype=np.uint8) for a in arrays])
+        return np.stack(arrays)
 
     def scores(self, batch) -> np.ndarray:
+        if batch.dtype != np.uint8:  # a cast would make pictures of already normalised floats
+            raise TypeError(f"OpenVINO classifiers take uint8 pictures (their `transforms`), not {batch.dtype}")
         threads = self.lender.threads() if self.lender else min(self.variants)
         requests = self._local.__dict__.setdefault("requests", {})
         if threads not in requests:
             requests[threads] = self.variants[threads].create_infer_request()
         with self.lender.running() if self.lender else contextlib.nullcontext():
             # share_inputs: no copy of the batch (a contiguous uint8 array, alive for the call).
-            result = requests[threads].infer({0: np.ascontiguousarray(batch, dtype=np.uint8)}, share_inputs=True)
+            result = requests[threads].infer({0: np.ascontiguousarray(batch)}, share_inputs=True)
         return softmax(np.asarray(result[0]))  # the logits (each variant has its own output port)
 
     forward = scores  # already on the CPU
