@@ -87,7 +87,7 @@ worker_proc_alive_timeout = _s.worker_proc_alive_timeout
 worker_concurrency = _s.worker_concurrency
 
 # Task events let Flower and `celery events` show tasks; off until a monitor turns them on
-# (Flower does, every 5 s), as in Celery. Not task_send_sent_event: it would cost every
+# (Flower does, every 5 s, with FLOWER_ENABLE_EVENTS), as in Celery. Not task_send_sent_event: it would cost every
 # submission one more Redis round trip; Flower lists a task from the moment a worker receives it.
 worker_send_task_events = _s.worker_task_events
 task_send_sent_event = False

@@ -84,8 +84,11 @@ def test_redis_refuses_clients_without_the_password(redis_url):
 
 
 def test_flower_asks_for_a_login_reaches_redis_and_turns_task_events_on(system, api, tmp_path):
+    """Told to (FLOWER_ENABLE_EVENTS), Flower turns the workers' task events on and lists their
+    tasks, the newest FLOWER_MAX_TASKS of them."""
     procs, port = Processes(), free_port()
-    env = {**os.environ, "FLOWER_PORT": str(port), "FLOWER_DB": str(tmp_path / "flower.db")}
+    env = {**os.environ, "FLOWER_PORT": str(port), "FLOWER_DB": str(tmp_path / "flower.db"), "FLOWER_ENABLE_EVENTS": "true",
+           "FLOWER_MAX_TASKS": "3"}
     env.pop("FLOWER_BASIC_AUTH", None)
     procs.start("flower", [sys.executable, "-m", "inference.cli.flower"], env)
     try:
@@ -101,7 +104,8 @@ def test_flower_asks_for_a_login_reaches_redis_and_turns_task_events_on(system, 
         # Flower asks the workers over the password-protected broker.
         workers = requests.get(f"{url}/api/workers", params={"refresh": 1}, auth=(user, password), timeout=30).json()
         assert {name.split("-test-")[0] for name in workers} >= {"mobilenet", "resnet18", "efficientnet", "squeezenet"}
-        # Workers start without task events (WORKER_TASK_EVENTS); Flower turns them on, then lists tasks.
+        # Workers start without task events (WORKER_TASK_EVENTS); Flower, told to (FLOWER_ENABLE_EVENTS),
+        # turns them on, then lists tasks.
         sent: list[str] = []
 
         def listed() -> bool:
@@ -111,5 +115,14 @@ def test_flower_asks_for_a_login_reaches_redis_and_turns_task_events_on(system, 
             return any(request_id in tasks for request_id in sent)
 
         wait_until(listed, 60, interval=1.0, what="Flower to list a task once it turned the workers' events on")
+
+        def keeps_the_newest() -> bool:  # FLOWER_MAX_TASKS: the newest 3 of the requests it saw
+            body = {"data": image_b64("chelsea.jpg"), "model_type": "squeezenet"}
+            sent.append(api.post(f"{api.base_url}/v1/inference?wait=10", json=body, timeout=30).json()["request_id"])
+            kept = requests.get(f"{url}/api/tasks", auth=(user, password), timeout=10).json()
+            assert len(kept) <= 3, len(kept)
+            return len(kept) == 3 and sent[-1] in {task_id.split("~")[-1] for task_id in kept}
+
+        wait_until(keeps_the_newest, 60, interval=0.5, what="Flower to keep the newest 3 tasks")
     finally:
         procs.stop_all()

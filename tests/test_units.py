@@ -229,6 +229,17 @@ def test_task_events_follow_their_setting():
         assert printed == expected, errors
 
 
+def test_flower_turns_task_events_on_only_when_told(monkeypatch, tmp_path):
+    """Off by default (each request would cost CPU in the worker, Redis and Flower); FLOWER_ENABLE_EVENTS turns it on."""
+    from inference.cli.flower import flower_argv
+
+    monkeypatch.delenv("FLOWER_ENABLE_EVENTS", raising=False)
+    for env, expected in (({}, "--enable_events=False"), ({"FLOWER_ENABLE_EVENTS": "true"}, "--enable_events=True"),
+                          ({"FLOWER_ENABLE_EVENTS": "0"}, "--enable_events=False")):
+        with settings_from(monkeypatch, {"FLOWER_DB": str(tmp_path / "flower.db"), **env}):
+            assert expected in flower_argv()
+
+
 def test_the_access_log_follows_the_log_level():
     code = "import sys; sys.path.insert(0, 'api'); import gunicorn_conf; print(gunicorn_conf.accesslog)"
     for level, expected in (("INFO", "-"), ("debug", "-"), ("WARNING", "None"), ("ERROR", "None")):

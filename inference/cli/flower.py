@@ -45,6 +45,7 @@ def flower_argv() -> list[str]:
         f"--port={settings.flower_port}",
         "--persistent=True",
         f"--max_tasks={settings.flower_max_tasks}",  # each task it keeps costs memory (FLOWER_MAX_TASKS)
+        f"--enable_events={settings.flower_enable_events}",  # task events cost every request CPU (FLOWER_ENABLE_EVENTS)
         f"--db={settings.flower_db}",
     ]  # the login goes in FLOWER_BASIC_AUTH (see main): a command line is readable by every user
 
