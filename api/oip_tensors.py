@@ -16,7 +16,6 @@ import math
 import struct
 from dataclasses import dataclass, field
 
-import numpy as np
 import pybase64
 
 from inference.core.errors import BatchTooLarge, InvalidRequest
@@ -226,11 +225,15 @@ def output_tensor(requested: RequestedOutput, pictures: list[dict], classes: int
         if requested.binary:
             return OutputTensor(tensor, pack_bytes(strings))
         return OutputTensor({**tensor, "data": [s.decode() for s in strings]}, None)
-    dense = np.asarray([picture["probabilities"] for picture in pictures], dtype=np.float32).reshape(len(pictures), classes)
-    tensor = {"name": OUTPUT, "datatype": "FP32", "shape": list(dense.shape)}
+    # FP32 by struct, not numpy: importing numpy for this alone cost each API process ~8 MB.
+    flat = [p for picture in pictures for p in picture["probabilities"]]
+    if len(flat) != len(pictures) * classes:
+        raise ValueError(f"{len(flat)} probabilities for {len(pictures)} pictures of {classes} classes")
+    packed = struct.pack(f"<{len(flat)}f", *flat)
+    tensor = {"name": OUTPUT, "datatype": "FP32", "shape": [len(pictures), classes]}
     if requested.binary:
-        return OutputTensor(tensor, dense.astype("<f4").tobytes())
-    return OutputTensor({**tensor, "data": dense.ravel().tolist()}, None)
+        return OutputTensor(tensor, packed)
+    return OutputTensor({**tensor, "data": list(struct.unpack(f"<{len(flat)}f", packed))}, None)  # as float32 rounds them
 
 
 def response_body(header: dict, tensors: list[OutputTensor]) -> tuple[bytes, int | None]:

@@ -143,14 +143,17 @@ def test_a_process_without_torch_converts_in_a_child_and_hears_why_it_failed(tmp
 
 
 def test_pytorch_serves_where_openvino_cannot_run(monkeypatch, caplog, tmp_path):
-    from inference.worker import openvino_runtime
+    from inference.worker import runtime_choice
 
-    assert openvino_runtime.resolve_runtime("openvino", "cuda:0") == "torch"
-    assert openvino_runtime.resolve_runtime("auto", "cuda:0") == "torch"  # CUDA workers keep PyTorch
-    assert openvino_runtime.resolve_runtime("torch", "cpu") == "torch"
-    assert openvino_runtime.resolve_runtime("auto", "cpu") == "openvino"  # the default, where it is installed
-    monkeypatch.setattr(openvino_runtime, "available", lambda: False)
-    assert openvino_runtime.resolve_runtime("auto", "cpu") == "torch"
+    assert runtime_choice.resolve_runtime("openvino", "cuda:0") == "torch"
+    assert runtime_choice.resolve_runtime("auto", "cuda:0") == "torch"  # CUDA workers keep PyTorch
+    assert runtime_choice.resolve_runtime("torch", "cpu") == "torch"
+    assert runtime_choice.resolve_runtime("auto", "cpu") == "openvino"  # the default, where it is installed
+    assert runtime_choice.resolve_runtime("auto", "cpu", importing=False) == "openvino"
+    monkeypatch.setattr(runtime_choice, "available", lambda: False)
+    monkeypatch.setattr(runtime_choice, "installed", lambda: False)
+    assert runtime_choice.resolve_runtime("auto", "cpu") == "torch"
+    assert runtime_choice.resolve_runtime("auto", "cpu", importing=False) == "torch"
     loaded = load("squeezenet", tmp_path, runtime="openvino")
     assert loaded.info["runtime"] == "torch" and loaded.info["precision"] == "fp32"
     assert "openvino is not installed: PyTorch serves instead" in caplog.text
@@ -257,6 +260,12 @@ def test_an_openvino_worker_serves_and_says_what_ran(api, redis_client, worker_i
             ids = [submission.submit(redis_client, image_b64=image_b64(picture), model="squeezenet", priority="normal", top_k=5)
                    .job["request_id"] for picture in IMAGES]
             results = [waiting.wait_for(redis_client, request_id, 60)["result"] for request_id in ids]
+        # The Celery consumer in front of the model's process, having served them, loaded neither
+        # openvino nor numpy (inference/worker/runtime_choice.py).
+        consumer = int(Path(f"/proc/{process['pid']}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        consumer_maps = Path(f"/proc/{consumer}/maps").read_text()
+        assert "celery" in Path(f"/proc/{consumer}/cmdline").read_text()
+        assert not [lib for lib in ("openvino", "numpy", "libtorch") if lib in consumer_maps]
     finally:
         suite_processes.stop(f"worker-{name}")
     reference = load("squeezenet", tmp_path, runtime="openvino", precision=process["precision"])

@@ -442,12 +442,13 @@ def test_workers_torch_threads_spin_briefly_unless_the_environment_says_otherwis
 
 
 def test_the_client_and_the_api_load_no_torch_and_no_worker_code():
-    """The layout's promise (inference/__init__.py): submitting needs neither torch nor the worker."""
+    """The layout's promise (inference/__init__.py): submitting needs neither torch nor the worker
+    (nor numpy: ~8 MB in each API process)."""
     import subprocess
     import sys
 
     probe = ("import sys, inference.submit.client, api; api.create_app(); "
-             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch' or m.startswith(('inference.worker', 'inference.cli'))))")
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy') or m.startswith(('inference.worker', 'inference.cli'))))")
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]", loaded
     # `celery -A inference` still finds the app with the worker's `--model` bootstep registered, torch-free.

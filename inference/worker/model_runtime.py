@@ -24,6 +24,7 @@ from inference.core.imaging import visible_part
 from inference.core.registry import RANDOM_WEIGHTS_WARNING, ModelSpec
 from inference.worker import openvino_runtime
 from inference.worker.device import pick_device
+from inference.worker.runtime_choice import resolve_runtime
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +182,7 @@ def load(spec: ModelSpec, mode: str, seed: int, *, allow_download: bool = False,
     if fp16 and not device.startswith("cuda"):
         log.warning("fp16 asked for on %s: ignored (half precision is for CUDA devices)", device)
         fp16 = False
-    if openvino_runtime.resolve_runtime(runtime, device) == "openvino":
+    if resolve_runtime(runtime, device) == "openvino":
         return openvino_runtime.load(spec, mode, seed, precision=precision, threads=threads, cache_dir=cache_dir,
                                      allow_download=allow_download, warmup=warmup)
     if precision != "auto":

@@ -38,30 +38,6 @@ log = logging.getLogger(__name__)
 PRECISION_HINT = {"fp32": "f32", "bf16": "bf16"}  # WORKER_PRECISION -> OpenVINO's INFERENCE_PRECISION_HINT
 
 
-def available() -> bool:
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def resolve_runtime(runtime: str, device: str, warn: bool = True) -> str:
-    """WORKER_RUNTIME on `device`: OpenVINO only on a CPU and only where it is installed (`auto`:
-    there, PyTorch elsewhere). Asked for by name where it cannot run: PyTorch, with a warning."""
-    if runtime == "torch":
-        return "torch"
-    if not device.startswith("cpu"):
-        if runtime == "openvino" and warn:
-            log.warning("WORKER_RUNTIME=openvino on %s: PyTorch serves instead (OpenVINO runs CPU workers)", device)
-        return "torch"
-    if not available():
-        if runtime == "openvino" and warn:
-            log.warning("WORKER_RUNTIME=openvino but openvino is not installed: PyTorch serves instead")
-        return "torch"
-    return "openvino"
-
-
 @functools.cache
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes in bf16 (AMX or AVX-512 BF16), as OpenVINO's CPU plugin sees it."""

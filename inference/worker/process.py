@@ -22,9 +22,10 @@ from inference.core.errors import InvalidRequest, PoisonMessage
 from inference.core.imaging import model_input
 from inference.core.registry import ModelSpec, get_spec
 from inference.core.settings import cpu_count, get_settings
-from inference.worker import chaos, openvino_runtime
+from inference.worker import chaos
 from inference.worker.batching import MicroBatcher
 from inference.worker.device import pick_device
+from inference.worker.runtime_choice import resolve_runtime
 from inference.worker.sizing import adaptive_threads, lone_batch_threads, model_instances, one_torch_thread, torch_threads
 
 if TYPE_CHECKING:
@@ -88,7 +89,7 @@ def load_model_in_process():
         return
     heap_trim.start(settings.heap_trim_seconds)
     device = pick_device(settings.worker_device)
-    runtime = openvino_runtime.resolve_runtime(settings.worker_runtime, device)
+    runtime = resolve_runtime(settings.worker_runtime, device)
     # OpenVINO borrows the cores other models leave idle (inference/worker/core_lending.py).
     lend = runtime == "openvino" and settings.lend_idle_cores and not settings.torch_threads
 
@@ -99,6 +100,8 @@ def load_model_in_process():
         global _loaded
         spec, threads = get_spec(settings.worker_model), torch_threads(device)
         if runtime == "openvino":  # no torch in this process (inference/worker/openvino_runtime.py)
+            from inference.worker import openvino_runtime  # numpy and openvino: in the model's process only
+
             _loaded = openvino_runtime.load(spec, settings.model_weights, settings.random_weights_seed, precision=settings.worker_precision,
                                             threads=threads, lend_cores=cpu_count() if lend else 0, cache_dir=settings.model_cache_dir,
                                             allow_download=settings.weights_download)

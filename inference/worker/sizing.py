@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from inference.core.settings import cpu_count, get_settings
-from inference.worker.openvino_runtime import resolve_runtime
+from inference.worker.runtime_choice import resolve_runtime
 
 
 def openmp_wait_policy() -> None:
@@ -40,7 +40,7 @@ def model_instances(device: str = "cpu") -> int:
         return 1
     if settings.model_instances:
         return settings.model_instances
-    if settings.torch_threads or resolve_runtime(settings.worker_runtime, device, warn=False) == "openvino":
+    if settings.torch_threads or resolve_runtime(settings.worker_runtime, device, warn=False, importing=False) == "openvino":
         return 1
     return auto_instances(device, cpu_count() // settings.host_workers)
 
