@@ -443,7 +443,7 @@ def test_workers_torch_threads_spin_briefly_unless_the_environment_says_otherwis
 
 def test_the_client_and_the_api_load_no_torch_and_no_worker_code():
     """The layout's promise (inference/__init__.py): submitting needs neither torch nor the worker
-    (nor numpy: ~8 MB in each API process)."""
+    (nor numpy: ~7 MB in each API process)."""
     import subprocess
     import sys
 
