@@ -9,6 +9,10 @@ pages (~30 % more CPU per request in a worker); trimming every few seconds costs
 heap (0.1-0.5 ms with little to free, 11 ms to hand back 250 MB) and, under load, the page
 faults of what is reused after it (docs/performance.md).
 HEAP_TRIM_SECONDS sets the period (0: never). Not glibc (musl, macOS): nothing to do.
+
+Trimming hands back free pages, not the free space between live blocks, and each thread that
+allocates gets an arena of its own (up to 8 per core): MALLOC_ARENA_MAX, glibc's own variable
+(2 by default here, set with `mallopt` at start), bounds them.
 """
 
 from __future__ import annotations
@@ -29,10 +33,26 @@ def _malloc_trim():
     return trim
 
 
-def start(seconds: float) -> bool:
-    """Trim this process's heap every `seconds`, from a daemon thread (one per process: call it
-    after a fork, as threads do not survive one). Whether it runs."""
+M_ARENA_MAX = -8  # mallopt's parameter (malloc.h)
+
+
+def limit_arenas(arenas: int) -> bool:
+    """At most `arenas` malloc arenas from now on (0: glibc's default); call it before threads
+    allocate. Whether it was applied."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return arenas > 0 and mallopt(M_ARENA_MAX, arenas) == 1
+
+
+def start(seconds: float, arenas: int = 0) -> bool:
+    """Bound the malloc arenas to `arenas` (`limit_arenas`), and trim this process's heap every
+    `seconds`, from a daemon thread (one per process: call it after a fork, as threads do not
+    survive one). Whether the trimming runs."""
     global _started
+    limit_arenas(arenas)
     if _started is not None and _started.is_alive():
         return True
     trim = _malloc_trim() if seconds > 0 else None

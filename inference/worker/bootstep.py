@@ -45,6 +45,7 @@ class PinToModel(bootsteps.StartStopStep):
         if tracing.setup("worker"):  # off unless OTEL_* variables ask for traces; pool processes inherit it
             tracing.instrument_celery()
         settings = get_settings()
+        heap_trim.limit_arenas(settings.malloc_arena_max)  # before the model host's and the tasks' threads allocate
         model = model or settings.worker_model
         if not model:
             raise SystemExit("a worker serves one model: pass --model NAME or set WORKER_MODEL")
