@@ -29,4 +29,5 @@ loglevel = _s.log_level.lower()
 
 
 def post_worker_init(worker):
-    heap_trim.start(_s.heap_trim_seconds, _s.malloc_arena_max)  # in each worker process: threads do not survive the fork
+    heap_trim.limit_arenas(_s.malloc_arena_max)
+    heap_trim.start(_s.heap_trim_seconds)  # in each worker process: threads do not survive the fork

@@ -21,41 +21,34 @@ import ctypes
 import threading
 import time
 
+M_ARENA_MAX = -8  # mallopt's parameter (malloc.h)
 _started: threading.Thread | None = None
 
 
-def _malloc_trim():
+def _glibc(name: str, argtypes: list, restype):
+    """glibc's function `name`, or None where the C library has none (musl, macOS)."""
     try:
-        trim = ctypes.CDLL(None).malloc_trim
+        function = getattr(ctypes.CDLL(None), name)
     except (OSError, AttributeError):
         return None
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return trim
-
-
-M_ARENA_MAX = -8  # mallopt's parameter (malloc.h)
+    function.argtypes, function.restype = argtypes, restype
+    return function
 
 
 def limit_arenas(arenas: int) -> bool:
     """At most `arenas` malloc arenas from now on (0: glibc's default); call it before threads
     allocate. Whether it was applied."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return arenas > 0 and mallopt(M_ARENA_MAX, arenas) == 1
+    mallopt = _glibc("mallopt", [ctypes.c_int, ctypes.c_int], ctypes.c_int) if arenas > 0 else None
+    return mallopt is not None and mallopt(M_ARENA_MAX, arenas) == 1
 
 
-def start(seconds: float, arenas: int = 0) -> bool:
-    """Bound the malloc arenas to `arenas` (`limit_arenas`), and trim this process's heap every
-    `seconds`, from a daemon thread (one per process: call it after a fork, as threads do not
-    survive one). Whether the trimming runs."""
+def start(seconds: float) -> bool:
+    """Trim this process's heap every `seconds`, from a daemon thread (one per process: call it
+    after a fork, as threads do not survive one). Whether it runs."""
     global _started
-    limit_arenas(arenas)
     if _started is not None and _started.is_alive():
         return True
-    trim = _malloc_trim() if seconds > 0 else None
+    trim = _glibc("malloc_trim", [ctypes.c_size_t], ctypes.c_int) if seconds > 0 else None
     if trim is None:
         return False
 
