@@ -9,4 +9,4 @@ COPY . .
 RUN useradd --create-home --uid 1000 app && mkdir -p /models/torch && chown -R app /models /app
 USER app
 EXPOSE 8000 5555
-CMD ["gunicorn", "-c", "api/gunicorn_conf.py", "api.wsgi:app"]
+CMD ["python", "-m", "api.serve"]

@@ -15,14 +15,14 @@ FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")  # werkzeug
 
 class WholeBodyRequest(Request):
     """Reads a body of known length with one read. werkzeug reads a body 64 KiB at a time, and
-    gunicorn, which reads ahead up to 1 MiB, copies what it holds ahead on each of them: a 9 MB
-    body of 128 pictures cost a quarter of the API's CPU on that request. (werkzeug's stream
+    under gunicorn (which read ahead up to 1 MiB and copied what it held ahead on each read) a
+    9 MB body of 128 pictures cost a quarter of the API's CPU on that request. (werkzeug's stream
     still enforces MAX_CONTENT_LENGTH: a longer body gets 413 before anything is read.)"""
 
     def get_data(self, *args: Any, **kwargs: Any) -> Any:
         if getattr(self, "_cached_data", None) is None and self.content_length and self.mimetype not in FORMS:
             chunks, left = [], self.content_length
-            while left > 0:  # one read with gunicorn; a server may hand it over in pieces
+            while left > 0:  # a server may hand it over in pieces
                 chunk = self.stream.read(left)
                 if not chunk:
                     break

@@ -1,9 +1,13 @@
-"""gunicorn entry point: `gunicorn -c api/gunicorn_conf.py api.wsgi:app`."""
+"""The WSGI app the API's server loads in each of its processes (api/serve.py: `api.wsgi:app`)."""
 
 from api import create_app
-from inference.core import tracing
+from inference.core import heap_trim, tracing
 from inference.core.logging_setup import configure_process_logging
+from inference.core.settings import get_settings
 
 configure_process_logging()
 tracing.setup("api")  # off unless OTEL_* variables ask for traces
+# Loaded in each server process, after it started: its own heap trimming thread.
+heap_trim.limit_arenas(get_settings().malloc_arena_max)
+heap_trim.start(get_settings().heap_trim_seconds)
 app = create_app()

@@ -3,7 +3,7 @@
 (a) plain script: one process decodes, preprocesses and classifies the test images with the
     same model and threads, at its best batch size;
 (b) forward only: the model on ready tensors at that batch size;
-(c) the system end to end (own Valkey, one resnet18 worker, the API under gunicorn): through
+(c) the system end to end (own Valkey, one resnet18 worker, the API as `make run` serves it): through
     the REST API and through Celery's apply_async, at saturation and at low load (one request
     at a time, `?wait`); and the API's submission rate on its own;
 (d) requests of many images (`--images-per-request`) through both, against the plain script.
@@ -126,7 +126,7 @@ class PlainScript:
 
 
 def process_cpu_seconds(pid: int) -> float:
-    """CPU time of a process and every process in its session (a worker's pool, gunicorn's workers)."""
+    """CPU time of a process and every process in its session (a worker's pool, the API server's processes)."""
     # Session id: the test helpers start each server in its own session.
     return sum(cpu_seconds(member) for member, fields in process_stats() if int(fields[3]) == pid)
 
@@ -327,7 +327,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="batched submissions: images in one request (`images`) for the last runs; 0 = skip them")
     parser.add_argument("--many-requests", type=int, default=20, help="requests per run of batched submissions")
     parser.add_argument("--many-concurrency", type=int, default=4, help="batched submissions in flight")
-    parser.add_argument("--api-workers", type=int, default=2, help="gunicorn processes of the API")
+    parser.add_argument("--api-workers", type=int, default=2, help="processes of the API's server (API_WORKERS)")
     parser.add_argument("--out", type=Path, default=OUT, help="where the JSON and the charts go")
     return parser.parse_args(argv)
 

@@ -143,7 +143,7 @@ def make_run_system(root: Path, data_dir: Path, concurrency: int):
     ready and warmed up with `concurrency` requests in flight: (honcho, the API's address).
     Stopped as Ctrl-C stops `make run`."""
     api_port = free_port()
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",  # the venv's gunicorn, as `make run`'s
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",  # the venv's commands, as `make run`'s
            "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "REDIS_DATA_DIR": str(data_dir / "redis"),
            "API_PORT": str(api_port), "FLOWER_PORT": str(free_port()), "FLOWER_BASIC_AUTH": f"bench:{secrets.token_hex(8)}",
            "MODEL_CACHE_DIR": str(ROOT / get_settings().model_cache_dir)}  # a worktree's workers find the converted models too

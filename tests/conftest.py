@@ -80,13 +80,14 @@ def start_extra_api(system):
         env = {**os.environ, "API_WORKERS": "1", **{k: str(v) for k, v in overrides.items()}}
         session = requests.Session()
         session.base_url = start_api(suite_processes, env, name=name)
+        session.server_pid = suite_processes.procs[name].pid
         names.append(name)
         return session
 
     yield start
     for name in names:
-        # Quick shutdown (gunicorn's SIGQUIT): a graceful one waits GRACEFUL_TIMEOUT for the idle
-        # keep-alive connections the test's sessions still hold.
+        # Quick shutdown: SIGQUIT ends every process of the server at once, where a graceful stop
+        # lets each finish what it serves.
         suite_processes.stop(name, signal.SIGQUIT)
 
 

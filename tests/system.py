@@ -1,4 +1,4 @@
-"""Start the real system for tests: embedded Valkey, one worker per model, the API (gunicorn).
+"""Start the real system for tests: embedded Valkey, one worker per model, the API (granian).
 
 Everything runs as separate processes, the way `make run` starts them, on free ports.
 """

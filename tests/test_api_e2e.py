@@ -1,4 +1,4 @@
-"""End to end over HTTP: a running API (gunicorn), real workers, real models, real Redis; bad input
+"""End to end over HTTP: a running API (api/serve.py), real workers, real models, real Redis; bad input
 in-process too, on Flask's test client (the same app, without the server)."""
 
 from __future__ import annotations
@@ -205,7 +205,7 @@ def test_a_body_of_known_length_and_a_chunked_one_read_alike(api, chelsea_b64):
     assert answers[0].json()["result"]["results"] == answers[1].json()["result"]["results"]
 
 # Every kind of bad input, as Flask's test client sends it to an API built in this process
-# (create_app): the same app gunicorn serves, against the suite's Valkey.
+# (create_app): the same app the API's server serves, against the suite's Valkey.
 BAD_REQUESTS = {
     "unknown model": ({"json": {"data": "{chelsea}", "model_type": "vgg16"}}, 400, "unknown_model"),
     "wrong priority": ({"json": {"data": "{chelsea}", "priority": "urgent"}}, 400, "invalid_priority"),
@@ -292,9 +292,34 @@ def test_tiny_png_is_classified(api):
     assert response.json()["status"] == "success"
 
 
+def test_an_api_process_that_dies_is_started_again(start_extra_api, chelsea_b64):
+    """The API's server starts a process that ended (killed, out of memory) again, as gunicorn's
+    arbiter did: the API keeps answering, with as many processes as before."""
+    import os
+    import signal
+
+    from tests.system import process_stats
+
+    server = start_extra_api(API_WORKERS=2)
+
+    def processes() -> set[int]:  # the server's live processes (a killed one is a zombie until reaped)
+        return {pid for pid, fields in process_stats() if int(fields[1]) == server.server_pid and fields[0] != "Z"}
+
+    before = processes()
+    assert len(before) == 2, before
+    victim = min(before)
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: len(processes() - {victim}) == 2, 20, what="a new API process in place of the killed one")
+    assert all(server.get(f"{server.base_url}/health/live", timeout=5).status_code == 200 for _ in range(10))
+    response = server.post(f"{server.base_url}/v1/inference", params={"wait": 30}, timeout=60,
+                           json={"data": chelsea_b64, "model_type": "squeezenet"})
+    assert response.status_code == 200 and response.json()["status"] == "success", response.text
+
+
 def test_an_idle_keep_alive_connection_stays_usable(api):
-    """Pooled clients reuse connections after idling; gunicorn's default keep-alive (2 s) closed
-    them under the client, and a request sent at that moment failed with no response."""
+    """Pooled clients reuse connections after idling; a server that closes idle ones sooner than
+    the clients (gunicorn's default keep-alive was 2 s) closes them under the client, and a
+    request sent at that moment fails with no response (API_KEEPALIVE: 75 s)."""
     from http.client import HTTPConnection
     from urllib.parse import urlsplit
 
@@ -303,7 +328,7 @@ def test_an_idle_keep_alive_connection_stays_usable(api):
     try:
         connection.request("GET", "/health")
         assert connection.getresponse().read()
-        time.sleep(3)  # longer than gunicorn's default keep-alive
+        time.sleep(3)  # longer than gunicorn's default keep-alive was
         connection.request("GET", "/health")  # on the same socket: fails if the API closed it
         response = connection.getresponse()
         assert response.status == 200 and response.read()

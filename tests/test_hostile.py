@@ -494,7 +494,7 @@ def test_no_secret_on_any_command_line_or_in_any_log(start_extra_api, tmp_path):
         assert secured.get(f"{secured.base_url}/health", headers={"X-API-Key": secrets["API key"]}, timeout=10).status_code == 200
         cmdlines = {path.parent.name: path.read_bytes().replace(b"\0", b" ") for path in Path("/proc").glob("[0-9]*/cmdline")
                     if path.exists()}
-        ours = {pid: cmd for pid, cmd in cmdlines.items() if b"inference" in cmd or b"valkey" in cmd or b"gunicorn" in cmd}
+        ours = {pid: cmd for pid, cmd in cmdlines.items() if b"inference" in cmd or b"valkey" in cmd or b"api.serve" in cmd}
         assert len(ours) >= 6, "the running system's processes"
         for what, secret in secrets.items():
             assert secret

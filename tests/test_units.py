@@ -241,8 +241,8 @@ def test_flower_turns_task_events_on_only_when_told(monkeypatch, tmp_path):
 
 
 def test_the_access_log_follows_the_log_level():
-    code = "import sys; sys.path.insert(0, 'api'); import gunicorn_conf; print(gunicorn_conf.accesslog)"
-    for level, expected in (("INFO", "-"), ("debug", "-"), ("WARNING", "None"), ("ERROR", "None")):
+    code = "from api.serve import server; print(server().log_access)"
+    for level, expected in (("INFO", "True"), ("debug", "True"), ("WARNING", "False"), ("ERROR", "False")):
         printed, errors = printed_in_a_fresh_python(code, LOG_LEVEL=level)
         assert printed == expected, errors
 

@@ -36,8 +36,8 @@ def wait_until(predicate, timeout: float, interval: float = 0.2, what: str = "co
 
 
 def api_command() -> list[str]:
-    """The API as `make run` starts it (gunicorn; API_HOST and API_PORT in its environment)."""
-    return [sys.executable, "-m", "gunicorn", "-c", "api/gunicorn_conf.py", "api.wsgi:app"]
+    """The API as `make run` starts it (api/serve.py; API_HOST and API_PORT in its environment)."""
+    return [sys.executable, "-m", "api.serve"]
 
 
 def worker_command(model: str, name: str, *args: str) -> list[str]:
