@@ -8,6 +8,7 @@ from inference.core.settings import get_settings
 configure_process_logging()
 tracing.setup("api")  # off unless OTEL_* variables ask for traces
 # Loaded in each server process, after it started: its own heap trimming thread.
-heap_trim.limit_arenas(get_settings().malloc_arena_max)
-heap_trim.start(get_settings().heap_trim_seconds)
+settings = get_settings()
+heap_trim.limit_arenas(settings.malloc_arena_max)
+heap_trim.start(settings.heap_trim_seconds)
 app = create_app()

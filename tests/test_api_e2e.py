@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import io
+import os
+import signal
 import time
 import uuid
 
@@ -12,7 +14,7 @@ import pytest
 from PIL import Image
 
 from tests.helpers import MODELS, PROMETHEUS_ACCEPT, image_b64, image_bytes, wait_for_pictures_deleted
-from tests.system import wait_until
+from tests.system import process_stats, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -295,11 +297,6 @@ def test_tiny_png_is_classified(api):
 def test_an_api_process_that_dies_is_started_again(start_extra_api, chelsea_b64):
     """The API's server starts a process that ended (killed, out of memory) again, as gunicorn's
     arbiter did: the API keeps answering, with as many processes as before."""
-    import os
-    import signal
-
-    from tests.system import process_stats
-
     server = start_extra_api(API_WORKERS=2)
 
     def processes() -> set[int]:  # the server's live processes (a killed one is a zombie until reaped)
