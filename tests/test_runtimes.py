@@ -127,6 +127,42 @@ def test_a_damaged_cache_is_converted_again(damage, pictures, tmp_path, caplog):
     assert np.array_equal(first.forward(batch), again.forward(batch))
 
 
+def test_auto_precision_is_whichever_runs_faster_on_this_cpu_timed_once(tmp_path, monkeypatch):
+    """WORKER_PRECISION=auto on a CPU that computes in bf16 times a pass in each precision at the
+    first start and serves the faster (bf16 only at BF16_AT_MOST of f32's time: fp32 gives
+    PyTorch's answers); the timing is kept beside the IR for this CPU and thread count, and a
+    later start reads it. A CPU without bf16 serves fp32 without timing anything."""
+    from inference.worker import openvino_runtime
+
+    first = load("squeezenet", tmp_path, runtime="openvino", precision="auto")
+    timing = first.info["precision_timing"]
+    if openvino_runtime.cpu_has_bf16():
+        record, = tmp_path.glob("squeezenet1_1-*.precision-*-2t.json")
+        assert timing["timed_now"] is True and timing["threads"] == 2 and min(timing["ms_a_pass"].values()) > 0
+        assert first.info["precision"] == openvino_runtime.faster_precision(timing["ms_a_pass"])
+        print(f"squeezenet, a picture's pass: {timing['ms_a_pass']}; {first.info['precision']} serves")
+        second = load("squeezenet", tmp_path, runtime="openvino", precision="auto")
+        assert second.info["precision_timing"] == {**timing, "timed_now": False}
+        assert second.info["precision"] == first.info["precision"]
+        for ms_a_pass, serves in (({"fp32": 10, "bf16": 5}, "bf16"), ({"fp32": 10, "bf16": 9.5}, "fp32"),
+                                  ({"fp32": 5, "bf16": 10}, "fp32")):
+            record.write_text(json.dumps({**timing, "ms_a_pass": ms_a_pass}))
+            assert load("squeezenet", tmp_path, runtime="openvino", precision="auto").info["precision"] == serves
+        record.write_text("{")  # a damaged record is timed again, and replaced whole
+        again = load("squeezenet", tmp_path, runtime="openvino", precision="auto")
+        assert again.info["precision_timing"]["timed_now"] is True
+        assert json.loads(record.read_text())["ms_a_pass"] == again.info["precision_timing"]["ms_a_pass"]
+        assert not list(tmp_path.glob(".*"))  # no temporary file left behind
+    else:
+        assert first.info["precision"] == "fp32" and timing is None
+    monkeypatch.setattr(openvino_runtime, "cpu_has_bf16", lambda: False)
+    for record in tmp_path.glob("*.precision-*"):
+        record.unlink()
+    plain = load("squeezenet", tmp_path, runtime="openvino", precision="auto")
+    assert plain.info["precision"] == "fp32" and plain.info["precision_timing"] is None
+    assert not list(tmp_path.glob("*.precision-*"))
+
+
 def test_a_process_without_torch_converts_in_a_child_and_hears_why_it_failed(tmp_path):
     """The worker's path: no torch in the process, so conversion runs in a child; pretrained
     weights that are missing come back as WeightsUnavailable (the worker's start fails with it)."""
@@ -246,6 +282,10 @@ def test_an_openvino_worker_serves_and_says_what_ran(api, redis_client, worker_i
                             120, interval=0.5, what="the OpenVINO worker")
         process, = worker["processes"]
         assert process["runtime"] == "openvino" and process["precision"] in ("bf16", "fp32") and process["optimize"] == "openvino"
+        if process["precision_timing"]:  # WORKER_PRECISION=auto on a CPU with bf16: timed at its start
+            from inference.worker.openvino_runtime import faster_precision
+
+            assert process["precision"] == faster_precision(process["precision_timing"]["ms_a_pass"])
         # Converted in a child process (the cache was empty): the pool process never loaded torch.
         maps = Path(f"/proc/{process['pid']}/maps").read_text()
         assert process["converted"] is True and "openvino" in maps and "libtorch" not in maps

@@ -6,14 +6,15 @@ converts the very module PyTorch would run (pretrained, or random with its seed)
 sidecar (.json) of what serving needs besides the network: the categories and the weights'
 transforms. A process that finds its model there loads it with openvino, PIL and numpy alone;
 one that does not converts it in a child process, so torch (366 MB) never stays in a worker.
-Precision: bf16 where the CPU has it (AMX, AVX-512 BF16; WORKER_PRECISION=auto), else f32, which
-answers as PyTorch does to 1e-4.
+Precision (WORKER_PRECISION=auto): f32, which answers as PyTorch does to 1e-4, unless the CPU
+computes in bf16 and runs the model faster in it, as timed once per CPU (`auto_precision`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -47,14 +48,85 @@ def cpu_has_bf16() -> bool:
 
 
 def resolve_precision(precision: str) -> str:
-    """WORKER_PRECISION on this CPU: `auto` is bf16 where the CPU has it, else fp32; bf16 asked
-    for on a CPU without it is fp32, with a warning (OpenVINO would fall back silently)."""
+    """WORKER_PRECISION on this CPU, before any timing: `auto` is bf16 where the CPU has it (to be
+    timed against fp32: `auto_precision`), else fp32; bf16 asked for on a CPU without it is fp32,
+    with a warning (OpenVINO would fall back silently)."""
     if precision == "auto":
         return "bf16" if cpu_has_bf16() else "fp32"
     if precision == "bf16" and not cpu_has_bf16():
         log.warning("WORKER_PRECISION=bf16 but this CPU has no bf16 (AMX, AVX-512 BF16): fp32 serves instead")
         return "fp32"
     return precision
+
+
+# Under `auto`, bf16 serves only where its pass takes at most this share of f32's: f32 gives
+# PyTorch's answers, bf16 ones within ~1e-2, a price worth paying only for real speed.
+BF16_AT_MOST = 0.9
+TIMED_PASSES = 7  # of each precision, alternating; the best of each counts (other processes start too)
+
+
+def cpu_identity() -> str:
+    """A short name for this CPU model and the features Linux shows of it: a timing made on one
+    machine is not used on another that shares MODEL_CACHE_DIR. An Intel Xeon with AVX-512 BF16
+    whose AMX units its host hides ran every model 1.5-1.7x slower in bf16 than in f32, where
+    AMX and AMD's Zen 4 ran bf16 2-5x faster: whether the CPU "has" bf16 does not say."""
+    try:
+        first = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+    except OSError:
+        import platform
+
+        first = platform.processor() or platform.machine()
+    described = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in first.splitlines())}
+    values = [described.get(key) for key in ("vendor_id", "cpu family", "model", "model name", "stepping", "flags")]
+    return hashlib.sha256((repr(values) if any(values) else first).encode()).hexdigest()[:12]
+
+
+def precision_record(xml: Path, threads: int) -> Path:
+    """Where `auto`'s choice for this IR, on this CPU with `threads` threads, is kept."""
+    return xml.with_name(f"{xml.stem}.precision-{cpu_identity()}-{threads}t.json")
+
+
+def faster_precision(ms_a_pass: dict[str, float]) -> str:
+    """bf16 where its pass took at most BF16_AT_MOST of f32's, else fp32."""
+    return "bf16" if ms_a_pass["bf16"] <= BF16_AT_MOST * ms_a_pass["fp32"] else "fp32"
+
+
+def time_precisions(model, threads: int, crop: int) -> dict[str, float]:
+    """Milliseconds a pass of one picture takes in each precision (the best of TIMED_PASSES,
+    alternating, after one untimed pass each)."""
+    compiled = {precision: compile_ir(model, precision, threads) for precision in PRECISION_HINT}
+    requests = {precision: c.create_infer_request() for precision, c in compiled.items()}
+    picture = np.random.default_rng(0).integers(0, 256, (1, crop, crop, 3), dtype=np.uint8)
+    best = dict.fromkeys(requests, float("inf"))
+    for round_ in range(TIMED_PASSES + 1):
+        for precision, request in requests.items():
+            started = time.perf_counter()
+            request.infer({0: picture})
+            if round_:
+                best[precision] = min(best[precision], 1000 * (time.perf_counter() - started))
+    return {precision: round(ms, 3) for precision, ms in best.items()}
+
+
+def auto_precision(model, threads: int, crop: int, record: Path) -> tuple[str, dict]:
+    """WORKER_PRECISION=auto on a CPU that computes in bf16: the precision that runs this model
+    faster here, and what it was chosen from. Timed once (about a second, at the first start on
+    this CPU) and kept in `record`; a later start reads it."""
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        kept = json.loads(record.read_text())
+        return faster_precision(kept["ms_a_pass"]), {**kept, "timed_now": False}
+    ms_a_pass = time_precisions(model, threads, crop)
+    choice = {"ms_a_pass": ms_a_pass, "threads": threads, "cpu": cpu_identity()}
+    temporary = record.with_name(f".{record.name}.{os.getpid()}.{threading.get_ident()}")
+    try:
+        temporary.write_text(json.dumps(choice))
+        os.replace(temporary, record)  # two workers timing at once: either record is whole
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        log.warning("could not keep the precision timing in %s (%s): it is timed again at the next start", record, exc)
+    chosen = faster_precision(ms_a_pass)
+    log.info("WORKER_PRECISION=auto: %s serves (a picture's pass: fp32 %.1f ms, bf16 %.1f ms on this CPU; kept in %s)",
+             chosen, ms_a_pass["fp32"], ms_a_pass["bf16"], record)
+    return chosen, {**choice, "timed_now": True}
 
 
 def ir_key(spec: ModelSpec, weights: str, seed: int) -> str:
@@ -242,15 +314,18 @@ def load(spec: ModelSpec, mode: str, seed: int, *, precision: str = "auto", thre
         xml, converted = convert(spec, mode, seed, Path(cache_dir), allow_download), True
         sidecar, model = read_ir(xml)
     lender = CoreLender(threads, lend_cores) if lend_cores > threads else None
-    served = resolve_precision(precision)
-    model = normalising_in_the_graph(model, ClassificationTransform(**sidecar["transform"]))
+    served, choice = resolve_precision(precision), None
+    transform = ClassificationTransform(**sidecar["transform"])
+    model = normalising_in_the_graph(model, transform)
+    if precision == "auto" and served == "bf16":
+        served, choice = auto_precision(model, threads, transform.crop_size, precision_record(xml, threads))
     variants = {count: compile_ir(model, served, count) for count in (lender.choices if lender else [threads])}
     classifier = CompiledClassifier(spec, variants, sidecar, lender)
     classifier.info = {
         "model": spec.name, "architecture": spec.builder, "weights": sidecar["weights"], "weights_requested": mode,
         "weights_warning": RANDOM_WEIGHTS_WARNING if sidecar["weights"] == "random" else None,
         "device": "cpu", "runtime": "openvino", "optimize": "openvino", "channels_last": False,
-        "precision": classifier.precision, "converted": converted, "torch_threads": threads, "openvino_threads": sorted(variants),
+        "precision": classifier.precision, "precision_timing": choice, "converted": converted, "torch_threads": threads, "openvino_threads": sorted(variants),
         "load_seconds": round(time.perf_counter() - started, 3), "warmup_seconds": None, "pid": os.getpid(),
     }
     if warmup:
