@@ -138,12 +138,17 @@ def cpu_ms_per_request(honcho_pid: int, run) -> tuple[dict, dict[str, float]]:
 
 
 @contextlib.contextmanager
-def make_run_system(root: Path, data_dir: Path, concurrency: int):
+def make_run_system(root: Path, data_dir: Path, concurrency: int, packages: Path | None = None):
     """`make run`'s processes (honcho and the Procfile of `root`) on free ports, its four workers
     ready and warmed up with `concurrency` requests in flight: (honcho, the API's address).
-    Stopped as Ctrl-C stops `make run`."""
+    Stopped as Ctrl-C stops `make run`. `packages`: a folder of packages (and their commands in
+    its bin/) that come before the venv's (`baseline_packages`)."""
     api_port = free_port()
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",  # the venv's commands, as `make run`'s
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"  # the venv's commands, as `make run`'s
+    python_path = os.environ.get("PYTHONPATH")
+    if packages is not None:
+        path, python_path = f"{packages / 'bin'}:{path}", ":".join(filter(None, [str(packages), python_path]))
+    env = {**os.environ, "PATH": path, **({"PYTHONPATH": python_path} if python_path else {}),
            "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "REDIS_DATA_DIR": str(data_dir / "redis"),
            "API_PORT": str(api_port), "FLOWER_PORT": str(free_port()), "FLOWER_BASIC_AUTH": f"bench:{secrets.token_hex(8)}",
            "MODEL_CACHE_DIR": str(ROOT / get_settings().model_cache_dir)}  # a worktree's workers find the converted models too
@@ -158,7 +163,8 @@ def make_run_system(root: Path, data_dir: Path, concurrency: int):
         rest_load(api, payloads_for(MODELS * 4), 4 * concurrency, concurrency)  # warm-up
         yield honcho, api
     finally:
-        os.killpg(honcho.pid, signal.SIGINT)
+        with contextlib.suppress(ProcessLookupError):  # honcho stopped by itself (a process that would not start)
+            os.killpg(honcho.pid, signal.SIGINT)
         try:
             honcho.wait(60)
         except subprocess.TimeoutExpired:
@@ -180,12 +186,48 @@ def checkout(revision: str):
         subprocess.run(["git", "worktree", "remove", "--force", str(folder)], cwd=ROOT, capture_output=True)
 
 
+def pins_missing_here(requirements: str) -> list[str]:
+    """The lines of a requirements file that this environment does not satisfy: a package that is
+    not installed, or not in a version the line allows."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.requirements import Requirement
+
+    missing = []
+    for line in requirements.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line or line.startswith("-"):
+            continue
+        wanted = Requirement(line)
+        try:
+            satisfied = wanted.specifier.contains(version(wanted.name), prereleases=True)
+        except PackageNotFoundError:
+            satisfied = False
+        if not satisfied:
+            missing.append(line)
+    return missing
+
+
+def baseline_packages(root: Path, folder: Path) -> Path | None:
+    """What the checkout at `root` pins and this venv lacks (the code before issue #20 served its
+    API with gunicorn, which the venv no longer has), installed into `folder`, which its
+    processes then put first: this venv stays as requirements.txt says. None if nothing lacks."""
+    missing = pins_missing_here((root / "requirements.txt").read_text())
+    if not missing:
+        return None
+    console.print(f"the baseline's own packages, beside the venv: {', '.join(missing)}")
+    # --no-deps: its requirements.txt pins everything it needs; the rest is in the venv already.
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
+                    "--target", str(folder), *missing], check=True)
+    return folder
+
+
 def baseline_photos(revision: str, full_decode: PlainScript, args: argparse.Namespace) -> list[dict]:
     """12-MP photos through `make run` at `revision` (the code before this issue's work), each run
     between two runs of the plain script that decodes them whole, as the system's own."""
     runs = []
     with checkout(revision) as root, tempfile.TemporaryDirectory(prefix="make-run-") as data_dir, \
-            make_run_system(root, Path(data_dir), args.concurrency) as (_, api):
+            make_run_system(root, Path(data_dir), args.concurrency, baseline_packages(root, Path(data_dir) / "packages")) as (_, api):
         for _ in track(range(args.rounds), description=f"12-MP photos at {revision}", console=console):
             run: dict = {"photo_eager_rps": [full_decode.rps(1, args.seconds)]}
             run["photos"] = rest_load(api, payloads_for(["resnet18"], full_decode.raw), args.photo_requests, args.low_concurrency)
@@ -337,8 +379,10 @@ def main(argv=None) -> int:
         if args.baseline:
             try:
                 baseline = baseline_photos(args.baseline, full_decode, args)
-            except subprocess.CalledProcessError as exc:  # a shallow clone, a revision that is not there
-                console.print(f"[yellow]no baseline: git could not check out {args.baseline}: {exc.stderr.decode().strip()}")
+            except subprocess.CalledProcessError as exc:  # a shallow clone, a revision that is not there, no registry
+                console.print(f"[yellow]no baseline: {' '.join(map(str, exc.cmd[:4]))} failed: {(exc.stderr or b'').decode().strip()}")
+            except RuntimeError as exc:  # its `make run` did not start: the rounds above are reported all the same
+                console.print(f"[yellow]no baseline: {args.baseline}'s make run did not start: {exc}")
     finally:
         for pool in _client_threads.values():
             pool.shutdown()

@@ -51,6 +51,19 @@ def test_benchmark_runs_and_reports(tmp_path):
     assert "saturation: REST" in out.stdout and "all but the model" in out.stdout
 
 
+def test_the_baseline_gets_the_packages_it_pins_that_this_venv_lacks():
+    """`make benchmark` runs `make run` at 6edc619, whose API ran on gunicorn, which the venv no
+    longer has: what a revision pins and the venv does not satisfy goes into a folder of its own."""
+    from importlib.metadata import version
+
+    from benchmarks.make_run import pins_missing_here
+
+    celery = version("celery")
+    requirements = (f"# pinned\ncelery=={celery}  # here\n\ncelery==0.0.1\nno-such-package-here==1.0\n"
+                    f"tritonclient[http]=={version('tritonclient')}\n-r other.txt\nkombu>=5\n")
+    assert pins_missing_here(requirements) == ["celery==0.0.1", "no-such-package-here==1.0"]
+
+
 def test_the_make_run_benchmark_runs_and_reports(tmp_path):
     """`make benchmark`'s second part: honcho runs the Procfile as `make run` does, and the report
     has both plain scripts, both loads, and the memory of every Procfile entry."""
