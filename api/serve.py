@@ -69,6 +69,7 @@ def server(settings: Settings | None = None) -> MPServer:
         workers=settings.api_workers,
         # A request being served holds one, a long poll (`?wait`) too; reading and writing hold none.
         blocking_threads=settings.api_threads,
+        blocking_threads_idle_timeout=settings.api_thread_idle_seconds,
         http=HTTPModes.http1,
         websockets=False,
         # An idle keep-alive connection is closed after API_KEEPALIVE s (the timeout runs until

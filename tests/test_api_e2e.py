@@ -13,7 +13,7 @@ import uuid
 import pytest
 from PIL import Image
 
-from tests.helpers import MODELS, PROMETHEUS_ACCEPT, image_b64, image_bytes, wait_for_pictures_deleted
+from tests.helpers import MODELS, PROMETHEUS_ACCEPT, image_b64, image_bytes, paused, wait_for_pictures_deleted
 from tests.system import process_stats, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -311,6 +311,31 @@ def test_an_api_process_that_dies_is_started_again(start_extra_api, chelsea_b64)
     response = server.post(f"{server.base_url}/v1/inference", params={"wait": 30}, timeout=60,
                            json={"data": chelsea_b64, "model_type": "squeezenet"})
     assert response.status_code == 200 and response.json()["status"] == "success", response.text
+
+
+def test_the_threads_a_burst_started_end_once_idle(start_extra_api, worker_ids, chelsea_b64):
+    """Each long poll holds an API thread; once the burst is over, the threads it started end
+    after API_THREAD_IDLE_SECONDS (5 s; each had held ~1 MB: ~20 MB per process after a burst of
+    photos, kept 30 s by granian's default), and new ones serve the next request."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = start_extra_api()
+    app_process, = (pid for pid, fields in process_stats() if int(fields[1]) == server.server_pid and fields[0] != "Z")
+
+    def threads() -> int:
+        return int(next(line.split()[1] for line in open(f"/proc/{app_process}/status") if line.startswith("Threads:")))
+
+    def long_poll(_) -> int:
+        return server.post(f"{server.base_url}/v1/inference", params={"wait": 1.5}, timeout=30,
+                           json={"data": chelsea_b64, "model_type": "squeezenet"}).status_code
+
+    idle = threads()
+    with paused(worker_ids["squeezenet"], "squeezenet.high", "squeezenet.normal", "squeezenet.low"), ThreadPoolExecutor(24) as pool:
+        polls = pool.map(long_poll, range(24))
+        busiest = wait_until(lambda: threads() >= idle + 20 and threads(), 10, interval=0.05, what="a thread per long poll")
+        assert list(polls) == [202] * 24  # still queued when the wait ran out
+    wait_until(lambda: threads() <= idle + 2, 15, interval=0.2, what=f"the burst's threads ended (from {busiest})")
+    assert long_poll(0) in (200, 202)
 
 
 def test_an_idle_keep_alive_connection_stays_usable(api):
