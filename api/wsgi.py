@@ -9,6 +9,5 @@ configure_process_logging()
 tracing.setup("api")  # off unless OTEL_* variables ask for traces
 # Loaded in each server process, after it started: its own heap trimming thread.
 settings = get_settings()
-heap_trim.limit_arenas(settings.malloc_arena_max)
-heap_trim.start(settings.heap_trim_seconds)
+heap_trim.bound_and_trim(settings.malloc_arena_max, settings.heap_trim_seconds)
 app = create_app()

@@ -60,3 +60,10 @@ def start(seconds: float) -> bool:
     _started = threading.Thread(target=every_period, name="heap-trim", daemon=True)
     _started.start()
     return True
+
+
+def bound_and_trim(arenas: int, seconds: float) -> None:
+    """`limit_arenas`, then `start`: for a process whose threads have not allocated yet (the API's
+    processes, a model's process)."""
+    limit_arenas(arenas)
+    start(seconds)

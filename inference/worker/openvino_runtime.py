@@ -68,7 +68,7 @@ TIMED_PASSES = 7  # of each precision, alternating; the best of each counts (oth
 def cpu_identity() -> str:
     """A short name for this CPU model and the features Linux shows of it: a timing made on one
     machine is not used on another that shares MODEL_CACHE_DIR. An Intel Xeon with AVX-512 BF16
-    whose AMX units its host hides ran every model 1.5-1.7x slower in bf16 than in f32, where
+    whose AMX units its host hides ran every model 1.2-1.7x slower in bf16 than in f32, where
     AMX and AMD's Zen 4 ran bf16 2-5x faster: whether the CPU "has" bf16 does not say."""
     try:
         first = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
@@ -109,7 +109,7 @@ def time_precisions(model, threads: int, crop: int) -> dict[str, float]:
 
 def auto_precision(model, threads: int, crop: int, record: Path) -> tuple[str, dict]:
     """WORKER_PRECISION=auto on a CPU that computes in bf16: the precision that runs this model
-    faster here, and what it was chosen from. Timed once (about a second, at the first start on
+    faster here, and what it was chosen from. Timed once (under a second, at the first start on
     this CPU) and kept in `record`; a later start reads it."""
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         kept = json.loads(record.read_text())

@@ -87,8 +87,7 @@ def load_model_in_process():
     settings = get_settings()
     if not settings.worker_model:
         return
-    heap_trim.limit_arenas(settings.malloc_arena_max)
-    heap_trim.start(settings.heap_trim_seconds)
+    heap_trim.bound_and_trim(settings.malloc_arena_max, settings.heap_trim_seconds)
     device = pick_device(settings.worker_device)
     runtime = resolve_runtime(settings.worker_runtime, device)
     # OpenVINO borrows the cores other models leave idle (inference/worker/core_lending.py).
