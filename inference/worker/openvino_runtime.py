@@ -69,7 +69,7 @@ def cpu_identity() -> str:
     """A short name for this CPU model and the features Linux shows of it: a timing made on one
     machine is not used on another that shares MODEL_CACHE_DIR. An Intel Xeon with AVX-512 BF16
     whose AMX units its host hides ran every model 1.2-1.7x slower in bf16 than in f32, where
-    AMX and AMD's Zen 4 ran bf16 2-5x faster: whether the CPU "has" bf16 does not say."""
+    an AMX Xeon ran them 1.5-5.4x faster: whether the CPU "has" bf16 does not say which wins."""
     try:
         first = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
     except OSError:
