@@ -27,8 +27,9 @@ def relay_to_main_thread() -> bool:
         return False
     reader, writer = os.pipe()
     os.set_blocking(writer, False)  # a full pipe drops a byte rather than blocking a handler
-    if signal.set_wakeup_fd(writer, warn_on_full_buffer=False) != -1:
-        signal.set_wakeup_fd(-1)  # someone else's: leave it alone
+    previous = signal.set_wakeup_fd(writer, warn_on_full_buffer=False)
+    if previous != -1:
+        signal.set_wakeup_fd(previous)  # someone else's: put it back
         os.close(reader)
         os.close(writer)
         return False
