@@ -80,7 +80,7 @@ def start_extra_api(system):
         env = {**os.environ, "API_WORKERS": "1", **{k: str(v) for k, v in overrides.items()}}
         session = requests.Session()
         session.base_url = start_api(suite_processes, env, name=name)
-        session.server_pid = suite_processes.procs[name].pid
+        session.server_process = suite_processes.procs[name]  # the server's main process
         names.append(name)
         return session
 

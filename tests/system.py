@@ -32,6 +32,11 @@ def process_stats():
             continue
 
 
+def children_of(pid: int) -> list[int]:
+    """The live child processes of `pid` (one that ended and is not yet reaped is not)."""
+    return [child for child, fields in process_stats() if int(fields[1]) == pid and fields[0] != "Z"]
+
+
 def cpu_seconds(pid: int) -> float:
     """CPU time of a process (all its threads, exited ones too), in nanoseconds' precision: the
     kernel's process CPU clock (clock_getcpuclockid), not /proc's clock ticks, which are 10 ms

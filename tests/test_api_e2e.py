@@ -13,8 +13,8 @@ import uuid
 import pytest
 from PIL import Image
 
-from tests.helpers import MODELS, PROMETHEUS_ACCEPT, image_b64, image_bytes, paused, suite_processes, wait_for_pictures_deleted
-from tests.system import process_stats, wait_until
+from tests.helpers import MODELS, PROMETHEUS_ACCEPT, image_b64, image_bytes, paused, wait_for_pictures_deleted
+from tests.system import children_of, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -300,7 +300,7 @@ def test_an_api_process_that_dies_is_started_again(start_extra_api, chelsea_b64)
     server = start_extra_api(API_WORKERS=2)
 
     def processes() -> set[int]:  # the server's live processes (a killed one is a zombie until reaped)
-        return {pid for pid, fields in process_stats() if int(fields[1]) == server.server_pid and fields[0] != "Z"}
+        return set(children_of(server.server_process.pid))
 
     before = processes()
     assert len(before) == 2, before
@@ -321,10 +321,9 @@ def test_ctrl_c_stops_the_api_at_once(start_extra_api):
         server = start_extra_api(API_WORKERS=2)
         for _ in range(5):
             assert server.get(f"{server.base_url}/health/live", timeout=5).status_code == 200
-        process = next(p for p in suite_processes.procs.values() if p.pid == server.server_pid)
         started = time.monotonic()
-        os.killpg(server.server_pid, signal.SIGINT)
-        process.wait(timeout=30)
+        os.killpg(server.server_process.pid, signal.SIGINT)
+        server.server_process.wait(timeout=30)
         assert time.monotonic() - started < 5, f"the API took {time.monotonic() - started:.1f} s to stop"
 
 
@@ -335,7 +334,7 @@ def test_the_threads_a_burst_started_end_once_idle(start_extra_api, worker_ids, 
     from concurrent.futures import ThreadPoolExecutor
 
     server = start_extra_api()
-    app_process, = (pid for pid, fields in process_stats() if int(fields[1]) == server.server_pid and fields[0] != "Z")
+    app_process, = children_of(server.server_process.pid)
 
     def threads() -> int:
         return int(next(line.split()[1] for line in open(f"/proc/{app_process}/status") if line.startswith("Threads:")))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import image_b64, paused, suite_processes
-from tests.system import process_stats, start_worker, wait_until
+from tests.system import children_of, start_worker, wait_until
 
 
 def test_replicas_are_named_after_the_config_node():
@@ -18,10 +18,6 @@ def test_replicas_are_named_after_the_config_node():
     assert replica_name("resnet18@%h", 2) == "resnet18-2@%h"
     assert replica_name("gpu-a@host.example", 1) == "gpu-a-1@host.example"
     assert replica_name("plain", 3) == "plain-3"
-
-
-def children_of(pid: int) -> list[int]:
-    return [child for child, fields in process_stats() if int(fields[1]) == pid]
 
 
 @pytest.mark.e2e
