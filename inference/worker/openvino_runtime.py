@@ -65,6 +65,7 @@ BF16_AT_MOST = 0.9
 TIMED_PASSES = 7  # of each precision, alternating; the best of each counts (other processes start too)
 
 
+@functools.cache  # the CPU does not change under a running process
 def cpu_identity() -> str:
     """A short name for this CPU model and the features Linux shows of it: a timing made on one
     machine is not used on another that shares MODEL_CACHE_DIR. An Intel Xeon with AVX-512 BF16
