@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
@@ -33,6 +34,21 @@ def pool_pids(api: requests.Session, model: str) -> list[int]:
 def wait_for_pictures_deleted(redis_client, request_id: str) -> None:
     """A request's pictures stored by reference are deleted a moment after its result is stored."""
     wait_until(lambda: not redis_client.keys(f"inference:image:{request_id}:*"), 10, what=f"the pictures of {request_id} deleted")
+
+
+def settled(read, timeout: float = 10.0):
+    """What `read()` (metrics) gives once it stays the same for longer than a worker may hold
+    metrics back: they are sent up to metrics.SEND_EVERY s after a request's result."""
+    from inference.core.metrics import SEND_EVERY
+
+    deadline, last = time.monotonic() + timeout, read()
+    while time.monotonic() < deadline:
+        time.sleep(SEND_EVERY + 0.1)
+        now = read()
+        if now == last:
+            return now
+        last = now
+    raise AssertionError(f"metrics still changing after {timeout} s: {last}")
 
 
 def queued_job(redis_client) -> str:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from datetime import datetime
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import MODELS, PROMETHEUS_ACCEPT, image_b64, paused
+from tests.helpers import MODELS, PROMETHEUS_ACCEPT, image_b64, paused, settled
 from tests.system import LOG_DIR, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -45,9 +46,10 @@ def test_liveness_and_readiness(api):
 
 
 def test_metrics_count_outcomes_and_timings(api):
-    before = scrape(api)
     success_key = ("inference_requests_total", (("model", "squeezenet"), ("outcome", "success"), ("priority", "low")))
     latency_key = ("inference_latency_seconds_count", (("model", "squeezenet"),))
+    rejected_key = ("inference_requests_total", (("model", "squeezenet"), ("outcome", "rejected"), ("priority", "low")))
+    before = settled(lambda: {key: value for key, value in scrape(api).items() if key in (success_key, latency_key, rejected_key)})
     for _ in range(3):
         classify(api, "squeezenet", priority="low")
     bad = api.post(f"{api.base_url}/v1/inference", json={"data": "%%", "model_type": "squeezenet", "priority": "low"}, timeout=10)
@@ -60,7 +62,6 @@ def test_metrics_count_outcomes_and_timings(api):
 
     after = wait_until(three_counted, 10, what="metrics of the three requests")
     assert after[success_key] - before.get(success_key, 0) == 3
-    rejected_key = ("inference_requests_total", (("model", "squeezenet"), ("outcome", "rejected"), ("priority", "low")))
     assert after[rejected_key] - before.get(rejected_key, 0) == 1
     assert after[latency_key] - before.get(latency_key, 0) == 3
     for histogram in ("queue_wait_seconds", "compute_seconds", "batch_size"):
@@ -122,6 +123,7 @@ def test_the_autoscaling_gauges_see_a_paused_workers_queue(api, redis_client, wo
 
 
 def test_seed_stats(api):
+    settled(lambda: get(api, "/v1/stats").json()["requests_total"])  # earlier tests' requests all counted
     before = get(api, "/v1/stats").json()
     classify(api, "resnet18")
     def counted():  # a moment after the answer: the worker records metrics once the result is stored
@@ -166,6 +168,16 @@ def test_request_id_reaches_the_worker_log(api):
 
     logs = list(logs)
     wait_until(logged, 5, what="the request id in the worker log")
+
+
+def test_an_answer_that_is_not_a_success_leaves_a_line_without_the_access_log(api):
+    """API_ACCESS_LOG is off by default: a success leaves the worker's line, a refusal the API's own."""
+    unknown = uuid.uuid4().hex
+    assert get(api, f"/v1/inference/{unknown}").status_code == 404
+    log = LOG_DIR / "api.log"
+    wait_until(lambda: f"GET /v1/inference/{unknown} answered 404 not_found" in log.read_text(errors="replace"), 5,
+               what="the refusal in the API's log")
+    assert "granian.access" not in log.read_text(errors="replace")
 
 
 def test_json_log_lines_carry_the_request_id():

@@ -28,7 +28,7 @@ from inference.core import metrics
 from inference.core.keys import DUPLICATES_KEY
 from inference.submit.client import InferenceClient
 from tests import loadgen
-from tests.helpers import PROMETHEUS_ACCEPT, image_b64
+from tests.helpers import PROMETHEUS_ACCEPT, image_b64, settled
 from tests.system import LOG_DIR, TESTDATA, Processes, free_port, start_api, start_redis, start_worker, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -207,7 +207,7 @@ def test_worker_that_keeps_failing_backs_off_then_fails(cluster):
         assert body["status"] == "failed"
         assert body["error"]["code"] == "transient_error" and "chaos" in body["error"]["message"]
         # MAX_RETRIES, no more: no retry storm (the same count /metrics shows)
-        assert metrics.read_retries(cluster.redis)["mobilenet"] - retries_before == 2
+        assert settled(lambda: metrics.read_retries(cluster.redis)["mobilenet"]) - retries_before == 2
         exported = requests.get(f"{cluster.api}/metrics", headers=PROMETHEUS_ACCEPT, timeout=10).text
         assert f'inference_task_retries_total{{model="mobilenet"}} {float(retries_before + 2)}' in exported
         assert elapsed < 2 * 2 + 5  # two countdowns of at most RETRY_BACKOFF_MAX, plus three short runs

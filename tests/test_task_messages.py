@@ -11,7 +11,7 @@ import pytest
 from kombu import Connection, Exchange
 
 from inference.core import metrics
-from tests.helpers import image_b64, pool_pids
+from tests.helpers import image_b64, pool_pids, settled
 from tests.system import LOG_DIR, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -94,4 +94,4 @@ def test_bad_arguments_fail_the_task_at_once(api, celery_client, redis_client, k
     result.get(timeout=30, propagate=False)
     assert result.state == "FAILURE"
     assert type(result.result).__name__ == error, repr(result.result)
-    assert metrics.read_retries(redis_client).get("squeezenet", 0) == retries_before
+    assert settled(lambda: metrics.read_retries(redis_client).get("squeezenet", 0)) == retries_before

@@ -26,6 +26,7 @@ Returns a JSON object (see `build_result`). Bad input fails at once with an erro
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import time
@@ -69,19 +70,15 @@ def redis_client() -> redis_lib.Redis:
     return _redis
 
 
-def record_metrics(write, *args) -> None:
-    """Metrics must never fail a request."""
-    try:
-        write(redis_client(), *args)
-    except Exception as exc:
-        log.warning("could not record metrics: %s", exc)
+metrics_recorder = metrics.Recorder(redis_client)  # its thread starts with the first request
+atexit.register(metrics_recorder.flush, 2.0)
 
 
 @task_success.connect
 def count_success(sender=None, result=None, **_):
-    # After the result is stored and published: the client need not wait for the metrics.
+    # After the result is stored and published.
     if getattr(sender, "name", None) == TASK_NAME and isinstance(result, dict):
-        record_metrics(metrics.record_success, result, result.get("batch_size", 1))
+        metrics_recorder.add(metrics.record_success, result, result.get("batch_size", 1))
 
 
 @task_retry.connect
@@ -89,7 +86,7 @@ def count_retry(sender=None, request=None, reason=None, **_):
     if getattr(sender, "name", None) == TASK_NAME:
         model = (getattr(request, "kwargs", None) or {}).get("model", "unknown")
         log.info("request %s will be retried: %s", getattr(request, "id", None), reason)  # Celery's own line is DEBUG's (bootstep.py)
-        record_metrics(lambda r: r.hincrby(metrics.RETRIES_KEY, model, 1))
+        metrics_recorder.add(lambda pipe: pipe.hincrby(metrics.RETRIES_KEY, model, 1))
 
 
 @task_failure.connect
@@ -97,8 +94,8 @@ def count_failure(sender=None, task_id=None, kwargs=None, **_):
     if getattr(sender, "name", None) != TASK_NAME:
         return
     kwargs = kwargs or {}
-    record_metrics(metrics.record, kwargs.get("model", "unknown"), kwargs.get("priority"), "failed")
-    record_metrics(lambda r: r.hincrby(metrics.WORKER_FAILURES_KEY, sender.request.hostname or "unknown", 1))
+    metrics_recorder.add(metrics.record_outcome, kwargs.get("model", "unknown"), kwargs.get("priority"), "failed")
+    metrics_recorder.add(lambda pipe: pipe.hincrby(metrics.WORKER_FAILURES_KEY, sender.request.hostname or "unknown", 1))
 
 
 def skip_unless_runnable(task, request_id: str, deadline: float | None, model: str | None, priority: str | None,
@@ -108,7 +105,7 @@ def skip_unless_runnable(task, request_id: str, deadline: float | None, model: s
     how many of its earlier runs ended with their process's death."""
     if deadline is not None and time.time() > deadline:
         task.update_state(state=keys.EXPIRED, meta={"reason": "not started before its deadline", "deadline": deadline})
-        record_metrics(metrics.record, model, priority, "expired")
+        metrics_recorder.add(metrics.record_outcome, model, priority, "expired")
         log.info("request %s expired before it started; dropped", request_id)
         raise Ignore()
     claim = claim_and_read(redis_client(), request_id, pictures)
@@ -125,7 +122,7 @@ def skip_unless_runnable(task, request_id: str, deadline: float | None, model: s
         raise PoisonMessage(f"the request's worker died each of the {crashed_runs} times it ran (MAX_DELIVERIES); it is not run again")
     if claim.outcome == keys.REDELIVERED and not task.request.retries:
         # Its worker died mid-run (or before acking): running again is harmless, but counted.
-        record_metrics(lambda r: r.incr(keys.DUPLICATES_KEY))
+        metrics_recorder.add(lambda pipe: pipe.incr(keys.DUPLICATES_KEY))
         log.warning("request %s delivered again (redelivered=%s); running it again",
                     request_id, (task.request.delivery_info or {}).get("redelivered"))
     return [raw if raw is not None else ImageMissing(f"{ref} is no longer stored (expired, or its request already ran)")
