@@ -60,6 +60,8 @@ def error_response(exc: InferenceError, **extra):
     response.headers.update(exc.headers)
     if exc.retryable:
         response.headers["Retry-After"] = str(exc.retry_after or api_settings().retry_after)
+    # Without the access log (API_ACCESS_LOG) an answer that is not a success still leaves a line.
+    log.info("%s %s answered %d %s", request.method, request.path, response.status_code, exc.code)
     return response
 
 

@@ -55,7 +55,7 @@ class WithoutThreadsAdvice(logging.Filter):
 
 
 def access_log(settings: Settings) -> bool:
-    return settings.log_level.upper() in ("DEBUG", "INFO")
+    return settings.api_access_log and settings.log_level.upper() in ("DEBUG", "INFO")
 
 
 def server(settings: Settings | None = None) -> MPServer:

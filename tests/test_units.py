@@ -240,11 +240,14 @@ def test_flower_turns_task_events_on_only_when_told(monkeypatch, tmp_path):
             assert expected in flower_argv()
 
 
-def test_the_access_log_follows_the_log_level():
+def test_the_access_log_is_asked_for_and_follows_the_log_level():
     code = "from api.serve import server; print(server().log_access)"
     for level, expected in (("INFO", "True"), ("debug", "True"), ("WARNING", "False"), ("ERROR", "False")):
-        printed, errors = printed_in_a_fresh_python(code, LOG_LEVEL=level)
+        printed, errors = printed_in_a_fresh_python(code, LOG_LEVEL=level, API_ACCESS_LOG="true")
         assert printed == expected, errors
+    for level in ("INFO", "DEBUG"):
+        printed, errors = printed_in_a_fresh_python(code, LOG_LEVEL=level)  # off unless asked for
+        assert printed == "False", errors
 
 
 def test_worker_consumes_the_configured_priorities_in_order(monkeypatch):

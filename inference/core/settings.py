@@ -149,7 +149,8 @@ class Settings(BaseSettings):
     callback_concurrency: int = Field(16, ge=1, description="Deliveries the callbacks worker (`python -m inference.callbacks`) makes at once (threads): a receiver that hangs holds one for CALLBACK_TIMEOUT.")
 
     # Operations
-    log_level: str = Field("INFO", description="Log level of API and workers. At INFO and DEBUG the API also writes an access log line per HTTP request.")
+    log_level: str = Field("INFO", description="Log level of API and workers.")
+    api_access_log: bool = Field(False, description="One access line per HTTP request from the API's server (at LOG_LEVEL INFO or DEBUG). Off, as in gunicorn and granian: the workers already write a line per request, and under `make run` each line costs the API and honcho's relay CPU (docs/performance.md).")
     log_format: Literal["text", "json"] = Field("text", description="`json`: one JSON object per log line (with `request_id` where known).")
     flower_address: str = Field("127.0.0.1", description="Address Flower binds to.")
     flower_port: int = Field(5555, description="Port of Flower.")
