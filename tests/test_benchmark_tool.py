@@ -114,6 +114,26 @@ def test_the_client_reopens_a_connection_the_api_closed_while_idle():
         procs.stop_all()
 
 
+def test_the_plain_scripts_single_passes_take_the_pictures_in_turn_as_the_requests_do():
+    from benchmarks.benchmark import PlainScript
+
+    seen: list[bytes] = []
+
+    class Loaded:
+        def scores(self, batch):
+            return batch
+
+        def postprocess(self, scores, top_k):
+            return scores
+
+    plain = PlainScript.__new__(PlainScript)  # no model: only which picture each pass takes
+    plain.raw, plain.passes, plain.loaded = [b"chelsea", b"astronaut"], 0, Loaded()
+    plain.prepared = lambda raws: seen.extend(raws)
+    assert len(plain.single_passes_ms(5)) == 5
+    plain.single_passes_ms(5)  # the next block goes on where the last one stopped
+    assert seen == [b"chelsea", b"astronaut"] * 5
+
+
 def test_one_request_at_a_time_alternates_with_the_plain_script_in_blocks():
     from benchmarks.benchmark import LOW_LOAD_BLOCK, one_at_a_time
 
