@@ -86,6 +86,8 @@ def test_the_make_run_benchmark_runs_and_reports(tmp_path):
     assert all(report["memory"][name]["pss_mb"] > 0 for name in procfile)
     assert report["memory"]["total"]["pss_mb"] == pytest.approx(sum(p["pss_mb"] for n, p in report["memory"].items() if n != "total"), abs=1)
     assert "memory, whole system" in out.stdout
+    cpu = report["rounds"][0]["cpu_ms_per_request"]  # the worker's Celery process and its model process apart
+    assert cpu["worker_resnet18 model process"] > cpu["worker_resnet18"] > 0 and cpu["api"] > 0 and cpu["redis"] > 0
 
     def still_running(pid: int, cmdline: str) -> bool:  # the same process (pids are reused: pid_max may be 32768)
         try:
