@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import redis as redis_lib
 from celery import states
 from celery.exceptions import Ignore
-from celery.signals import task_failure, task_retry, task_success
+from celery.signals import task_failure, task_retry, task_success, worker_process_shutdown
 from celery.utils.log import get_task_logger
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
@@ -72,6 +72,11 @@ def redis_client() -> redis_lib.Redis:
 
 metrics_recorder = metrics.Recorder(redis_client)  # its thread starts with the first request
 atexit.register(metrics_recorder.flush, 2.0)
+
+
+@worker_process_shutdown.connect
+def send_the_last_metrics(**_):
+    metrics_recorder.flush(2.0)  # a prefork pool process ends without running atexit
 
 
 @task_success.connect
