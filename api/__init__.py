@@ -16,7 +16,7 @@ from api.auth import register_auth
 from api.errors import register_error_handlers
 from api.memory import MemoryGauge
 from api.prometheus import InferenceCollector
-from api.request import StrictJSONProvider, WholeBodyRequest
+from api.request import StrictJSONProvider, WholeBodyRequest, WholeBodyResponse
 from api.workers import WorkerDirectory
 from inference.core import redis_connection, tracing
 from inference.core.settings import Settings, get_settings
@@ -28,6 +28,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or get_settings()
     app = Flask(__name__)
     app.request_class = WholeBodyRequest
+    app.response_class = WholeBodyResponse
     app.json = StrictJSONProvider(app)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_content_length,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import signal
 import time
@@ -265,6 +266,24 @@ def test_a_huge_body_is_refused_over_http_too(api):
     """The 413 reaches a client still sending (api/errors.py reads the rest of the body first)."""
     response = post(api, "/v1/inference", data=b"x" * (11 * 1024 * 1024), headers={"Content-Type": "application/json"})
     assert response.status_code == 413 and response.json()["error"]["code"] == "body_too_large"
+
+
+def test_a_json_answer_goes_to_the_server_in_one_piece_and_a_file_streams(api_with):
+    """api/request.py's WholeBodyResponse: a list, which granian sends in one call (it pulled
+    werkzeug's iterator piece by piece); a file (Swagger UI's assets) is still streamed."""
+    from werkzeug.test import EnvironBuilder
+
+    app, started = api_with().application, []
+
+    def call(path: str):
+        return app(EnvironBuilder(path=path).get_environ(), lambda status, headers: started.append(status))
+
+    body = call("/health/live")
+    assert isinstance(body, list) and json.loads(b"".join(body)) == {"status": "alive"}
+    asset = call("/docs/assets/favicon-16x16.png")
+    assert not isinstance(asset, list) and b"".join(asset).startswith(b"\x89PNG")
+    asset.close()
+    assert started == ["200 OK", "200 OK"]
 
 
 def test_bad_item_rejects_whole_batch(api_with, redis_client, chelsea_b64):
