@@ -59,6 +59,7 @@ def test_the_recorder_writes_what_a_pipeline_per_request_wrote(two_databases):
 
     recorder = metrics.Recorder(connect)
     writes = [(metrics.record_success, finished(n), n % 8 + 1) for n in range(40)]
+    writes += [(lambda pipe, n: (pipe.lpush("capped", str(n)), pipe.ltrim("capped", 0, 9)), n) for n in range(25)]
     writes += [(metrics.record_outcome, "resnet18", None, "expired"), (lambda pipe: pipe.incr(keys.DUPLICATES_KEY),),
                (lambda pipe: pipe.hincrby(metrics.RETRIES_KEY, "squeezenet", 1),)] * 2
     for write, *args in writes:
@@ -70,7 +71,8 @@ def test_the_recorder_writes_what_a_pipeline_per_request_wrote(two_databases):
     assert recorder.flush(10)
     assert contents(recorded) == contents(direct)
     assert len(contents(direct)[metrics.RECENT_LATENCIES_KEY.encode()]) == 40  # newest first, in both
-    assert len(sends) <= 2  # 46 writes, one round trip each before
+    assert recorded.lrange("capped", 0, -1) == [str(n).encode() for n in range(24, 14, -1)]  # the newest 10
+    assert len(sends) <= 2  # 71 writes, one round trip each before
 
 
 def test_a_refused_write_is_dropped_and_the_next_ones_still_go(two_databases, caplog):

@@ -115,9 +115,12 @@ class Tally:
         for (key, field), amount in self.float_increments.items():
             pipe.hincrbyfloat(key, field, amount)
         for key, values in self.pushed.items():
-            pipe.lpush(key, *values)
-            if key in self.trims:
-                pipe.ltrim(key, *self.trims[key])
+            if key in self.trims:  # only the newest values would stay: send no more than those
+                start, end = self.trims[key]
+                pipe.lpush(key, *values[-(end + 1):] if start == 0 and end >= 0 else values)
+                pipe.ltrim(key, start, end)
+            else:
+                pipe.lpush(key, *values)
         pipe.execute()
 
 
