@@ -26,7 +26,7 @@ from inference.cluster.network import can_make_namespaces
 from inference.cluster.processes import wait_until
 from inference.cluster.topology import Cluster
 from tests import loadgen
-from tests.helpers import image_b64
+from tests.helpers import image_b64, settled
 
 PRIORITIES = ("high", "normal", "low")
 # Workers whose cost is latency, not CPU, for the scaling table: this 2-core machine must not be
@@ -51,7 +51,8 @@ def payloads(models: tuple[str, ...]) -> list[dict]:
 
 
 def duplicate_runs(cluster: Cluster) -> int:
-    return requests.get(f"{cluster.api}/v1/stats", timeout=10).json()["duplicate_runs"]
+    # Once the workers have sent their counts (metrics.SEND_EVERY after their last request).
+    return settled(lambda: requests.get(f"{cluster.api}/v1/stats", timeout=10).json()["duplicate_runs"])
 
 
 def worker_processes(cluster: Cluster) -> dict[str, set[int]]:

@@ -95,7 +95,7 @@ class Cluster:
         return worker["processes"][0]["pid"] if worker else None
 
     def duplicates(self):
-        return int(self.redis.get(DUPLICATES_KEY) or 0)
+        return settled(lambda: int(self.redis.get(DUPLICATES_KEY) or 0))  # a worker sends its counts a moment later
 
     def log_tail(self, model, lines=60):
         """The end of `model`'s worker log, for a failure's message (CI keeps only what pytest prints)."""
@@ -207,7 +207,7 @@ def test_worker_that_keeps_failing_backs_off_then_fails(cluster):
         assert body["status"] == "failed"
         assert body["error"]["code"] == "transient_error" and "chaos" in body["error"]["message"]
         # MAX_RETRIES, no more: no retry storm (the same count /metrics shows)
-        assert settled(lambda: metrics.read_retries(cluster.redis)["mobilenet"]) - retries_before == 2
+        assert settled(lambda: metrics.read_retries(cluster.redis).get("mobilenet", 0)) - retries_before == 2
         exported = requests.get(f"{cluster.api}/metrics", headers=PROMETHEUS_ACCEPT, timeout=10).text
         assert f'inference_task_retries_total{{model="mobilenet"}} {float(retries_before + 2)}' in exported
         assert elapsed < 2 * 2 + 5  # two countdowns of at most RETRY_BACKOFF_MAX, plus three short runs
