@@ -462,13 +462,10 @@ def test_the_client_and_the_api_load_no_torch_and_no_worker_code():
 def test_the_stop_signal_relay_leaves_another_wakeup_fd_alone():
     """api/stop_signals.py sets itself up once per process, from its main thread, and not where
     something else (an asyncio loop) already listens for signals on a wakeup fd."""
-    import subprocess
-    import sys
-
     probe = ("import os, signal, threading\nfrom api import stop_signals\n"
              "r, w = os.pipe(); os.set_blocking(w, False); signal.set_wakeup_fd(w)\n"
              "kept = stop_signals.relay_to_main_thread() is False and signal.set_wakeup_fd(-1) == w\n"
              "off_main = []\nt = threading.Thread(target=lambda: off_main.append(stop_signals.relay_to_main_thread())); t.start(); t.join()\n"
              "print(kept, off_main == [False], stop_signals.relay_to_main_thread())")
-    answer = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=repo_root(), timeout=60)
-    assert answer.stdout.split() == ["True", "True", "True"], answer.stdout + answer.stderr
+    printed, errors = printed_in_a_fresh_python(probe)
+    assert printed.split() == ["True", "True", "True"], printed + errors
