@@ -1,8 +1,8 @@
 """Request metrics kept in Redis, so every worker and every API process adds to one set.
 
 Workers record outcomes and timings (queue wait, compute, end to end, batch size) when a
-request finishes, through a `Recorder`: what piles up while one write is on its way goes in the
-next, summed. The API records rejected requests, one pipelined round trip each. The API's
+request finishes, through a `Recorder`: sent by a thread of their own, what is recorded within
+SEND_EVERY summed into one write. The API records rejected requests, one pipelined round trip each. The API's
 /metrics renders them for Prometheus (prometheus-client) and /v1/stats summarises them; nothing
 here imports torch.
 """
