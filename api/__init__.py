@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         settings, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30, max_connections=2 * settings.api_threads + 16,
     )
     app.extensions["settings"] = settings
-    app.extensions["workers"] = WorkerDirectory(settings.worker_cache_seconds)
+    app.extensions["workers"] = WorkerDirectory(settings.worker_cache_seconds, app.extensions["redis"])
     app.extensions["memory"] = MemoryGauge(app.extensions["redis"], settings.redis_memory_high_water)
     registry = CollectorRegistry()
     registry.register(InferenceCollector(app.extensions["redis"], app.extensions["workers"]))

@@ -130,7 +130,7 @@ class Settings(BaseSettings):
     max_request_pixels: int = Field(80_000_000, description="Most pixels all the pictures of one request may hold together (a request of `images`): bounds the decoding one task costs its worker (~1.2 s per 40 million pixels on the 2-core machine). Over it, 413 `too_many_pixels`.")
     max_jpeg_scans: int = Field(32, ge=1, description="Most scans a JPEG may have (a progressive one has ~10): each scan is a decoding pass over the whole picture, and a 270 KB JPEG of 1,000 scans took 38 s to decode. Over it, 400 `image_too_complex`.")
     max_items_per_request: int = Field(32, validation_alias=AliasChoices("max_items_per_request", "batch_size"), description="Most items one submission may carry: requests in a batch request, or images in one request (`images`). (Was BATCH_SIZE, still read; not MAX_BATCH_SIZE, the worker's dynamic batches.)")
-    worker_cache_seconds: float = Field(2.0, validation_alias=AliasChoices("worker_cache_seconds", "health_check_interval"), description="Seconds between the API's checks of which workers are live (its cached view). The seed's HEALTH_CHECK_INTERVAL is read as this.")
+    worker_cache_seconds: float = Field(2.0, validation_alias=AliasChoices("worker_cache_seconds", "health_check_interval"), description="Seconds between the API's checks of which workers are live (its cached view): one `model_info` broadcast a turn, shared through Redis by every API process. The seed's HEALTH_CHECK_INTERVAL is read as this.")
     metrics_window: float = Field(60.0, gt=0, description="Seconds of finished requests the JSON metrics' latency percentiles cover (`/metrics` as JSON, `/v1/stats`), as the seed's METRICS_WINDOW; at most the last 5,000 requests.")
 
     # Security
