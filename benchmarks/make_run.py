@@ -60,6 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--photo-requests", type=int, default=60, help="requests of a 12-MP photo per round")
     parser.add_argument("--mixed-requests", type=int, default=1000, help="mixed requests sent in all before memory is read")
     parser.add_argument("--seconds", type=float, default=4.0, help="duration of each plain-script measurement")
+    parser.add_argument("--idle-seconds", type=float, default=10.0, help="how long the idle system's CPU is read, after the memory")
     parser.add_argument("--plain-batch", type=int, default=8, help="the plain scripts' batch size")
     parser.add_argument("--baseline", help="a git revision whose `make run` also takes the 12-MP photos (`make benchmark`: the "
                                            "code before issue #20, 6edc619)")
@@ -126,9 +127,9 @@ def memory_by_entry(honcho_pid: int) -> dict[str, dict]:
 MODEL_PROCESS = " model process"  # a worker's model host, counted apart from the worker's Celery process
 
 
-def cpu_ms_per_request(honcho_pid: int, run) -> tuple[dict, dict[str, float]]:
-    """`run()`'s result, and the CPU each Procfile entry (and this client) spent per request of
-    it; each worker's model process (inference/worker/model_host.py) apart from the rest of it."""
+def cpu_clocks(honcho_pid: int):
+    """A reading of the CPU seconds each Procfile entry (and this client) has spent; each
+    worker's model process (inference/worker/model_host.py) apart from the rest of it."""
     cmdlines = command_lines()
     entries = processes_by_entry(honcho_pid, cmdlines)
     for name in [name for name in entries if name.startswith("worker_")]:
@@ -140,10 +141,26 @@ def cpu_ms_per_request(honcho_pid: int, run) -> tuple[dict, dict[str, float]]:
         seconds = {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in entries.items()}
         return seconds | {"client": time.process_time()}
 
+    return now
+
+
+def cpu_ms_per_request(honcho_pid: int, run) -> tuple[dict, dict[str, float]]:
+    """`run()`'s result, and the CPU each Procfile entry (and this client) spent per request of it."""
+    now = cpu_clocks(honcho_pid)
     before = now()
     result = run()
     after = now()
     return result, {name: round(1000 * (after[name] - before[name]) / result["count"], 2) for name in after}
+
+
+def idle_cpu_ms_per_second(honcho_pid: int, seconds: float) -> dict[str, float]:
+    """The CPU each Procfile entry spends a second with no request anywhere (its timers,
+    heartbeats, polls and broadcasts): what `make run` costs the machine while nobody uses it."""
+    now = cpu_clocks(honcho_pid)
+    before, started = now(), time.monotonic()
+    time.sleep(seconds)
+    after, elapsed = now(), time.monotonic() - started
+    return {name: round(1000 * (after[name] - before[name]) / elapsed, 2) for name in after if name != "client"}
 
 
 @contextlib.contextmanager
@@ -363,6 +380,11 @@ def print_report(report: dict) -> None:
     for name, ms in cpu.items():
         if ms >= 0.05:
             table.add_row(f"  {name}", f"{ms:.2f}", "")
+    idle = report["idle_cpu_ms_per_second"]
+    table.add_row("CPU of the whole system while idle, ms a second", f"{sum(idle.values()):.0f}", "")
+    for name, ms in idle.items():
+        if ms >= 0.5:
+            table.add_row(f"  {name}", f"{ms:.1f}", "")
     table.add_row("memory, whole system (PSS)", f"{report['memory']['total']['pss_mb']:.0f} MB", "<= 1,500 MB")
     for name, part in report["memory"].items():
         if name != "total":
@@ -389,6 +411,7 @@ def main(argv=None) -> int:
                 rest_load(api, payloads_for(MODELS), left, args.concurrency)
             time.sleep(get_settings().heap_trim_seconds + 1)  # the load over: what the processes keep once they have trimmed
             memory = memory_by_entry(honcho.pid)
+            idle = idle_cpu_ms_per_second(honcho.pid, args.idle_seconds)
         baseline = []
         if args.baseline:
             try:
@@ -402,7 +425,7 @@ def main(argv=None) -> int:
             pool.shutdown()
         _client_threads.clear()
     report = summarise(rounds, memory, plain) | baseline_summary(args.baseline, baseline, rounds)
-    report |= {"concurrency": args.concurrency, "low_concurrency": args.low_concurrency}
+    report |= {"concurrency": args.concurrency, "low_concurrency": args.low_concurrency, "idle_cpu_ms_per_second": idle}
     (args.out / "make-run.json").write_text(json.dumps(report, indent=2))
     print_report(report)
     return 0

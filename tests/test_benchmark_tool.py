@@ -68,7 +68,7 @@ def test_the_make_run_benchmark_runs_and_reports(tmp_path):
     """`make benchmark`'s second part: honcho runs the Procfile as `make run` does, and the report
     has both plain scripts, both loads, and the memory of every Procfile entry."""
     out = subprocess.run([sys.executable, "-m", "benchmarks.make_run", "--rounds", "1", "--requests", "16", "--mixed-requests", "40", "--photo-requests", "4", "--baseline", "HEAD",
-                          "--seconds", "0.3", "--out", str(tmp_path)], cwd=repo_root(), capture_output=True, text=True, timeout=400)
+                          "--seconds", "0.3", "--idle-seconds", "1", "--out", str(tmp_path)], cwd=repo_root(), capture_output=True, text=True, timeout=400)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     report = json.loads((tmp_path / "make-run.json").read_text())
     assert report["resnet18_only_rps"] > 0 and report["mixed_rps"] > 0 and report["plain_rps"] > 0 and report["eager_rps"] > 0
@@ -88,6 +88,9 @@ def test_the_make_run_benchmark_runs_and_reports(tmp_path):
     assert "memory, whole system" in out.stdout
     cpu = report["rounds"][0]["cpu_ms_per_request"]  # the worker's Celery process and its model process apart
     assert cpu["worker_resnet18 model process"] > cpu["worker_resnet18"] > 0 and cpu["api"] > 0 and cpu["redis"] > 0
+    idle = report["idle_cpu_ms_per_second"]  # nobody using it, every Procfile entry still ticks over
+    assert set(idle) >= procfile and all(idle[name] > 0 for name in procfile) and "client" not in idle
+    assert "CPU of the whole system while idle" in out.stdout
 
     def still_running(pid: int, cmdline: str) -> bool:  # the same process (pids are reused: pid_max may be 32768)
         try:
