@@ -61,7 +61,9 @@ def _decoded(snapshot: bytes | None) -> dict | None:
     """A snapshot as `_shared_view` wrote it, or None (none, or not one: it is written anew)."""
     try:
         shared = json.loads(snapshot or b"")
-        return shared if isinstance(shared["workers"], list) and isinstance(shared["kept_ms"], int) else None
+        workers, kept_ms = shared["workers"], shared["kept_ms"]
+        whole = isinstance(workers, list) and all(isinstance(w, dict) and "model" in w and "worker_id" in w for w in workers)
+        return shared if whole and isinstance(kept_ms, int) else None
     except (ValueError, TypeError, KeyError):
         return None
 

@@ -62,7 +62,7 @@ def test_api_processes_share_one_broadcast_a_turn(shared):
 
 def test_a_snapshot_that_is_not_one_is_replaced(shared):
     db, broadcasts = shared
-    for garbage in (b"not json", b"[]", b'{"workers": "all of them", "kept_ms": 1000}'):
+    for garbage in (b"not json", b"[]", b'{"workers": "all of them", "kept_ms": 1000}', b'{"workers": [{"ready": 1}], "kept_ms": 1000}'):
         db.set(SNAPSHOT_KEY, garbage, px=60_000)  # say, written by something else under our key
         directory = WorkerDirectory(1.0, db)
         try:
@@ -70,7 +70,7 @@ def test_a_snapshot_that_is_not_one_is_replaced(shared):
             assert db.pttl(SNAPSHOT_KEY) <= 1000  # written anew, kept a turn
         finally:
             directory.close()
-    assert len(broadcasts) == 3
+    assert len(broadcasts) == 4
 
 
 def test_broadcasts_one_after_another_or_at_once_each_hear_every_worker(system):
