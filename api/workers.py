@@ -15,6 +15,7 @@ broadcasts at once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 REPLY_TIMEOUT = 0.5
 SNAPSHOT_KEY = "inference:workers:snapshot"  # the last broadcast's replies and how long they are kept (JSON)
 BROADCASTER_KEY = "inference:workers:broadcaster"  # held by the process broadcasting now
-BROADCAST_AT_MOST_MS = int(1000 * (REPLY_TIMEOUT + 2))  # a broadcaster that died leaves the turn to another by then
+BROADCAST_AT_MOST_MS = int(1000 * (REPLY_TIMEOUT + 1))  # a broadcaster that died leaves the turn to another by then
 
 
 # A process's broadcasts share one reply queue, so they go one at a time; and with kombu 5.7 a
@@ -83,8 +84,12 @@ class WorkerDirectory:
     def _refresh(self, max_age: float = 0.0, take_turns: bool = False) -> None:
         """A view at most `max_age` old. `take_turns` (the background thread): none while another
         process is broadcasting, whose replies this one reads a moment later."""
+        workers: list[dict] | None
         try:
-            workers, age = self._shared_view(max_age, take_turns) if self._redis is not None else (fetch_workers(), 0.0)
+            if self._redis is None:
+                workers, age = fetch_workers(), 0.0
+            else:  # a process that sees no worker asks at once, as one on its own did
+                workers, age = self._shared_view(max_age, take_turns and bool(self._workers))
         except Exception as exc:  # Redis down: no live workers until it is back
             log.warning("cannot list workers: %s", exc)
             workers, age = [], 0.0
@@ -98,25 +103,33 @@ class WorkerDirectory:
         """The workers and the age of that view: another process's broadcast if it is recent
         enough, else this process's own; (None, 0) while another process broadcasts, if `take_turns`."""
         assert self._redis is not None
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.get(SNAPSHOT_KEY)
-        pipe.pttl(SNAPSHOT_KEY)
-        snapshot, expires_in_ms = pipe.execute()
-        shared = _decoded(snapshot) if expires_in_ms > 0 else None
-        if shared is not None:
-            age = max(0.0, (shared["kept_ms"] - expires_in_ms) / 1000)  # by Redis's clock, whatever the writer's settings
-            if age <= max_age:
-                return shared["workers"], age
-        # One broadcast a turn for all; a view wanted now (the first, or a fresher one for a model
-        # seen with no worker) broadcasts at once.
-        if take_turns and not self._redis.set(BROADCASTER_KEY, 1, nx=True, px=BROADCAST_AT_MOST_MS):
-            return None, 0.0
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.get(SNAPSHOT_KEY)
+            pipe.pttl(SNAPSHOT_KEY)
+            snapshot, expires_in_ms = pipe.execute()
+            shared = _decoded(snapshot) if expires_in_ms > 0 else None
+            if shared is not None:
+                age = max(0.0, (shared["kept_ms"] - expires_in_ms) / 1000)  # by Redis's clock, whatever the writer's settings
+                if age <= max_age:
+                    return shared["workers"], age
+            # One broadcast a turn for all; a view wanted now (the first, or a fresher one for a
+            # model seen with no worker) broadcasts at once.
+            if take_turns and not self._redis.set(BROADCASTER_KEY, 1, nx=True, px=BROADCAST_AT_MOST_MS):
+                return None, 0.0
+        except redis_lib.RedisError as exc:
+            # Redis between primaries (a failover), say: ask the workers as a process on its own
+            # did; kombu's broadcast waits for the new primary where this client gave up.
+            log.info("the API's shared view of the workers is out of reach (%s): asking them directly", exc)
+            return fetch_workers(), 0.0
         workers = fetch_workers()
-        pipe = self._redis.pipeline(transaction=False)
         kept_ms = max(1, int(1000 * self.cache_seconds))
-        pipe.set(SNAPSHOT_KEY, json.dumps({"workers": workers, "kept_ms": kept_ms}), px=kept_ms)
-        pipe.delete(BROADCASTER_KEY)
-        pipe.execute()
+        with contextlib.suppress(redis_lib.RedisError):  # unshared, the others ask on their own
+            pipe = self._redis.pipeline(transaction=False)
+            if workers:  # hearing none says little (workers reconnecting after a failover): not for every process to keep
+                pipe.set(SNAPSHOT_KEY, json.dumps({"workers": workers, "kept_ms": kept_ms}), px=kept_ms)
+            pipe.delete(BROADCASTER_KEY)
+            pipe.execute()
         return workers, 0.0
 
     def _loop(self) -> None:

@@ -83,3 +83,34 @@ def test_broadcasts_one_after_another_or_at_once_each_hear_every_worker(system):
         at_once = list(pool.map(lambda _: directory_module.fetch_workers(), range(3)))
     for heard in in_turn + at_once:
         assert {worker["model"] for worker in heard} >= set(MODELS)
+
+
+def test_with_the_shared_view_out_of_reach_a_process_asks_the_workers_itself(shared):
+    _, broadcasts = shared
+    from tests.system import free_port
+
+    nowhere = redis_lib.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5)  # say, Redis between primaries
+    directory = WorkerDirectory(1.0, nowhere)
+    try:
+        assert served_models(directory) == set(MODELS) and len(broadcasts) == 1  # through the broker, as before
+    finally:
+        directory.close()
+
+
+def test_a_view_of_no_worker_is_kept_to_itself_and_waits_for_no_turn(shared, monkeypatch):
+    db, broadcasts = shared
+    real = directory_module.fetch_workers
+    # A broadcast that heard no worker (the workers reconnecting after a failover, say): the
+    # decision alone is under test here.
+    monkeypatch.setattr(directory_module, "fetch_workers", lambda: broadcasts.append(time.monotonic()) and [])
+    directory = WorkerDirectory(1.0, db)
+    try:
+        assert directory.workers() == [] and len(broadcasts) == 1
+        assert not db.exists(SNAPSHOT_KEY) and not db.exists(BROADCASTER_KEY)  # not for the others to keep
+        monkeypatch.setattr(directory_module, "fetch_workers", real)
+        db.set(BROADCASTER_KEY, 1, px=60_000)  # another process's turn, as if it had died broadcasting
+        directory._refresh(1.0, take_turns=True)  # the background thread's refresh
+        assert served_models(directory) == set(MODELS)  # it asked at once
+        assert db.exists(SNAPSHOT_KEY) and not db.exists(BROADCASTER_KEY)
+    finally:
+        directory.close()
