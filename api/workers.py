@@ -10,7 +10,9 @@ later), and the others read them there. Each process used to broadcast on its ow
 worker (and the callbacks worker) answered each one: sharing, an idle `make run` (two API
 processes) spent 58 ms of CPU a second instead of 67 on a 2-core AMD EPYC (Zen 3), each worker
 7.7 instead of 8.9. A view wanted fresher than the shared one (a model seen with no worker) still
-broadcasts at once.
+broadcasts at once. So does a process that sees no worker, or cannot reach the shared view (Redis
+between primaries: kombu's broadcast waits for the new one); and a view of no worker, which may
+only mean the workers are reconnecting, is not shared.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ BROADCAST_AT_MOST_MS = int(1000 * (REPLY_TIMEOUT + 1))  # a broadcaster that die
 
 
 # A process's broadcasts share one reply queue, so they go one at a time; and with kombu 5.7 a
-# broadcast sent within ~20 ms of the previous one's end heard no reply at all (every other one
-# of a back-to-back series came back empty here), so the next one waits that long.
+# broadcast sent within ~10-50 ms of the previous one's end heard no reply at all (every other one
+# of a back-to-back series came back empty here), so each starts at least 0.1 s after the last.
 BROADCAST_GAP = 0.1
 _one_broadcast = threading.Lock()
 _last_ended = -BROADCAST_GAP
