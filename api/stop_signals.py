@@ -7,7 +7,8 @@ code, which it did not until the server's main process killed it after GRACEFUL_
 one stop in ten, with SIGINT sent to the whole process group as Ctrl-C in a terminal does.
 Here every such signal is also written to a pipe (`signal.set_wakeup_fd`, whichever thread got
 it), and a thread reading it wakes the main thread with SIGUSR2, whose handler does nothing:
-waking it is enough for the pending handlers to run.
+waking it is enough for the pending handlers to run. (A signal that comes before the app is
+loaded, before any of this is set up, is api/serve.py's `Server`'s to handle.)
 """
 
 from __future__ import annotations

@@ -4,10 +4,12 @@ in-process too, on Flask's test client (the same app, without the server)."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
 import signal
+import subprocess
 import time
 import uuid
 
@@ -344,6 +346,29 @@ def test_ctrl_c_stops_the_api_at_once(start_extra_api):
         os.killpg(server.server_process.pid, signal.SIGINT)
         server.server_process.wait(timeout=30)
         assert time.monotonic() - started < 5, f"the API took {time.monotonic() - started:.1f} s to stop"
+
+
+def test_ctrl_c_stops_an_api_still_loading_its_app(system):
+    """A stop signal that reaches an API process before it loaded the app (Ctrl-C right after
+    `make run` started, or the server stopping a process it just started) was taken by the
+    server's own handler, inherited through the fork, and lost: the process served on until it
+    was killed 10 s later (one CI run failed the test above so). Now such a process ends at once."""
+    from tests.system import api_command, free_port
+
+    for _ in range(3):
+        env = {**os.environ, "API_WORKERS": "2", "API_PORT": str(free_port()), "API_HOST": "127.0.0.1"}
+        server = subprocess.Popen(api_command(), env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            # Both processes forked, their app still loading (its imports take ~0.2-1 s).
+            wait_until(lambda pid=server.pid: len(children_of(pid)) == 2, 10, interval=0.005, what="the API's two processes")
+            started = time.monotonic()
+            os.killpg(server.pid, signal.SIGINT)
+            server.wait(timeout=30)
+            assert time.monotonic() - started < 5, f"the API took {time.monotonic() - started:.1f} s to stop"
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
 
 
 def test_the_threads_a_burst_started_end_once_idle(start_extra_api, worker_ids, chelsea_b64):
