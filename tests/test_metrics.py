@@ -9,6 +9,7 @@ import pytest
 import redis as redis_lib
 
 from inference.core import keys, metrics
+from tests.system import wait_until
 
 
 @pytest.fixture
@@ -94,3 +95,16 @@ def test_a_refused_write_is_dropped_and_the_next_ones_still_go(two_databases, ca
     assert metrics.read_requests(recorded) == {("resnet18", "low", "failed"): 1}
     assert "could not record metrics: Redis is restarting" in caplog.text
     assert "could not record metrics: unsupported operand" in caplog.text
+
+
+def test_the_recorder_sends_by_itself_after_each_quiet_spell(two_databases):
+    """No flush: writes go out within SEND_EVERY, and after a send the sender waits for the next
+    first write and is woken by it (the writes in between no longer wake it)."""
+    _, recorded = two_databases
+    recorder = metrics.Recorder(lambda: recorded)
+    for spell in (1, 2, 3):
+        for _ in range(10):
+            recorder.add(metrics.record_outcome, "resnet18", "high", "success")
+        wait_until(lambda spell=spell: metrics.read_requests(recorded).get(("resnet18", "high", "success")) == 10 * spell,
+                   5, interval=0.02, what=f"spell {spell}'s writes sent")
+        wait_until(lambda: recorder.sent == recorder.recorded, 5, interval=0.02, what="the sender idle again")

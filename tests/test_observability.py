@@ -160,11 +160,14 @@ def test_workers_status_reports_load_and_counts(api):
 
 
 def test_request_id_reaches_the_worker_log(api):
+    """The worker's line per request, written once the result is out (tasks.count_success), still
+    in the task's context: it carries the request id."""
     request_id = classify(api, "efficientnet")["request_id"]
     logs = LOG_DIR.glob("worker-efficientnet-test-*.log")
 
     def logged():
-        return any(f"request_id={request_id}" in path.read_text(errors="replace") for path in logs)
+        return any(f"request_id={request_id}" in line and f"request {request_id} (1 image(s)) classified by efficientnet in" in line
+                   for path in logs for line in path.read_text(errors="replace").splitlines())
 
     logs = list(logs)
     wait_until(logged, 5, what="the request id in the worker log")
