@@ -25,6 +25,14 @@ def pytest_configure(config):
     os.environ.setdefault("LOG_LEVEL", "INFO")
     os.environ["CALLBACK_ALLOWED_HOSTS"] = "127.0.0.1"  # the callback tests' receivers (tests/test_callbacks.py)
     os.environ["REDIS_URL"] = start_redis(suite_processes, dict(os.environ))
+    # A suite stopped with SIGTERM (`kill`, a CI timeout) stops its servers and workers as Ctrl-C
+    # does: pytest unwinds on KeyboardInterrupt and calls pytest_unconfigure. Killed outright, a
+    # suite had left its Valkey, workers and API running for an hour, beside the next benchmark.
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
 def pytest_unconfigure(config):
