@@ -68,3 +68,33 @@ def test_a_late_retry_never_hides_a_final_state(redis_client):
     backend.store_result(task_id, {"exc_type": "RuntimeError", "exc_message": ["x"]}, states.FAILURE)
     backend.store_result(task_id, {"predictions": []}, states.SUCCESS)
     assert backend.get_task_meta(task_id)["status"] == states.SUCCESS
+
+
+def test_a_new_thread_reads_and_waits_without_building_a_backend_of_its_own(redis_client):
+    """Celery builds `app.backend` once per thread, scanning every installed package's entry
+    points (~12 ms of CPU); the API's request threads come and go (API_THREAD_IDLE_SECONDS), and
+    each paid that on its first request. The client side shares one (celery_app.shared_backend)."""
+    import threading
+
+    from inference.core.celery_app import app
+    from inference.submit import submission, tracking, waiting
+
+    built = []
+    build = app._get_backend
+    app._get_backend = lambda: built.append(threading.current_thread().name) or build()  # type: ignore[method-assign]
+    try:
+        def first_request(n: int) -> None:
+            request_id = f"no-such-request-{uuid.uuid4().hex}"
+            assert tracking.job_status(redis_client, request_id) is None
+            with waiting.ResultListener(redis_client, request_id) as listener:
+                assert listener.wait(0.01) is None
+            assert submission.cancel(redis_client, request_id) is None
+
+        threads = [threading.Thread(target=first_request, args=(n,), name=f"request-{n}") for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        del app._get_backend
+    assert len(built) <= 1, built  # one for the process at most (none if another test made it first)

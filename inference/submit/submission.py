@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import redis as redis_lib
 
 from inference.core import metrics
-from inference.core.celery_app import app
+from inference.core.celery_app import shared_backend
 from inference.core.errors import MemoryFull, NotReplicated, QueueFull, TooManyInFlight
 from inference.core.keys import (
     CALLBACK_QUEUE,
@@ -142,7 +142,7 @@ def cancel(redis: redis_lib.Redis, request_id: str) -> str | None:
     if raw is None:
         return None
     if redis.set(claim_key(request_id), CANCELLED_CLAIM, nx=True, ex=get_settings().result_expires):
-        app.backend.store_result(request_id, {"reason": "cancelled by the client"}, CANCELLED)
+        shared_backend().store_result(request_id, {"reason": "cancelled by the client"}, CANCELLED)
         job = json.loads(raw)
         metrics.record(redis, job["model"], job["priority"], "cancelled")
         return "cancelled"

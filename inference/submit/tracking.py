@@ -7,7 +7,7 @@ import json
 import redis as redis_lib
 from celery import states
 
-from inference.core.celery_app import app
+from inference.core.celery_app import shared_backend
 from inference.core.errors import Timeout, code_of, vocabulary
 from inference.core.keys import STARTED, STATUS_OF_STATE, claim_key, job_key
 from inference.core.queues import queue_name
@@ -36,7 +36,7 @@ def job_status(redis: redis_lib.Redis, request_id: str) -> dict | None:
 
     One round trip: the job record, the claim and the result backend's record together. A
     request is `running` from its claim (task_track_started is off: one write less per task)."""
-    raw, claim, raw_meta = redis.mget(job_key(request_id), claim_key(request_id), app.backend.get_key_for_task(request_id))
+    raw, claim, raw_meta = redis.mget(job_key(request_id), claim_key(request_id), shared_backend().get_key_for_task(request_id))
     if raw is None:
         return None
     return status_of(json.loads(raw), claim, raw_meta)
@@ -45,7 +45,7 @@ def job_status(redis: redis_lib.Redis, request_id: str) -> dict | None:
 def status_of(job: dict, claim: bytes | str | None, raw_meta: bytes | str | None) -> dict:
     """The status body from a job record, its claim and the backend's (encoded) result record."""
     # The backend's own decoding, not AsyncResult: no pending-result bookkeeping per status read.
-    meta = app.backend.decode_result(raw_meta) if raw_meta else {"status": states.PENDING, "result": None}
+    meta = shared_backend().decode_result(raw_meta) if raw_meta else {"status": states.PENDING, "result": None}
     status = STATUS_OF_STATE.get(meta["status"], "queued")
     if meta["status"] == states.PENDING and claim in (STARTED, STARTED.encode()):
         status = "running"

@@ -8,7 +8,7 @@ import time
 import redis as redis_lib
 from redis.client import PubSub
 
-from inference.core.celery_app import app
+from inference.core.celery_app import shared_backend
 from inference.core.keys import FINAL_STATUSES
 from inference.submit.tracking import job_status, status_of
 
@@ -36,7 +36,7 @@ class ResultListener:
 
     def __init__(self, redis: redis_lib.Redis, request_id: str):
         self.redis, self.request_id = redis, request_id
-        self.channel = app.backend.get_key_for_task(request_id)
+        self.channel = shared_backend().get_key_for_task(request_id)
         self.pubsub = thread_subscriber(redis)
 
     def __enter__(self) -> ResultListener:
