@@ -26,6 +26,7 @@ def test_benchmark_runs_and_reports(tmp_path):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     report = json.loads((tmp_path / "benchmark.json").read_text())
     assert report["plain"]["best_batch_size"] in (1, 4, 8, 16) and report["plain"]["plain_rps"] > 0
+    assert report["machine"]["max_batch_size"] >= report["plain"]["best_batch_size"]
     assert report["machine"]["workers"] == 2  # both started and ready, or the run would have timed out
     # The plain script runs what the worker runs (OpenVINO on a CPU by default); plain PyTorch fp32 beside it.
     assert (report["machine"]["runtime"], report["machine"]["precision"]) in (("openvino", "bf16"), ("openvino", "fp32"), ("torch", "fp32"))
@@ -174,3 +175,12 @@ def test_the_protocols_benchmark_runs_and_reports(tmp_path):
     report = json.loads((tmp_path / "p.json").read_text())
     assert len(report) == 4 and all(r["n"] == 3 and 0 < r["median_ms"] <= r["p90_ms"] for r in report.values())
     assert "/v2 infer, class_count=5" in report and "One picture at a time" in out.stdout
+
+
+def test_the_worker_batches_at_the_largest_size_near_the_plain_scripts_best():
+    """Where batching gains the plain script nothing, noise must not run the worker at batch 1."""
+    from benchmarks.benchmark import worker_batch
+
+    assert worker_batch({1: 86.1, 4: 84.0, 8: 83.2, 16: 85.0}) == 16
+    assert worker_batch({1: 100.0, 4: 90.0, 8: 94.0, 16: 80.0}) == 1
+    assert worker_batch({1: 50.0, 4: 80.0, 8: 79.0, 16: 70.0}) == 8
