@@ -362,10 +362,10 @@ def worker_batch(by_batch: dict[int, float]) -> int:
     return max(size for size, rps in by_batch.items() if rps >= (1 - NEAR_BEST) * best)
 
 
-def system_env(args: argparse.Namespace, best: int, instances: int, threads: int, device: str) -> dict[str, str]:
-    """The system's settings: one resnet18 worker batching at `best` (`worker_batch`)."""
+def system_env(args: argparse.Namespace, batch: int, instances: int, threads: int, device: str) -> dict[str, str]:
+    """The system's settings: one resnet18 worker batching at `batch` (`worker_batch`)."""
     return {**os.environ, "MODEL_WEIGHTS": "random", "QUEUE_LIMIT": "100000", "NO_WORKER_POLICY": "queue",
-            "LOG_LEVEL": "WARNING", "WORKER_POOL": "threads", "MAX_BATCH_SIZE": str(best), "MAX_BATCH_DELAY_MS": "10",
+            "LOG_LEVEL": "WARNING", "WORKER_POOL": "threads", "MAX_BATCH_SIZE": str(batch), "MAX_BATCH_DELAY_MS": "10",
             "MODEL_INSTANCES": str(instances), "WORKER_REPLICAS": str(args.workers),
             # On a CPU, the plain script's threads shared among the workers' instances; on a GPU the worker's own choice (1).
             **({"TORCH_THREADS": str(max(1, threads // (instances * args.workers)))} if device == "cpu" else {}),

@@ -37,6 +37,20 @@ def children_of(pid: int) -> list[int]:
     return [child for child, fields in process_stats() if int(fields[1]) == pid and fields[0] != "Z"]
 
 
+def command_line(pid: int) -> str:
+    """A process's command line, its arguments joined by spaces ("" for one gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def still_running(pid: int, cmdline: str) -> bool:
+    """Whether `pid` is still the process whose command line began with `cmdline` (pids are reused:
+    pid_max may be 32768)."""
+    return command_line(pid).startswith(cmdline.strip())
+
+
 def cpu_seconds(pid: int) -> float:
     """CPU time of a process (all its threads, exited ones too), in nanoseconds' precision: the
     kernel's process CPU clock (clock_getcpuclockid), not /proc's clock ticks, which are 10 ms

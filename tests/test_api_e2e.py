@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from tests.helpers import MODELS, PROMETHEUS_ACCEPT, image_b64, image_bytes, paused, settled, wait_for_pictures_deleted
-from tests.system import children_of, wait_until
+from tests.system import api_command, children_of, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -353,8 +353,6 @@ def test_ctrl_c_stops_an_api_still_loading_its_app(system):
     `make run` started, or the server stopping a process it just started) was taken by the
     server's own handler, inherited through the fork, and lost: the process served on until it
     was killed 10 s later (one CI run failed the test above so). Now such a process ends at once."""
-    from tests.system import api_command, free_port
-
     for _ in range(3):
         env = {**os.environ, "API_WORKERS": "2", "API_PORT": str(free_port()), "API_HOST": "127.0.0.1"}
         server = subprocess.Popen(api_command(), env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

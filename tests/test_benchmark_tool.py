@@ -9,11 +9,11 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.helpers import image_b64, repo_root
+from tests.system import still_running
 
 pytestmark = pytest.mark.e2e
 
@@ -95,12 +95,6 @@ def test_the_make_run_benchmark_runs_and_reports(tmp_path):
     assert set(idle) >= procfile and all(idle[name] >= 0 for name in procfile) and "client" not in idle
     assert sum(idle.values()) > 0
     assert "CPU of the whole system while idle" in out.stdout
-
-    def still_running(pid: int, cmdline: str) -> bool:  # the same process (pids are reused: pid_max may be 32768)
-        try:
-            return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").startswith(cmdline.strip())
-        except OSError:
-            return False
 
     processes = [(pid, cmdline) for part in report["memory"].values() for pid, cmdline, _ in part.get("by_process", [])]
     assert len(processes) >= 15 and not [p for p in processes if still_running(*p)]  # honcho stopped them all

@@ -6,10 +6,9 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 from tests.helpers import repo_root
-from tests.system import children_of, wait_until
+from tests.system import children_of, command_line, still_running, wait_until
 
 
 def test_a_suite_stopped_with_sigterm_stops_its_servers(tmp_path):
@@ -25,19 +24,13 @@ def test_a_suite_stopped_with_sigterm_stops_its_servers(tmp_path):
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         wait_until(started.exists, 60, interval=0.05, what="the inner suite's test running")
-        servers = {pid: Path(f"/proc/{pid}/cmdline").read_bytes() for pid in children_of(suite.pid)}
-        assert any(b"valkey" in cmdline for cmdline in servers.values()), servers
+        servers = {pid: command_line(pid) for pid in children_of(suite.pid)}
+        assert any("valkey" in cmdline for cmdline in servers.values()), servers
         suite.send_signal(signal.SIGTERM)
         output, _ = suite.communicate(timeout=60)
     finally:
         if suite.poll() is None:
             os.killpg(suite.pid, signal.SIGKILL)
-
-    def still_running(pid: int, cmdline: bytes) -> bool:  # the same process (pids are reused)
-        try:
-            return Path(f"/proc/{pid}/cmdline").read_bytes() == cmdline
-        except OSError:
-            return False
 
     assert "KeyboardInterrupt" in output and "SIGTERM" in output, output[-2000:]
     assert not [pid for pid, cmdline in servers.items() if still_running(pid, cmdline)], output[-2000:]
