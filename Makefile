@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup install reset docker-up docker-down run start stop logs test test-fast lint type-check resilience scale-out cluster benchmark benchmark-gpu load-test stress-test attack-report demo quick-demo weights health monitor config-table manifests clean
+.PHONY: setup install reset docker-up docker-down run start stop logs test test-fast lint type-check resilience scale-out cluster benchmark benchmark-gpu load-test stress-test attack-report demo quick-demo weights models health monitor config-table manifests clean
 
 setup: $(STAMP)
 
@@ -83,6 +83,9 @@ quick-demo: setup  ## the same, unattended
 
 weights: setup  ## download the pretrained weights into TORCH_HOME (needs internet)
 	$(BIN)/python -m inference.cli.weights download
+
+models: setup  ## convert every model to OpenVINO in MODEL_CACHE_DIR now, in one process (a first start's workers otherwise each convert their own)
+	$(BIN)/python -m inference.worker.convert
 
 health:  ## the running system's /health
 	@curl -s http://$${API_HOST:-127.0.0.1}:$${API_PORT:-8000}/health | $(BIN)/python -m json.tool

@@ -226,12 +226,12 @@ def test_a_batch_whose_runner_died_runs_again_each_request_alone_and_a_poison_fa
 
 
 @pytest.fixture()
-def model_host(monkeypatch, tmp_path):
+def model_host(monkeypatch, tmp_path, model_cache):
     """A real model process for squeezenet (random weights, OpenVINO where installed), fed directly."""
     from inference.core.settings import Settings, use_settings
     from inference.worker.model_host import ModelHost
 
-    use_settings(Settings(worker_model="squeezenet", worker_pool="threads", max_batch_size=4, model_cache_dir=str(tmp_path.parent / "models"),
+    use_settings(Settings(worker_model="squeezenet", worker_pool="threads", max_batch_size=4, model_cache_dir=str(model_cache),
                           chaos_crash_marker="chaos-poison-unit", worker_timeout=3))
     host = ModelHost(1, str(tmp_path), hang_seconds=1.0, start_timeout=120)
     host.start()
@@ -257,7 +257,7 @@ def test_a_model_host_classifies_and_comes_back_after_its_process_dies(model_hos
     assert model_host.run([(picture, 3)]) == [predictions] and model_host.starts == 3
 
 
-def test_an_openvino_model_process_runs_each_batch_in_the_thread_that_received_it(tmp_path):
+def test_an_openvino_model_process_runs_each_batch_in_the_thread_that_received_it(tmp_path, model_cache):
     """No hand-off to the child's own batcher and back (two thread switches, ~0.5 ms of a lone
     request); with two instances, two threads, and still no torch in the process."""
     import subprocess
@@ -284,7 +284,7 @@ def test_an_openvino_model_process_runs_each_batch_in_the_thread_that_received_i
     """)
     picture = tmp_path / "chelsea.jpg"
     picture.write_bytes(image_bytes("chelsea.jpg"))
-    answer = subprocess.run([sys.executable, "-c", probe, str(tmp_path.parent / "models"), str(picture)], capture_output=True, text=True,
+    answer = subprocess.run([sys.executable, "-c", probe, str(model_cache), str(picture)], capture_output=True, text=True,
                             timeout=180)
     assert answer.stdout.split() == ["ready", "openvino", "2", "3", "3", "channel-0", "channel-1", "False"], answer.stdout + answer.stderr[-3000:]
 

@@ -30,7 +30,7 @@ def load(model: str, cache_dir, **options):
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_openvino_answers_as_pytorch_does(model, pictures, tmp_path_factory, caplog):
+def test_openvino_answers_as_pytorch_does(model, pictures, model_cache, caplog):
     """The torch-free preprocessing gives torchvision's arrays (numpy's normalisation standing in
     for the one in the compiled graph). fp32: PyTorch's classes and
     confidences (to 1e-4, what the system promises between its own runs). bf16 (where the CPU
@@ -40,12 +40,11 @@ def test_openvino_answers_as_pytorch_does(model, pictures, tmp_path_factory, cap
 
     from inference.worker.openvino_runtime import cpu_has_bf16
 
-    cache = tmp_path_factory.mktemp("models")
-    reference = load(model, cache)
+    reference = load(model, model_cache)
     batch = reference.preprocess(pictures)
     want = reference.forward(batch).numpy()
     for precision in ("fp32", "bf16"):
-        compiled = load(model, cache, runtime="openvino", precision=precision)
+        compiled = load(model, model_cache, runtime="openvino", precision=precision)
         served = precision if precision == "fp32" or cpu_has_bf16() else "fp32"
         assert (compiled.info["runtime"], compiled.info["precision"]) == ("openvino", served)
         assert served == precision or "this CPU has no bf16" in caplog.text
@@ -265,6 +264,21 @@ def test_a_batch_decodes_on_as_many_threads_as_it_may_borrow(monkeypatch):
         assert threads_used(5, threads=1, expected=1) == {threading.current_thread().name}  # one: no thread hop
     finally:
         pool.shutdown()
+
+
+@pytest.mark.e2e
+def test_the_suite_workers_load_what_the_convert_command_wrote(api, worker_ids):
+    """`python -m inference.worker.convert` (`make models`, and the suite's own setup) converts
+    every model with the weights, seed and cache the workers load with: none converted again."""
+    from inference.worker.runtime_choice import resolve_runtime
+
+    workers = api.get(f"{api.base_url}/workers/status", timeout=10).json()["workers"]
+    processes = [p for w in workers if w["worker_id"] in worker_ids.values() for p in w["processes"]]
+    on_openvino = [p for p in processes if resolve_runtime("auto", p["device"], warn=False) == "openvino"]
+    assert len(processes) == len(MODELS)
+    if not on_openvino:
+        pytest.skip("the suite's workers run PyTorch on CUDA here: nothing was converted")
+    assert all(p["runtime"] == "openvino" and p["converted"] is False for p in on_openvino), on_openvino
 
 
 @pytest.mark.e2e

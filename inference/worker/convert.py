@@ -1,7 +1,8 @@
 """Convert a registry model to OpenVINO IR, with the sidecar a torch-free worker serves it from.
 
-`python -m inference.worker.convert resnet18 --weights auto --seed 0 --cache-dir var/models`
-prints the .xml it wrote (or found). OpenVINO workers run it as a child process when their model
+`python -m inference.worker.convert [MODEL ...] [--weights auto --seed 0 --cache-dir var/models]`
+prints the .xml it wrote (or found) for each model (default: every registry model, with the
+settings' weights, seed and cache). OpenVINO workers run it as a child process when their model
 is not cached yet (inference/worker/openvino_runtime.py), so torch is imported here and not there.
 """
 
@@ -17,7 +18,7 @@ from pathlib import Path
 import torch
 from torchvision.models import get_weight
 
-from inference.core.registry import ModelSpec, get_spec
+from inference.core.registry import ModelSpec, get_spec, model_names
 from inference.worker.model_runtime import build_model
 from inference.worker.openvino_runtime import ir_key, ir_path, whole
 from inference.worker.preprocessing import ClassificationTransform
@@ -55,14 +56,18 @@ def convert_to_ir(spec: ModelSpec, mode: str, seed: int, cache_dir: Path, allow_
 
 
 def main() -> None:
+    from inference.core.settings import get_settings
+
+    settings = get_settings()  # by default, what this environment's workers would load
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model")
-    parser.add_argument("--weights", default="auto", choices=["auto", "pretrained", "random"])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cache-dir", default="var/models")
-    parser.add_argument("--allow-download", action="store_true")
+    parser.add_argument("models", nargs="*", help="registry models (default: all); one process converts them all, torch imported once")
+    parser.add_argument("--weights", default=settings.model_weights, choices=["auto", "pretrained", "random"])
+    parser.add_argument("--seed", type=int, default=settings.random_weights_seed)
+    parser.add_argument("--cache-dir", default=settings.model_cache_dir)
+    parser.add_argument("--allow-download", action="store_true", default=settings.weights_download)
     args = parser.parse_args()
-    print(convert_to_ir(get_spec(args.model), args.weights, args.seed, Path(args.cache_dir), args.allow_download))
+    for name in args.models or model_names():
+        print(convert_to_ir(get_spec(name), args.weights, args.seed, Path(args.cache_dir), args.allow_download), flush=True)
 
 
 if __name__ == "__main__":
