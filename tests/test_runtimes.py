@@ -266,6 +266,17 @@ def test_a_batch_decodes_on_as_many_threads_as_it_may_borrow(monkeypatch):
         pool.shutdown()
 
 
+def test_the_convert_command_names_a_model_it_does_not_know(monkeypatch, capsys, tmp_path):
+    """`make models` with a typo: a usage error that lists the models, before anything converts."""
+    from inference.worker import convert
+
+    monkeypatch.setattr("sys.argv", ["convert", "squeezenet", "resnet-18", "--cache-dir", str(tmp_path)])
+    with pytest.raises(SystemExit) as stopped:
+        convert.main()
+    assert stopped.value.code == 2 and "unknown model resnet-18; known models: mobilenet, resnet18" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.e2e
 def test_the_suite_workers_load_what_the_convert_command_wrote(api, worker_ids):
     """`python -m inference.worker.convert` (`make models`, and the suite's own setup) converts

@@ -66,6 +66,8 @@ def main() -> None:
     parser.add_argument("--cache-dir", default=settings.model_cache_dir)
     parser.add_argument("--allow-download", action="store_true", default=settings.weights_download)
     args = parser.parse_args()
+    if unknown := [name for name in args.models if name not in model_names()]:
+        parser.error(f"unknown model {', '.join(unknown)}; known models: {', '.join(model_names())}")
     for name in args.models or model_names():
         print(convert_to_ir(get_spec(name), args.weights, args.seed, Path(args.cache_dir), args.allow_download), flush=True)
 
