@@ -41,7 +41,7 @@ from rich.table import Table
 from benchmarks.benchmark import IMAGES, OUT, ROOT, PlainScript, _client_threads, rest_load
 from inference.core.settings import get_settings
 from tests.helpers import large_photo
-from tests.system import cpu_seconds, free_port, process_stats, wait_until
+from tests.system import command_line, cpu_seconds, free_port, process_stats, wait_until
 
 MODELS = ("mobilenet", "resnet18", "efficientnet", "squeezenet")
 console = Console()
@@ -75,14 +75,8 @@ def procfile_commands() -> dict[str, str]:
 
 
 def command_lines() -> dict[int, str]:
-    """Each process's command line, from /proc."""
-    lines = {}
-    for pid, _ in process_stats():
-        try:
-            lines[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:  # gone meanwhile
-            continue
-    return lines
+    """Each process's command line, from /proc ("" for one gone meanwhile)."""
+    return {pid: command_line(pid).strip() for pid, _ in process_stats()}
 
 
 def pss_mb(pid: int) -> float:
