@@ -20,10 +20,12 @@ $(STAMP): requirements.txt
 	touch $@
 
 run: setup  ## API, one worker per model, Flower, and an embedded Redis when REDIS_URL does not answer
+	$(BIN)/python -m inference.worker.convert --missing  # a first start's models, converted in one process
 	$(BIN)/honcho start
 
 start: setup  ## the same in the background (log: var/log/system.log; `make stop`, `make logs`)
 	mkdir -p var/log
+	$(BIN)/python -m inference.worker.convert --missing
 	nohup $(BIN)/honcho start > var/log/system.log 2>&1 & echo $$! > var/honcho.pid
 	@echo "started (pid $$(cat var/honcho.pid)); API on :$${API_PORT:-8000}, Flower on :$${FLOWER_PORT:-5555}"
 
@@ -84,7 +86,7 @@ quick-demo: setup  ## the same, unattended
 weights: setup  ## download the pretrained weights into TORCH_HOME (needs internet)
 	$(BIN)/python -m inference.cli.weights download
 
-models: setup  ## convert every model to OpenVINO in MODEL_CACHE_DIR now, in one process (a first start's workers otherwise each convert their own)
+models: setup  ## convert every model to OpenVINO in MODEL_CACHE_DIR now, in one process (`make run` converts those its workers lack)
 	$(BIN)/python -m inference.worker.convert
 
 health:  ## the running system's /health

@@ -274,7 +274,47 @@ def test_the_convert_command_names_a_model_it_does_not_know(monkeypatch, capsys,
     with pytest.raises(SystemExit) as stopped:
         convert.main()
     assert stopped.value.code == 2 and "unknown model resnet-18; known models: mobilenet, resnet18" in capsys.readouterr().err
+    monkeypatch.setattr("sys.argv", ["convert", "--missing", "squeezenet"])  # its models are the worker configs'
+    with pytest.raises(SystemExit) as stopped:
+        convert.main()
+    assert stopped.value.code == 2 and "name no models" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_make_run_converts_first_what_its_workers_would_convert(tmp_path):
+    """`make run` runs `convert --missing` before its workers start: each worker config's model
+    that would run on OpenVINO and is not cached, with that config's settings, in one process; a
+    model that cannot convert is left to its worker. With everything cached: no torch, nothing done."""
+    import subprocess
+    import sys
+
+    from inference.worker.openvino_runtime import cached
+
+    configs, cache = tmp_path / "worker_configs", tmp_path / "models"
+    configs.mkdir()
+    setting = f'model_cache_dir = "{cache}"\n'
+    (configs / "squeezenet.toml").write_text(f'worker_model = "squeezenet"\nmodel_weights = "random"\nrandom_weights_seed = 3\n{setting}')
+    (configs / "resnet18.toml").write_text(f'worker_model = "resnet18"\nworker_runtime = "torch"\n{setting}')  # PyTorch: nothing to convert
+    (configs / "mobilenet.toml").write_text(f'worker_model = "mobilenet"\nmodel_weights = "pretrained"\n{setting}')  # not on this disk
+    probe = ("import sys; from pathlib import Path; from inference.worker.convert import convert_missing\n"
+             "convert_missing(Path(sys.argv[1])); print('torch imported:', 'torch' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k not in ("MODEL_WEIGHTS", "MODEL_CACHE_DIR", "RANDOM_WEIGHTS_SEED", "WORKER_RUNTIME")}
+    env["TORCH_HOME"] = str(tmp_path / "torch")  # no checkpoints there
+
+    def convert_missing() -> list[str]:
+        done = subprocess.run([sys.executable, "-c", probe, str(configs)], capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout.splitlines()
+
+    first = convert_missing()
+    assert first[0] == "converting mobilenet, squeezenet to OpenVINO once (MODEL_CACHE_DIR)", first
+    assert first[1].startswith("mobilenet did not convert (WeightsUnavailable") and first[-1] == "torch imported: True", first
+    from inference.core.registry import MODELS as SPECS
+
+    assert cached(SPECS["squeezenet"], "random", 3, cache, allow_download=False) is not None  # the config's seed, not the default
+    assert [xml.name.split("-openvino-")[0] for xml in cache.glob("*.xml")] == ["squeezenet1_1-random-seed" + str(3 + SPECS["squeezenet"].seed_offset)]
+    (configs / "mobilenet.toml").unlink()
+    assert convert_missing() == ["torch imported: False"]  # a warm start pays a second at most
 
 
 @pytest.mark.e2e
