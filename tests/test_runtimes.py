@@ -284,7 +284,8 @@ def test_the_convert_command_names_a_model_it_does_not_know(monkeypatch, capsys,
 def test_make_run_converts_first_what_its_workers_would_convert(tmp_path):
     """`make run` runs `convert --missing` before its workers start: each worker config's model
     that would run on OpenVINO and is not cached, with that config's settings, in one process; a
-    model that cannot convert is left to its worker. With everything cached: no torch, nothing done."""
+    model that cannot convert, or a config that does not load, is left to its worker, which says
+    why. With everything cached: no torch, nothing done."""
     import subprocess
     import sys
 
@@ -296,6 +297,7 @@ def test_make_run_converts_first_what_its_workers_would_convert(tmp_path):
     (configs / "squeezenet.toml").write_text(f'worker_model = "squeezenet"\nmodel_weights = "random"\nrandom_weights_seed = 3\n{setting}')
     (configs / "resnet18.toml").write_text(f'worker_model = "resnet18"\nworker_runtime = "torch"\n{setting}')  # PyTorch: nothing to convert
     (configs / "mobilenet.toml").write_text(f'worker_model = "mobilenet"\nmodel_weights = "pretrained"\n{setting}')  # not on this disk
+    (configs / "efficientnet.toml").write_text('worker_model = "efficientnet"\nmax_batch_sise = 8\n')  # a typo: its worker says so
     probe = ("import sys; from pathlib import Path; from inference.worker.convert import convert_missing\n"
              "convert_missing(Path(sys.argv[1])); print('torch imported:', 'torch' in sys.modules)")
     env = {k: v for k, v in os.environ.items() if k not in ("MODEL_WEIGHTS", "MODEL_CACHE_DIR", "RANDOM_WEIGHTS_SEED", "WORKER_RUNTIME")}
@@ -307,13 +309,15 @@ def test_make_run_converts_first_what_its_workers_would_convert(tmp_path):
         return done.stdout.splitlines()
 
     first = convert_missing()
-    assert first[0] == "converting mobilenet, squeezenet to OpenVINO once (MODEL_CACHE_DIR)", first
-    assert first[1].startswith("mobilenet did not convert (WeightsUnavailable") and first[-1] == "torch imported: True", first
+    assert first[0].startswith("efficientnet.toml does not load, nothing converted for it:") and "max_batch_sise" in first[0], first
+    assert first[1] == "converting mobilenet, squeezenet to OpenVINO once (MODEL_CACHE_DIR)", first
+    assert first[2].startswith("mobilenet did not convert (WeightsUnavailable") and first[-1] == "torch imported: True", first
     from inference.core.registry import MODELS as SPECS
 
     assert cached(SPECS["squeezenet"], "random", 3, cache, allow_download=False) is not None  # the config's seed, not the default
     assert [xml.name.split("-openvino-")[0] for xml in cache.glob("*.xml")] == ["squeezenet1_1-random-seed" + str(3 + SPECS["squeezenet"].seed_offset)]
     (configs / "mobilenet.toml").unlink()
+    (configs / "efficientnet.toml").unlink()
     assert convert_missing() == ["torch imported: False"]  # a warm start pays a second at most
 
 
