@@ -8,7 +8,8 @@ is not cached yet (inference/worker/openvino_runtime.py), so torch is imported h
 `--missing` (`make run` runs it first) converts only what the worker configs' workers would
 otherwise convert at their start, each with its config's settings: four workers converting at
 once each import torch in a child (a first start on a 2-core Zen 4: 24-28 s to four ready
-workers, against 19-20 after `--missing`). With nothing missing it imports no torch (0.4 s).
+workers, against 19-20 after `--missing`). With nothing missing, on a host without an NVIDIA
+driver, it imports no torch (0.4 s).
 """
 
 from __future__ import annotations
