@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import threading
+import warnings
 from pathlib import Path
 
 from inference.core.registry import ModelSpec, get_spec, model_names
@@ -54,7 +55,10 @@ def convert_to_ir(spec: ModelSpec, mode: str, seed: int, cache_dir: Path, allow_
         "pretrained_checkpoint": os.path.basename(weights.url),  # under `auto`, random serves while this is missing
     }
     cache_dir.mkdir(parents=True, exist_ok=True)
-    converted = ov.convert_model(model.eval(), example_input=torch.zeros(1, 3, 224, 224), input=[ov.PartialShape([-1, 3, 224, 224])])
+    with warnings.catch_warnings():  # OpenVINO's converter traces with torch.jit, which torch 2.14 calls deprecated: nobody's to act on
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.trace(_method)?` is deprecated", category=FutureWarning)
+        converted = ov.convert_model(model.eval(), example_input=torch.zeros(1, 3, 224, 224),
+                                     input=[ov.PartialShape([-1, 3, 224, 224])])
     temporary = cache_dir / f".{xml.stem}.{os.getpid()}.{threading.get_ident()}.xml"
     ov.save_model(converted, temporary, compress_to_fp16=False)  # weights stay f32: the precision is chosen when compiling
     temporary.with_suffix(".json").write_text(json.dumps(sidecar))
