@@ -283,6 +283,33 @@ def one_at_a_time(plain: PlainScript, senders: dict, count: int) -> tuple[dict[s
     return {name: run_summary(results, 1, walls[name]) for name, results in timed.items()}, passes
 
 
+IDLE_GAP_S = 0.015  # about how long Redis and the API sit idle while a lone request's model runs
+
+
+def round_trip_us(redis_url: str, count: int = 60) -> dict[str, float]:
+    """A Redis PING's round trip, median us: back to back, and after IDLE_GAP_S with nothing to
+    do, as each process a lone request waits on has had. On a KVM guest whose idle CPUs halt it
+    read 39 against 389 us: what one such wait costs there, more than the work done in it."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+
+    def median_us(gap: float) -> float:
+        took = []
+        for _ in range(count):
+            time.sleep(gap)
+            started = time.perf_counter()
+            client.ping()
+            took.append(time.perf_counter() - started)
+        return 1e6 * statistics.median(took)
+
+    median_us(0)  # the connection made, the paths warm
+    try:
+        return {"back_to_back": median_us(0), "after_idle": median_us(IDLE_GAP_S)}
+    finally:
+        client.close()
+
+
 def sustained_rps(finished_at: list[float], concurrency: int) -> float | None:
     """Requests per second while `concurrency` were in flight the whole time: from the
     concurrency-th answer to the concurrency-th from last. The first answers come from requests
@@ -430,6 +457,7 @@ def main(argv=None) -> int:
         singles = [{"image": b} for b in images_b64]
         rest_load(api, payloads, 2 * in_flight, in_flight)  # warm-up (and the client threads' connections)
         celery_load(env["REDIS_URL"], singles, 2 * in_flight, in_flight)
+        waking = round_trip_us(env["REDIS_URL"])
         for _ in track(range(args.rounds), description="rounds: plain, REST, plain, apply_async, plain; one at a time", console=console):
             rounds.append(one_round(plain, args, best, pids, api, env["REDIS_URL"], payloads, singles, in_flight))
         if args.images_per_request > 1:
@@ -451,6 +479,7 @@ def main(argv=None) -> int:
     report["machine"].update(device=device_name(plain.loaded.device), api_workers=args.api_workers, workers=args.workers, max_batch_size=batch,
                              runtime=plain.loaded.info["runtime"], precision=plain.loaded.info["precision"])
     report["batched_submissions"] = many
+    report["redis_round_trip_us"] = waking
     (out / "benchmark.json").write_text(json.dumps(report, indent=2))
     print_table(report, out)
     draw(rounds, sweep, by_batch, report, out)
@@ -573,6 +602,9 @@ def print_table(report: dict, out: Path) -> None:
     console.print(f"low load: REST median {runs['rest_low_load']['p50_ms']:.1f} ms vs model compute {plain['compute_single_ms']:.1f} ms "
                   f"(the plain script's pass, timed between the requests; overhead {ratios['low_load_overhead_ms']:.1f} ms, "
                   f"apply_async {ratios['celery_low_load_overhead_ms']:.1f} ms; goal <= 4)")
+    waking = report["redis_round_trip_us"]
+    console.print(f"a Redis round trip on this machine: {waking['back_to_back']:.0f} us back to back, {waking['after_idle']:.0f} us "
+                  f"after {1000 * IDLE_GAP_S:.0f} ms idle (about what each of a lone request's waits on a process that sat idle costs)")
     console.print(f"saturation: REST {ratios['rest_saturation_vs_plain']:.2f}x, apply_async {ratios['celery_saturation_vs_plain']:.2f}x "
                   f"plain script of the same runtime (goal >= 0.8), sustained while {runs['rest_saturation']['concurrency']} requests were in flight; "
                   f"whole runs with ramp-up and drain: {ratios['rest_saturation_whole_run_vs_plain']:.2f}x, "

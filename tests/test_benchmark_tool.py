@@ -53,6 +53,8 @@ def test_benchmark_runs_and_reports(tmp_path):
         assert many[name]["ok"] == many[name]["requests"] == 3 and many[name]["images_per_s"] > 0
     assert (tmp_path / "latency.png").stat().st_size > 0 and (tmp_path / "throughput.png").stat().st_size > 0
     assert "saturation: REST" in out.stdout and "all but the model" in out.stdout
+    waking = report["redis_round_trip_us"]  # what a wait on an idle process costs here, beside the lone request's overhead
+    assert 0 < waking["back_to_back"] < 100_000 and 0 < waking["after_idle"] < 100_000 and "a Redis round trip on this machine" in out.stdout
 
 
 def test_the_baseline_gets_the_packages_it_pins_that_this_venv_lacks():
