@@ -289,6 +289,7 @@ def test_make_run_converts_first_what_its_workers_would_convert(tmp_path):
     import subprocess
     import sys
 
+    from inference.core.registry import MODELS as SPECS
     from inference.worker.openvino_runtime import cached
 
     configs, cache = tmp_path / "worker_configs", tmp_path / "models"
@@ -312,8 +313,6 @@ def test_make_run_converts_first_what_its_workers_would_convert(tmp_path):
     assert first[0].startswith("efficientnet.toml does not load, nothing converted for it:") and "max_batch_sise" in first[0], first
     assert first[1] == "converting mobilenet, squeezenet to OpenVINO once (MODEL_CACHE_DIR)", first
     assert first[2].startswith("mobilenet did not convert (WeightsUnavailable") and first[-1] == "torch imported: True", first
-    from inference.core.registry import MODELS as SPECS
-
     assert cached(SPECS["squeezenet"], "random", 3, cache, allow_download=False) is not None  # the config's seed, not the default
     assert [xml.name.split("-openvino-")[0] for xml in cache.glob("*.xml")] == ["squeezenet1_1-random-seed" + str(3 + SPECS["squeezenet"].seed_offset)]
     (configs / "mobilenet.toml").unlink()

@@ -23,7 +23,7 @@ import warnings
 from pathlib import Path
 
 from inference.core.registry import ModelSpec, get_spec, model_names
-from inference.core.settings import CONFIG_DIR, Settings
+from inference.core.settings import CONFIG_DIR, Settings, get_settings
 from inference.worker.device import pick_device
 from inference.worker.openvino_runtime import cached, ir_key, ir_path, whole
 from inference.worker.preprocessing import ClassificationTransform
@@ -102,8 +102,6 @@ def convert_missing(config_dir: Path = CONFIG_DIR) -> None:
 
 
 def main() -> None:
-    from inference.core.settings import get_settings
-
     settings = get_settings()  # by default, what this environment's workers would load
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="*", help="registry models (default: all); one process converts them all, torch imported once")
