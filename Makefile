@@ -41,8 +41,10 @@ test: setup  ## the whole test suite: real Redis (embedded, own port), real work
 test-fast: setup  ## unit tests only (no workers)
 	$(BIN)/python -m pytest -m "not e2e"
 
-lint: setup  ## ruff
+lint: setup  ## ruff, and no tracked file that .gitignore names (a wheel, a cache) in the repository
 	$(BIN)/ruff check .
+	@if git rev-parse --git-dir >/dev/null 2>&1 && [ -n "$$(git ls-files --cached --ignored --exclude-standard)" ]; then \
+		echo "tracked files that .gitignore names (git rm --cached them):"; git ls-files --cached --ignored --exclude-standard; exit 1; fi
 
 type-check: setup  ## mypy (settings in pyproject.toml)
 	$(BIN)/mypy
