@@ -79,8 +79,9 @@ result_backend_transport_options: dict[str, object] = {"visibility_timeout": _s.
 if _s.redis_sentinels:  # which primary the Sentinels are asked for
     broker_transport_options["master_name"] = result_backend_transport_options["master_name"] = _s.redis_master_name
 visibility_timeout = _s.visibility_timeout
-# Back to a broker that returned (a Sentinel failover) within a second, not Celery's 2 + 4 s.
-worker_consumer = "inference.worker.reconnect:QuickReconnectConsumer"
+# Back to a broker that returned (a Sentinel failover) within a second, not Celery's 2 + 4 s;
+# and no gossip (workers consuming each other's heartbeats): inference/worker/consumer.py.
+worker_consumer = "inference.worker.consumer:ServingConsumer"
 
 # Model loading in worker_process_init takes longer than Celery's 4 s allowance.
 worker_proc_alive_timeout = _s.worker_proc_alive_timeout

@@ -159,6 +159,17 @@ def test_workers_status_reports_load_and_counts(api):
     assert mobilenet["weights"] == "random" and mobilenet["device"] == "cpu"
 
 
+def test_workers_do_not_consume_each_others_heartbeats(api, redis_client):
+    """No gossip (inference/worker/consumer.py): a worker event reaches no worker. With it, each
+    of the suite's four workers took every heartbeat any of them sent."""
+    from inference.core.celery_app import app
+
+    assert get(api, "/workers/status").json()["ready"] == len(MODELS)  # they run, and hear broadcasts
+    db = redis_client.connection_pool.connection_kwargs.get("db", 0)
+    listeners = redis_client.publish(f"/{db}.{app.conf.event_exchange}/worker.heartbeat", b"{}")
+    assert listeners == 0
+
+
 def test_request_id_reaches_the_worker_log(api):
     """The worker's line per request, written once the result is out (tasks.count_success), still
     in the task's context: it carries the request id."""
