@@ -6,7 +6,7 @@ WORKDIR /app
 COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 COPY . .
-RUN useradd --create-home --uid 1000 app && mkdir -p /models/torch && chown -R app /models /app
+RUN useradd --create-home --uid 1000 app && mkdir -p /models/torch /models/openvino && chown -R app /models /app
 USER app
 EXPOSE 8000 5555
 CMD ["python", "-m", "api.serve"]

@@ -104,3 +104,15 @@ def test_refuses_to_start_without_secrets_unless_told_to_run_open():
         assert "s3cret-pw" not in json.dumps([service.get("command"), service.get("healthcheck")]), name
     assert config["services"]["redis"]["environment"]["REDIS_PASSWORD"] == "s3cret-pw"
     assert "$REDIS_PASSWORD" in " ".join(config["services"]["redis"]["command"])
+
+
+def test_workers_keep_their_converted_models_and_weights_on_volumes(compose):
+    """A worker container started again (a restart, `--scale`) loads what an earlier one
+    converted instead of converting again; weights fetched once stay too."""
+    for model in MODELS:
+        service = compose["services"][f"worker-{model}"]
+        mounts = {mount.split(":")[1]: mount.split(":")[0] for mount in service["volumes"]}
+        for variable in ("MODEL_CACHE_DIR", "TORCH_HOME"):
+            directory = service["environment"].get(variable)
+            assert directory, f"worker-{model} leaves {variable} inside the container, lost with it"
+            assert mounts.get(directory) in compose["volumes"], f"worker-{model}'s {variable} ({directory}) is on no named volume"
