@@ -9,7 +9,7 @@
   consume every other worker's events (their heartbeats, each on a Redis connection of its own)
   to keep a view of the cluster that nothing here reads: Flower, `/workers/status` and
   `celery inspect` get theirs from the heartbeats and broadcasts directly. It was a third of an
-  idle worker's CPU (`make run` on 2 Zen 4 cores: each worker 3.2-3.5 ms a second with it,
+  idle worker's CPU (`make run` on 2 Zen 4 cores: each worker 3.0-3.5 ms a second with it,
   1.8-2.2 without; the whole system 29 against 22-27). Mingle (revoked ids from the other workers
   at start) stays.
 """
