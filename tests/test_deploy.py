@@ -47,6 +47,10 @@ def test_each_manifest_is_valid_and_scales_its_own_worker(config):
     assert [t["metadata"]["listName"] for t in triggers if t["type"] == "redis"] == model_queues(model)
     container, = deployment["spec"]["template"]["spec"]["containers"]
     assert container["command"][:4] == ["python", "-m", "inference.cli.launch", config]
+    # Its converted model outlives a restart of its container: MODEL_CACHE_DIR on a pod volume.
+    cache_dir, = [variable["value"] for variable in container["env"] if variable["name"] == "MODEL_CACHE_DIR"]
+    mounted, = [mount["name"] for mount in container["volumeMounts"] if mount["mountPath"] == cache_dir]
+    assert mounted in [volume["name"] for volume in deployment["spec"]["template"]["spec"]["volumes"]]
 
 
 def test_the_callbacks_worker_has_its_manifest_scaled_on_its_queue():

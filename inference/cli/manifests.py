@@ -31,6 +31,12 @@ CALLBACKS = "callbacks"  # deploy/callbacks.yaml
 REDIS_ENV = [{"name": name, "valueFrom": {"secretKeyRef": {"name": "inference-redis", "key": key}}}
              for name, key in (("REDIS_URL", "url"), ("REDIS_ADDRESS", "address"), ("REDIS_PASSWORD", "password"))]
 POD_NAME_ENV = {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+# The OpenVINO models a worker converts, on a volume of the pod: its container restarted (a
+# failed liveness probe, an out-of-memory kill) loads what it converted instead of importing
+# torch to convert again. A new pod converts once; a ReadWriteMany claim in place of the
+# emptyDir would share one conversion between every pod.
+MODEL_CACHE = "/models/openvino"
+MODEL_CACHE_VOLUME = {"name": "model-cache", "emptyDir": {}}
 
 
 def file_settings(config: str) -> Settings:
@@ -46,8 +52,8 @@ def file_settings(config: str) -> Settings:
         os.environ.update(saved)
 
 
-def deployment(name: str, labels: dict, grace_seconds: int, container: dict) -> dict:
-    """A Deployment of one replica running `container`."""
+def deployment(name: str, labels: dict, grace_seconds: int, container: dict, volumes: tuple[dict, ...] = ()) -> dict:
+    """A Deployment of one replica running `container` (with the pod's `volumes`)."""
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -57,7 +63,8 @@ def deployment(name: str, labels: dict, grace_seconds: int, container: dict) -> 
             "selector": {"matchLabels": labels},
             "template": {
                 "metadata": {"labels": labels},
-                "spec": {"terminationGracePeriodSeconds": grace_seconds, "containers": [container]},
+                "spec": {"terminationGracePeriodSeconds": grace_seconds, "containers": [container],
+                         **({"volumes": list(volumes)} if volumes else {})},
             },
         },
     }
@@ -106,7 +113,9 @@ def worker_manifests(config: str) -> list[dict]:
         "env": [
             POD_NAME_ENV, *REDIS_ENV,
             {"name": "TORCH_THREADS", "value": "2"},  # its CPU limit: a container sees every core of its node
+            {"name": "MODEL_CACHE_DIR", "value": MODEL_CACHE},
         ],
+        "volumeMounts": [{"name": MODEL_CACHE_VOLUME["name"], "mountPath": MODEL_CACHE}],
         "resources": {"requests": {"cpu": "2", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}},
         "livenessProbe": alive_probe(f"{model}@$POD_NAME", initial_delay=60),
     }
@@ -122,7 +131,7 @@ def worker_manifests(config: str) -> list[dict]:
     }
     # SIGTERM: the worker stops taking requests and finishes those it holds (each within
     # WORKER_TIMEOUT); a shorter grace would kill them mid-batch.
-    return [deployment(name, labels, 2 * settings.worker_timeout + 10, container),
+    return [deployment(name, labels, 2 * settings.worker_timeout + 10, container, (MODEL_CACHE_VOLUME,)),
             scaled_object(name, labels, [prometheus, *(list_trigger(queue_name(model, priority), concurrency) for priority in PRIORITIES)])]
 
 
