@@ -17,6 +17,8 @@ from __future__ import annotations
 import logging
 import os
 
+import granian._signals
+from granian._granian import WorkerSignal
 from granian.constants import HTTPModes, Interfaces
 from granian.http import HTTP1Settings
 from granian.log import LogLevels
@@ -71,6 +73,28 @@ class Server(MPServer):
         if os.getpid() != self.pid:  # a worker that is still loading the app
             os._exit(0)  # nothing to finish; no logging in a handler that interrupts any code
         super().signal_handler_interrupt(*args, **kwargs)
+
+
+def set_sync_signals_once() -> WorkerSignal:
+    """granian's `set_sync_signals` for a WSGI worker, whose handler passes on the first stop
+    signal only. Its event holds one signal until the worker starts serving and reads it; a
+    second `set()` before then blocked the worker's main thread inside the handler for good.
+    A worker that had loaded the app and was about to serve got two: Ctrl-C's SIGINT to the
+    whole process group, then the main process's SIGTERM as it stopped its workers. It was
+    killed GRACEFUL_SECONDS later (one stop in many, on a loaded machine)."""
+    event = WorkerSignal()
+    passed: list[int] = []
+
+    def handler(signum, frame) -> None:  # runs in the main thread only, one at a time
+        if not passed:
+            passed.append(signum)
+            event.set()
+
+    granian._signals.set_main_signals(handler)
+    return event
+
+
+granian._signals.set_sync_signals = set_sync_signals_once  # looked up by each worker as it starts
 
 
 def access_log(settings: Settings) -> bool:
