@@ -462,19 +462,13 @@ def test_the_client_and_the_api_load_no_torch_and_no_worker_code():
 def test_an_api_worker_about_to_serve_takes_a_second_stop_signal():
     """An API worker whose stop handlers are in place but which does not serve yet: Ctrl-C's
     SIGINT and the main process's SIGTERM both reach it. granian's own handler passed both on,
-    and the second blocked its main thread for good (api/serve.py, set_sync_signals_once)."""
-    import subprocess
-    import sys
-
+    and the second blocked its main thread for good (api/serve.py, set_sync_signals_once): the
+    probe then times out, and is killed."""
     probe = ("import os, signal\nimport api.serve\nfrom granian._signals import set_sync_signals\n"
              "set_sync_signals()\nos.kill(os.getpid(), signal.SIGINT); os.kill(os.getpid(), signal.SIGTERM)\n"
              "print('handled both', flush=True); os._exit(0)")
-    ran = subprocess.Popen([sys.executable, "-c", probe], cwd=repo_root(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        printed, errors = ran.communicate(timeout=30)
-    finally:
-        ran.kill()  # hung in a signal handler, it ignores SIGTERM
-    assert printed.strip() == "handled both", errors
+    printed, errors = printed_in_a_fresh_python(probe)
+    assert printed == "handled both", errors
 
 
 def test_the_stop_signal_relay_leaves_another_wakeup_fd_alone():
